@@ -1,0 +1,41 @@
+# Everything a fresh machine needs (Rust, Python 3.11, pip) is set up from here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+TORCH_VERSION := 2.11.0
+CARGO_CONFIG := .cargo/config.toml
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: all setup build test demo bench clean-runs
+
+all: build
+
+# The venv holds libtorch (from the torch wheel) and the peers tests compare against.
+$(VENV)/.ready:
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check \
+		torch==$(TORCH_VERSION) transformers pyarrow safetensors
+	touch $@
+
+# Generated, not committed: it holds this checkout's absolute libtorch path, so that
+# `cargo build/test` work inside the repo and binaries find libtorch without LD_LIBRARY_PATH.
+$(CARGO_CONFIG): $(VENV)/.ready tools/write-cargo-config.sh
+	bash tools/write-cargo-config.sh $(VPY) $@
+
+setup: $(VENV)/.ready $(CARGO_CONFIG)
+
+build: setup
+	cargo build --release
+
+test: build
+	cargo test --release -- --test-threads=2
+
+demo: build
+	cargo run --release -q --bin rto-sample -- --random-init --prompt "Hello" --max-new-tokens 24
+
+bench: build
+	$(VPY) bench/bench_model.py
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,22 @@
+//! The Llama-family model core: Hugging Face checkpoints in and out, batched forwards with
+//! padding, per-token log-probabilities, KV-cache sampling, tokenizer and chat templates.
+//!
+//! Everything that touches libtorch for a *model* lives here; the algorithms (losses, rewards,
+//! PPO) live in `rto-algo` and use only the functions exported below.
+
+pub mod batch;
+pub mod config;
+pub mod device;
+pub mod kv_cache;
+pub mod llama;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
+
+pub use batch::{response_logprobs, response_values, sequence_scores, SequenceBatch, TokenOutputs};
+pub use config::ModelConfig;
+pub use device::{parse_device, parse_kind};
+pub use model::{CausalLm, Head};
+pub use sampling::{generate, Generation, SamplingConfig};
+pub use tokenizer::{Message, TextTokenizer};

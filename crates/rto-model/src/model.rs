@@ -1,0 +1,169 @@
+//! A checkpoint folder as a runnable model: the decoder, its heads, and the folder I/O.
+
+use crate::config::ModelConfig;
+use crate::llama::{positions_from_mask, Llama};
+use crate::weights;
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// Files copied along with the weights so a saved folder is self-contained.
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+];
+
+/// Which output heads a model carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// `lm_head` (or the tied embedding): next-token logits, for policies and references.
+    LanguageModel,
+    /// `score` [1, hidden]: a scalar per position, for reward and value models.
+    Score,
+}
+
+/// A Llama-family model with one head, its variables in a `VarStore` named as in HF checkpoints.
+pub struct CausalLm {
+    pub config: ModelConfig,
+    pub vs: nn::VarStore,
+    pub decoder: Llama,
+    head: Head,
+    lm_head: Option<nn::Linear>,
+    score: Option<nn::Linear>,
+}
+
+impl std::fmt::Debug for CausalLm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CausalLm").field("config", &self.config).field("head", &self.head).finish()
+    }
+}
+
+impl CausalLm {
+    /// A model with random weights (normal, std 0.02), seeded through libtorch's generator.
+    pub fn random(config: ModelConfig, head: Head, device: Device, kind: Kind) -> Result<Self> {
+        config.validate()?;
+        let mut vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let decoder = Llama::new(&root / "model", &config)?;
+        let no_bias = |init| nn::LinearConfig { ws_init: init, bs_init: None, bias: false };
+        let normal = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+        let (lm_head, score) = match head {
+            Head::LanguageModel if config.tie_word_embeddings => (None, None),
+            Head::LanguageModel => {
+                (Some(nn::linear(&root / "lm_head", config.hidden_size, config.vocab_size, no_bias(normal))), None)
+            }
+            Head::Score => (None, Some(nn::linear(&root / "score", config.hidden_size, 1, no_bias(normal)))),
+        };
+        if kind != Kind::Float {
+            vs.set_kind(kind);
+        }
+        Ok(Self { config, vs, decoder, head, lm_head, score })
+    }
+
+    /// Loads an HF folder (`config.json` + safetensors) with the requested head, converting the
+    /// weights to `kind`. A missing head tensor is an error naming the folder and tensor.
+    pub fn load(dir: &Path, head: Head, device: Device, kind: Kind) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let model = Self::random(config, head, device, kind)?;
+        let targets: HashMap<String, Tensor> = model.vs.variables();
+        weights::load_into(dir, &targets).with_context(|| format!("loading model {}", dir.display()))?;
+        Ok(model)
+    }
+
+    /// Loads a causal-LM folder as a value model: the decoder from the folder and a fresh score
+    /// head of zeros, or the folder's own `score` when it has one (a reward model).
+    pub fn load_as_value_model(dir: &Path, device: Device) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let model = Self::random(config, Head::Score, device, Kind::Float)?;
+        let mut targets = model.vs.variables();
+        let has_score = weights::tensor_locations(dir)?.contains_key("score.weight");
+        if !has_score {
+            let score = targets.remove("score.weight").expect("score head exists");
+            tch::no_grad(|| {
+                let _ = score.shallow_clone().zero_();
+            });
+        }
+        weights::load_into(dir, &targets).with_context(|| format!("loading model {}", dir.display()))?;
+        Ok(model)
+    }
+
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Final hidden states [B, T, H]; positions are derived from the padding mask.
+    pub fn hidden_states(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
+        let positions = positions_from_mask(attention_mask);
+        self.decoder.forward(input_ids, attention_mask, &positions, None)
+    }
+
+    /// Next-token logits for hidden states [.., H] → [.., V].
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        match (&self.lm_head, self.head) {
+            (Some(lm_head), _) => lm_head.forward(hidden),
+            (None, Head::LanguageModel) => hidden.matmul(&self.decoder.embedding().tr()),
+            (None, Head::Score) => panic!("logits() called on a model with a score head"),
+        }
+    }
+
+    /// Scalar per position [.., H] → [..] from the `score` head.
+    pub fn score(&self, hidden: &Tensor) -> Tensor {
+        let score = self.score.as_ref().expect("score() called on a model without a score head");
+        score.forward(hidden).squeeze_dim(-1)
+    }
+
+    /// Full-sequence logits [B, T, V] (tests and small batches; stages use response-only paths).
+    pub fn forward_logits(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
+        self.logits(&self.hidden_states(input_ids, attention_mask))
+    }
+
+    /// The variables under their checkpoint names, tied `lm_head` omitted as transformers does.
+    pub fn named_tensors(&self) -> BTreeMap<String, Tensor> {
+        self.vs.variables().into_iter().collect()
+    }
+
+    /// Writes an HF folder: `config.json`, weights in `kind`, and the tokenizer files found in
+    /// `tokenizer_from` (normally the folder the model was loaded from).
+    pub fn save(&self, dir: &Path, kind: Kind, tokenizer_from: Option<&Path>) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut config = self.config.clone();
+        let dtype = match kind {
+            Kind::Float => "float32",
+            Kind::BFloat16 => "bfloat16",
+            Kind::Half => "float16",
+            other => bail!("cannot save weights as {other:?}"),
+        };
+        config.extra.insert("dtype".into(), dtype.into());
+        config.extra.remove("torch_dtype");
+        if self.head == Head::Score {
+            config.set_sequence_classification();
+        }
+        config.to_file(&dir.join("config.json"))?;
+        weights::save(dir, &self.named_tensors(), kind, 4 << 30)?;
+        if let Some(source) = tokenizer_from {
+            copy_tokenizer_files(source, dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies whichever tokenizer files exist in `from` into `to`.
+pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
+    for name in TOKENIZER_FILES {
+        let src = from.join(name);
+        if src.exists() {
+            std::fs::copy(&src, to.join(name))
+                .with_context(|| format!("copying {} to {}", src.display(), to.display()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Batched generation with a KV cache: one prefill over the left-padded prompts, then one
+//! token per step for the whole batch, rows dropping out as they emit a stop token.
+
+use crate::batch::SequenceBatch;
+use crate::kv_cache::KvCache;
+use crate::llama::positions_from_mask;
+use crate::model::CausalLm;
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct SamplingConfig {
+    pub max_new_tokens: usize,
+    /// Softmax temperature; ignored when `greedy`.
+    pub temperature: f64,
+    /// Nucleus threshold in (0, 1]; 1 disables it.
+    pub top_p: f64,
+    /// Keep only the k most likely tokens; 0 disables it.
+    pub top_k: i64,
+    pub greedy: bool,
+    /// Tokens that end a response (EOS and friends). The stop token is part of the response.
+    pub stop_ids: Vec<i64>,
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self { max_new_tokens: 64, temperature: 1.0, top_p: 1.0, top_k: 0, greedy: false, stop_ids: vec![], seed: 0 }
+    }
+}
+
+impl SamplingConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.max_new_tokens == 0 {
+            bail!("max_new_tokens must be at least 1");
+        }
+        if !self.greedy && !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            bail!("temperature must be positive (got {}); use greedy for argmax decoding", self.temperature);
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!("top_p must be in (0, 1], got {}", self.top_p);
+        }
+        if self.top_k < 0 {
+            bail!("top_k must be >= 0, got {}", self.top_k);
+        }
+        Ok(())
+    }
+}
+
+/// What a generation call produced, per row.
+#[derive(Debug)]
+pub struct Generation {
+    /// Generated tokens of each row, the stop token included when one was emitted.
+    pub responses: Vec<Vec<i64>>,
+    /// Whether each row ended with a stop token (rather than running out of budget).
+    pub finished: Vec<bool>,
+}
+
+impl Generation {
+    /// The prompts and responses in the shared batch layout, ready for scoring forwards.
+    /// Rows that produced nothing get one pad token so the layout stays valid (masked out).
+    pub fn to_batch(&self, prompts: &[Vec<i64>], pad_id: i64, device: tch::Device) -> Result<SequenceBatch> {
+        SequenceBatch::new(prompts, &self.responses, pad_id, device)
+    }
+}
+
+/// Samples continuations of `prompts` (token ids, unpadded) from `model`.
+pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig, pad_id: i64) -> Result<Generation> {
+    config.validate()?;
+    if prompts.is_empty() {
+        return Ok(Generation { responses: vec![], finished: vec![] });
+    }
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        bail!("prompt {i} is empty");
+    }
+    let device = model.device();
+    let batch = prompts.len() as i64;
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let max_positions = model.config.max_position_embeddings as usize;
+    if width + config.max_new_tokens > max_positions {
+        bail!("prompt length {width} + max_new_tokens {} exceeds max_position_embeddings {max_positions}", config.max_new_tokens);
+    }
+    tch::manual_seed(config.seed as i64);
+    let (ids, mask) = left_pad(prompts, pad_id, width);
+    let input_ids = Tensor::from_slice(&ids).view([batch, width as i64]).to_device(device);
+    let mut attention_mask = Tensor::from_slice(&mask).view([batch, width as i64]).to_device(device);
+    let kind = model.vs.kind();
+    let cfg = &model.config;
+    let mut cache = KvCache::new(
+        cfg.num_hidden_layers as usize,
+        batch,
+        cfg.num_kv_heads(),
+        width + config.max_new_tokens,
+        cfg.head_dim(),
+        (kind, device),
+    );
+    let stop = Tensor::from_slice(&config.stop_ids).to_device(device);
+    let mut responses: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
+    let mut finished = vec![false; prompts.len()];
+    tch::no_grad(|| -> Result<()> {
+        let positions = positions_from_mask(&attention_mask);
+        let hidden = model.decoder.forward(&input_ids, &attention_mask, &positions, Some(&mut cache));
+        let mut next_positions = positions.narrow(1, width as i64 - 1, 1) + 1;
+        let mut logits = model.logits(&hidden.narrow(1, width as i64 - 1, 1)).squeeze_dim(1);
+        for step in 0..config.max_new_tokens {
+            let tokens = pick_tokens(&logits.to_kind(Kind::Float), config);
+            let done_now = if config.stop_ids.is_empty() {
+                Tensor::zeros([batch], (Kind::Bool, device))
+            } else {
+                Tensor::isin(&tokens, &stop, false, false)
+            };
+            let tokens_host = Vec::<i64>::try_from(&tokens)?;
+            let done_host = Vec::<bool>::try_from(&done_now.to_kind(Kind::Bool))?;
+            for row in 0..prompts.len() {
+                if !finished[row] {
+                    responses[row].push(tokens_host[row]);
+                    finished[row] = done_host[row];
+                }
+            }
+            if finished.iter().all(|&f| f) || step + 1 == config.max_new_tokens {
+                break;
+            }
+            // Finished rows keep decoding a pad token whose output is discarded: keeping the
+            // batch rectangular is cheaper than compacting the cache.
+            let done = Tensor::from_slice(&finished).to_device(device);
+            let step_ids = tokens.masked_fill(&done, pad_id).view([batch, 1]);
+            attention_mask = Tensor::cat(&[&attention_mask, &Tensor::ones([batch, 1], (Kind::Int64, device))], 1);
+            let hidden = model.decoder.forward(&step_ids, &attention_mask, &next_positions, Some(&mut cache));
+            next_positions += 1;
+            logits = model.logits(&hidden.squeeze_dim(1));
+        }
+        Ok(())
+    })?;
+    Ok(Generation { responses, finished })
+}
+
+fn left_pad(prompts: &[Vec<i64>], pad_id: i64, width: usize) -> (Vec<i64>, Vec<i64>) {
+    let mut ids = Vec::with_capacity(prompts.len() * width);
+    let mut mask = Vec::with_capacity(prompts.len() * width);
+    for prompt in prompts {
+        let pad = width - prompt.len();
+        ids.extend(std::iter::repeat_n(pad_id, pad).chain(prompt.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, prompt.len())));
+    }
+    (ids, mask)
+}
+
+/// One token per row from logits [B, V]: argmax, or a draw after temperature, top-k and top-p.
+fn pick_tokens(logits: &Tensor, config: &SamplingConfig) -> Tensor {
+    if config.greedy {
+        return logits.argmax(-1, false);
+    }
+    let mut logits = logits / config.temperature;
+    let vocab = logits.size()[1];
+    if config.top_k > 0 && config.top_k < vocab {
+        let (kth, _) = logits.topk(config.top_k, -1, true, true);
+        let threshold = kth.narrow(1, config.top_k - 1, 1);
+        logits = logits.masked_fill(&logits.lt_tensor(&threshold), f64::NEG_INFINITY);
+    }
+    if config.top_p < 1.0 {
+        let (sorted, order) = logits.sort(-1, true);
+        let probs = sorted.softmax(-1, Kind::Float);
+        // Drop a token when the mass before it already reaches top_p: the kept set is the
+        // smallest prefix whose mass is at least top_p, and always holds the top token.
+        let mass_before = probs.cumsum(-1, Kind::Float) - &probs;
+        let drop_sorted = mass_before.ge(config.top_p);
+        let drop = drop_sorted.scatter(1, &order, &drop_sorted);
+        logits = logits.masked_fill(&drop, f64::NEG_INFINITY);
+    }
+    logits.softmax(-1, Kind::Float).multinomial(1, false).squeeze_dim(1)
+}

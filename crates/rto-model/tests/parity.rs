@@ -1,0 +1,215 @@
+//! Our model against transformers on the same tiny random checkpoints.
+
+mod common;
+
+use common::*;
+use rto_model::kv_cache::KvCache;
+use rto_model::llama::positions_from_mask;
+use rto_model::{generate, CausalLm, Head, SamplingConfig};
+use tch::{Device, Kind, Tensor};
+
+/// Three left-padded rows of different lengths (pads are id 0).
+fn padded_batch() -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
+    let rows: Vec<Vec<i64>> = vec![
+        vec![5, 17, 33, 8, 91, 44, 12, 60, 7],
+        vec![21, 3, 77, 45, 9, 30],
+        vec![88, 14, 56, 4],
+    ];
+    let width = 9;
+    let ids = rows.iter().map(|r| [vec![0; width - r.len()], r.clone()].concat()).collect();
+    let mask = rows.iter().map(|r| [vec![0; width - r.len()], vec![1; r.len()]].concat()).collect();
+    (ids, mask)
+}
+
+fn to_tensor(rows: &[Vec<i64>]) -> Tensor {
+    Tensor::from_slice2(rows)
+}
+
+fn check_logits_parity(kind: &str) {
+    let hf = hf_model(kind);
+    let work = tempfile::tempdir().unwrap();
+    let (ids, mask) = padded_batch();
+    let batch_path = work.path().join("batch.json");
+    write_batch(&batch_path, &ids, &mask);
+    let reference_path = work.path().join("ref.safetensors");
+    reference(&["logits", hf.path().to_str().unwrap(), batch_path.to_str().unwrap(), reference_path.to_str().unwrap()]);
+    let theirs = read_tensor(&reference_path, "logits");
+
+    let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    let (ids_t, mask_t) = (to_tensor(&ids), to_tensor(&mask));
+    let ours = tch::no_grad(|| model.forward_logits(&ids_t, &mask_t));
+    let err = masked_rel_error(&ours, &theirs, &mask_t);
+    assert!(err <= 1e-4, "{kind}: relative logit error {err:e} vs transformers");
+
+    // What we save, transformers loads with the same numbers.
+    let saved = work.path().join("saved");
+    model.save(&saved, Kind::Float, None).unwrap();
+    let resaved_path = work.path().join("resaved.safetensors");
+    reference(&["logits", saved.to_str().unwrap(), batch_path.to_str().unwrap(), resaved_path.to_str().unwrap()]);
+    let theirs_again = read_tensor(&resaved_path, "logits");
+    let err = masked_rel_error(&ours, &theirs_again, &mask_t);
+    assert!(err <= 1e-4, "{kind}: transformers on our saved folder differs by {err:e}");
+}
+
+#[test]
+fn llama_with_gqa_matches_transformers() {
+    check_logits_parity("llama-gqa");
+}
+
+#[test]
+fn qwen2_with_bias_matches_transformers() {
+    check_logits_parity("qwen2-bias");
+}
+
+#[test]
+fn tied_embeddings_match_transformers() {
+    check_logits_parity("tied");
+}
+
+#[test]
+fn llama3_rope_scaling_matches_transformers() {
+    check_logits_parity("llama3-rope");
+}
+
+#[test]
+fn kv_cache_decoding_equals_full_forward_at_every_step() {
+    let hf = hf_model("llama-gqa");
+    let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    let (ids, mask) = padded_batch();
+    let continuation: Vec<Vec<i64>> = vec![vec![11, 12, 13, 14, 15], vec![21, 22, 23, 24, 25], vec![31, 32, 33, 34, 35]];
+    let full_ids: Vec<Vec<i64>> = ids.iter().zip(&continuation).map(|(a, b)| [a.clone(), b.clone()].concat()).collect();
+    let full_mask: Vec<Vec<i64>> = mask.iter().map(|m| [m.clone(), vec![1; 5]].concat()).collect();
+    let full = tch::no_grad(|| model.forward_logits(&to_tensor(&full_ids), &to_tensor(&full_mask)));
+
+    let cfg = &model.config;
+    let mut cache = KvCache::new(cfg.num_hidden_layers as usize, 3, cfg.num_kv_heads(), 14, cfg.head_dim(), (Kind::Float, Device::Cpu));
+    tch::no_grad(|| {
+        let mut attn = to_tensor(&mask);
+        let positions = positions_from_mask(&attn);
+        let hidden = model.decoder.forward(&to_tensor(&ids), &attn, &positions, Some(&mut cache));
+        let prefill = model.logits(&hidden);
+        let err = masked_rel_error(&prefill, &full.narrow(1, 0, 9), &attn);
+        assert!(err <= 1e-5, "prefill differs by {err:e}");
+        let mut next_pos = positions.narrow(1, 8, 1) + 1;
+        for step in 0..5i64 {
+            let column: Vec<Vec<i64>> = continuation.iter().map(|c| vec![c[step as usize]]).collect();
+            attn = Tensor::cat(&[&attn, &Tensor::ones([3, 1], (Kind::Int64, Device::Cpu))], 1);
+            let hidden = model.decoder.forward(&to_tensor(&column), &attn, &next_pos, Some(&mut cache));
+            next_pos += 1;
+            let step_logits = model.logits(&hidden);
+            let expected = full.narrow(1, 9 + step, 1);
+            let diff = (&step_logits - &expected).abs().max().double_value(&[]);
+            let scale = expected.abs().max().double_value(&[]);
+            assert!(diff / scale <= 1e-5, "step {step}: cached decode differs by {:e}", diff / scale);
+        }
+    });
+}
+
+#[test]
+fn greedy_generation_matches_transformers_generate() {
+    let hf = hf_model("llama-gqa");
+    let work = tempfile::tempdir().unwrap();
+    let prompts: Vec<Vec<i64>> = vec![vec![5, 17, 33, 8, 91, 44, 12], vec![21, 3, 77], vec![88, 14, 56, 4, 19]];
+    let prompts_path = work.path().join("prompts.json");
+    std::fs::write(&prompts_path, serde_json::to_string(&prompts).unwrap()).unwrap();
+    let out = work.path().join("gen.json");
+    reference(&["generate", hf.path().to_str().unwrap(), prompts_path.to_str().unwrap(), "12", out.to_str().unwrap()]);
+    let theirs: Vec<Vec<i64>> = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+
+    let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    let config = SamplingConfig { max_new_tokens: 12, greedy: true, ..Default::default() };
+    // All three prompts in one left-padded batch: padding must not change any row.
+    let ours = generate(&model, &prompts, &config, 0).unwrap();
+    assert_eq!(ours.responses, theirs);
+    assert_eq!(ours.finished, vec![false; 3]);
+}
+
+#[test]
+fn sampling_is_seeded_and_top_k_one_is_greedy() {
+    let hf = hf_model("tied");
+    let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    let prompts = vec![vec![5, 17, 33], vec![21, 3, 77, 45, 9]];
+    let sample = |seed, top_k, top_p| {
+        let config = SamplingConfig { max_new_tokens: 16, seed, top_k, top_p, ..Default::default() };
+        generate(&model, &prompts, &config, 0).unwrap().responses
+    };
+    assert_eq!(sample(7, 0, 1.0), sample(7, 0, 1.0), "same seed, same tokens");
+    assert_ne!(sample(7, 0, 1.0), sample(8, 0, 1.0), "another seed, other tokens");
+    let greedy = generate(&model, &prompts, &SamplingConfig { max_new_tokens: 16, greedy: true, ..Default::default() }, 0).unwrap();
+    assert_eq!(sample(3, 1, 1.0), greedy.responses, "top-k 1 is greedy");
+    assert_eq!(sample(3, 0, 1e-6), greedy.responses, "a tiny top-p keeps only the top token");
+}
+
+#[test]
+fn generation_stops_rows_at_their_stop_token() {
+    let hf = hf_model("llama-gqa");
+    let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    let prompts = vec![vec![5, 17, 33], vec![21, 3, 77, 45]];
+    let free = generate(&model, &prompts, &SamplingConfig { max_new_tokens: 10, greedy: true, ..Default::default() }, 0).unwrap();
+    // Declare row 0's third greedy token a stop token: row 0 ends there, stop token included.
+    let stop = free.responses[0][2];
+    let config = SamplingConfig { max_new_tokens: 10, greedy: true, stop_ids: vec![stop], ..Default::default() };
+    let stopped = generate(&model, &prompts, &config, 0).unwrap();
+    let first_stop = free.responses[0].iter().position(|&t| t == stop).unwrap();
+    assert_eq!(stopped.responses[0], free.responses[0][..=first_stop].to_vec());
+    assert!(stopped.finished[0]);
+    let row1_stop = free.responses[1].iter().position(|&t| t == stop);
+    match row1_stop {
+        Some(i) => assert_eq!(stopped.responses[1], free.responses[1][..=i].to_vec()),
+        None => assert_eq!(stopped.responses[1], free.responses[1]),
+    }
+}
+
+#[test]
+fn bf16_and_sharded_checkpoints_round_trip() {
+    let hf = hf_model("llama-gqa");
+    let work = tempfile::tempdir().unwrap();
+    let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    // Sharded: tiny shard limit forces several files and an index.
+    let sharded = work.path().join("sharded");
+    std::fs::create_dir_all(&sharded).unwrap();
+    model.config.to_file(&sharded.join("config.json")).unwrap();
+    rto_model::weights::save(&sharded, &model.named_tensors(), Kind::Float, 40_000).unwrap();
+    assert!(sharded.join(rto_model::weights::SHARD_INDEX).exists());
+    let reloaded = CausalLm::load(&sharded, Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    for (name, tensor) in model.named_tensors() {
+        assert!(tensor.equal(&reloaded.named_tensors()[&name]), "{name} changed through shards");
+    }
+    // bf16 on disk loads back into f32 variables (VarStore::load would have switched dtype).
+    let bf16 = work.path().join("bf16");
+    model.save(&bf16, Kind::BFloat16, None).unwrap();
+    let from_bf16 = CausalLm::load(&bf16, Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    let w = &from_bf16.named_tensors()["model.layers.0.mlp.up_proj.weight"];
+    assert_eq!(w.kind(), Kind::Float);
+    let (ids, mask) = padded_batch();
+    let (a, b) = tch::no_grad(|| {
+        (model.forward_logits(&to_tensor(&ids), &to_tensor(&mask)), from_bf16.forward_logits(&to_tensor(&ids), &to_tensor(&mask)))
+    });
+    let err = masked_rel_error(&b, &a, &to_tensor(&mask));
+    assert!(err > 0.0 && err < 0.05, "bf16 round trip error {err}");
+}
+
+#[test]
+fn score_head_matches_transformers_sequence_classification() {
+    let hf = hf_model("llama-gqa");
+    let work = tempfile::tempdir().unwrap();
+    tch::manual_seed(5);
+    let model = CausalLm::load_as_value_model(hf.path(), Device::Cpu).unwrap();
+    // A fresh value head starts at zero; give it values so the comparison means something.
+    tch::no_grad(|| model.named_tensors()["score.weight"].shallow_clone().normal_(0.0, 1.0));
+    let rm_dir = work.path().join("rm");
+    model.save(&rm_dir, Kind::Float, None).unwrap();
+    let prompts = vec![vec![5, 17, 33, 8], vec![21, 3]];
+    let responses = vec![vec![40, 41, 2], vec![50, 51, 52, 53, 2]];
+    let batch = rto_model::SequenceBatch::new(&prompts, &responses, 0, Device::Cpu).unwrap();
+    let ours = tch::no_grad(|| rto_model::sequence_scores(&model, &batch));
+    let ids: Vec<Vec<i64>> = Vec::try_from(&batch.input_ids).unwrap();
+    let mask: Vec<Vec<i64>> = Vec::try_from(&batch.attention_mask).unwrap();
+    let batch_path = work.path().join("batch.json");
+    write_batch(&batch_path, &ids, &mask);
+    let out = work.path().join("scores.safetensors");
+    reference(&["scores", rm_dir.to_str().unwrap(), batch_path.to_str().unwrap(), out.to_str().unwrap()]);
+    let theirs = read_tensor(&out, "scores");
+    let diff = (&ours - &theirs).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4 * theirs.abs().max().double_value(&[]).max(1.0), "scores {ours} vs {theirs}");
+}
