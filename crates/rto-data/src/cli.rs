@@ -1,0 +1,261 @@
+//! Flags shared by every stage binary, YAML config files, and the stdout convention.
+//!
+//! A config file is just a list of flags written as YAML: each key is a long flag name with
+//! '-' written as '_' (`eval_fraction: 0.05` means `--eval-fraction 0.05`). Its values are
+//! placed before the command-line arguments, and a flag given on the command line replaces
+//! the file's value (for a repeated flag, the whole list), so a pipeline can keep one config
+//! and override a setting per run. Paths in a config are relative to the working directory,
+//! like paths on the command line.
+
+use crate::store::{link, StageOutcome, Store};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{ArgAction, Parser};
+use serde::Serialize;
+use serde_yaml::Value as Yaml;
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Flags every stage binary takes; `#[command(flatten)]` it into the stage's own args.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize)]
+pub struct CommonArgs {
+    /// YAML file of flags (keys are flag names with '_' for '-'); flags on the command line win.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub config: Option<PathBuf>,
+    /// Root of the content-addressed output store.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub store: PathBuf,
+    /// Recompute even when a verified output with the same key exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Seed for every random choice of the stage (shuffles, init, sampling).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Device to compute on: cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Also point <store>/latest/NAME at the output folder.
+    #[arg(long, value_name = "NAME")]
+    pub link: Option<String>,
+}
+
+impl CommonArgs {
+    /// The store named by `--store`.
+    pub fn store(&self) -> Store {
+        Store::new(&self.store)
+    }
+
+    /// The common flags that change a stage's results, for its key: the seed, and the device
+    /// (CPU and CUDA kernels give different floats). `--store`, `--force`, `--config` and
+    /// `--link` say where and whether to compute, not what, so they stay out of keys.
+    pub fn key_settings(&self) -> serde_json::Value {
+        serde_json::json!({ "seed": self.seed, "device": self.device })
+    }
+
+    /// What a stage does after [`Store::run`]: honour `--link`, then print the output folder
+    /// as the last line of stdout.
+    pub fn finish(&self, outcome: &StageOutcome) -> Result<()> {
+        if let Some(name) = &self.link {
+            link(&self.store, name, &outcome.path)?;
+        }
+        print_output(&outcome.path)
+    }
+}
+
+/// Parses the process arguments with `--config` support; on a usage error (or `--help`)
+/// prints clap's message and exits, as a plain `T::parse()` would.
+pub fn parse_with_config<T: Parser>() -> Result<T> {
+    match parse_with_config_from::<T>(std::env::args_os().collect()) {
+        Ok(t) => Ok(t),
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(clap_err) => clap_err.exit(),
+            Err(other) => Err(other),
+        },
+    }
+}
+
+/// [`parse_with_config`] over explicit arguments (the first is the program name). Usage
+/// errors come back as a `clap::Error` inside the `anyhow::Error`.
+pub fn parse_with_config_from<T: Parser>(args: Vec<OsString>) -> Result<T> {
+    let cmd = T::command();
+    let mut args = args.into_iter();
+    let bin = args
+        .next()
+        .unwrap_or_else(|| OsString::from(cmd.get_name().to_string()));
+    let user: Vec<OsString> = args.collect();
+
+    let mut full = vec![bin];
+    let has_config_flag = cmd.get_arguments().any(|a| a.get_long() == Some("config"));
+    if has_config_flag {
+        if let Some(path) = find_config(&user) {
+            let supplied = supplied_ids(&cmd, &user);
+            full.extend(config_args(&cmd, &path, &supplied)?);
+        }
+    }
+    full.extend(user);
+    let matches = cmd.try_get_matches_from(full)?;
+    Ok(T::from_arg_matches(&matches)?)
+}
+
+/// The value of `--config` among the user's arguments, if any (before a `--`).
+fn find_config(user: &[OsString]) -> Option<PathBuf> {
+    let mut it = user.iter();
+    while let Some(arg) = it.next() {
+        let s = arg.to_string_lossy();
+        if s == "--" {
+            break;
+        }
+        if s == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = s.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    None
+}
+
+/// Ids of the options the user wrote on the command line, so the config's entry for them is
+/// dropped (this is what makes a command-line list replace, not extend, the file's list).
+fn supplied_ids(cmd: &clap::Command, user: &[OsString]) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for arg in user {
+        let s = arg.to_string_lossy();
+        if s == "--" {
+            break;
+        }
+        if let Some(long) = s.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            if let Some(a) = cmd.get_arguments().find(|a| {
+                a.get_long() == Some(name)
+                    || a.get_all_aliases().is_some_and(|al| al.contains(&name))
+            }) {
+                ids.insert(a.get_id().to_string());
+            }
+        } else if let Some(shorts) = s.strip_prefix('-') {
+            for c in shorts.chars() {
+                let Some(a) = cmd.get_arguments().find(|a| a.get_short() == Some(c)) else {
+                    break;
+                };
+                ids.insert(a.get_id().to_string());
+                if a.get_action().takes_values() {
+                    break; // the rest of the token is this option's value
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Turns the YAML mapping in `path` into `--flag=value` arguments.
+fn config_args(
+    cmd: &clap::Command,
+    path: &Path,
+    supplied: &BTreeSet<String>,
+) -> Result<Vec<OsString>> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let doc: Yaml = serde_yaml::from_str(&text)
+        .with_context(|| format!("config file {} is not valid YAML", path.display()))?;
+    let map = match doc {
+        Yaml::Mapping(m) => m,
+        Yaml::Null => return Ok(Vec::new()), // an empty file sets nothing
+        _ => bail!(
+            "config file {} must be a YAML mapping of flag names to values (key: value lines)",
+            path.display()
+        ),
+    };
+    let mut out = Vec::new();
+    for (k, v) in map {
+        let Some(key) = k.as_str() else {
+            bail!("config file {}: key {k:?} is not a string", path.display());
+        };
+        let flag = key.replace('_', "-");
+        if flag == "config" {
+            bail!(
+                "config file {}: key `{key}`: a config file cannot include another",
+                path.display()
+            );
+        }
+        let arg = cmd
+            .get_arguments()
+            .find(|a| {
+                a.get_long() == Some(flag.as_str()) && !matches!(flag.as_str(), "help" | "version")
+            })
+            .ok_or_else(|| {
+                let valid: Vec<String> = cmd
+                    .get_arguments()
+                    .filter_map(|a| a.get_long())
+                    .filter(|l| !matches!(*l, "help" | "version" | "config"))
+                    .map(|l| l.replace('-', "_"))
+                    .collect();
+                anyhow!(
+                    "config file {}: unknown key `{key}` (no --{flag} option); valid keys: {}",
+                    path.display(),
+                    valid.join(", ")
+                )
+            })?;
+        if supplied.contains(arg.get_id().as_str()) {
+            continue;
+        }
+        let ctx = || format!("config file {}: key `{key}`", path.display());
+        let action = arg.get_action();
+        match (&v, action) {
+            (Yaml::Null, _) => {}
+            (Yaml::Bool(b), ArgAction::SetTrue) => {
+                if *b {
+                    out.push(format!("--{flag}").into());
+                }
+            }
+            (Yaml::Bool(b), ArgAction::SetFalse) => {
+                if !*b {
+                    out.push(format!("--{flag}").into());
+                }
+            }
+            (Yaml::Number(n), ArgAction::Count) => {
+                let times = n
+                    .as_u64()
+                    .ok_or_else(|| anyhow!("expected a count"))
+                    .with_context(ctx)?;
+                out.extend((0..times).map(|_| OsString::from(format!("--{flag}"))));
+            }
+            (Yaml::Sequence(items), a) if a.takes_values() => {
+                for item in items {
+                    let s = scalar(item).with_context(ctx)?;
+                    out.push(format!("--{flag}={s}").into());
+                }
+            }
+            (_, a) if a.takes_values() => {
+                let s = scalar(&v).with_context(ctx)?;
+                out.push(format!("--{flag}={s}").into());
+            }
+            _ => return Err(anyhow!("--{flag} is a switch: use true or false")).with_context(ctx),
+        }
+    }
+    Ok(out)
+}
+
+fn scalar(v: &Yaml) -> Result<String> {
+    match v {
+        Yaml::String(s) => Ok(s.clone()),
+        Yaml::Number(n) => Ok(n.to_string()),
+        Yaml::Bool(b) => Ok(b.to_string()),
+        Yaml::Null => bail!("null inside a list"),
+        Yaml::Sequence(_) => bail!("nested lists are not flag values"),
+        Yaml::Mapping(_) => bail!("a mapping is not a flag value"),
+        Yaml::Tagged(_) => bail!("tagged YAML values are not flag values"),
+    }
+}
+
+/// Prints the absolute path of a stage's output folder. By convention it is the last line a
+/// stage writes to stdout, so Makefiles can capture it with `$(shell ... | tail -n1)`.
+pub fn print_output(path: &Path) -> Result<()> {
+    let abs =
+        fs::canonicalize(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", abs.display()).context("cannot write to stdout")?;
+    out.flush().context("cannot write to stdout")?;
+    Ok(())
+}
