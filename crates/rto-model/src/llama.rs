@@ -30,47 +30,61 @@ impl RmsNorm {
     }
 }
 
-/// Rotary embedding tables: `inv_freq` is fixed, cos/sin are computed per batch of positions.
+/// Rotary embedding tables, computed once for every position the model accepts; a forward
+/// only gathers rows (two ops instead of a dozen per decode step).
 #[derive(Debug)]
 struct Rotary {
-    inv_freq: Tensor,
+    cos: Tensor,
+    sin: Tensor,
 }
 
 impl Rotary {
     fn new(config: &ModelConfig, device: tch::Device) -> Result<Self> {
-        let (theta, scaling) = config.rope()?;
-        let dim = config.head_dim();
-        let mut inv_freq: Vec<f32> = (0..dim)
-            .step_by(2)
-            .map(|i| (1.0 / theta.powf(i as f64 / dim as f64)) as f32)
-            .collect();
-        if let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } = scaling {
-            let low_wavelen = original_max_position / low_freq_factor;
-            let high_wavelen = original_max_position / high_freq_factor;
-            for f in inv_freq.iter_mut() {
-                let freq = *f as f64;
-                let wavelen = 2.0 * std::f64::consts::PI / freq;
-                let scaled = if wavelen > low_wavelen {
-                    freq / factor
-                } else if wavelen < high_wavelen {
-                    freq
-                } else {
-                    let smooth = (original_max_position / wavelen - low_freq_factor)
-                        / (high_freq_factor - low_freq_factor);
-                    (1.0 - smooth) * freq / factor + smooth * freq
-                };
-                *f = scaled as f32;
-            }
-        }
-        Ok(Self { inv_freq: Tensor::from_slice(&inv_freq).to_device(device) })
+        let inv_freq = Tensor::from_slice(&inverse_frequencies(config)?);
+        // The same f32 product and cos/sin as transformers, so tables match theirs bit for bit.
+        let positions = Tensor::arange(config.max_position_embeddings, (Kind::Float, tch::Device::Cpu));
+        let freqs = positions.unsqueeze(-1) * inv_freq.unsqueeze(0);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        Ok(Self { cos: emb.cos().to_device(device), sin: emb.sin().to_device(device) })
+    }
+
+    fn max_positions(&self) -> i64 {
+        self.cos.size()[0]
     }
 
     /// cos and sin of shape [B, 1, T, head_dim] for positions [B, T].
     fn tables(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
-        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
-        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+        let (batch, len) = positions.size2().expect("positions are [B, T]");
+        let flat = positions.reshape([-1]);
+        let gather = |table: &Tensor| table.index_select(0, &flat).view([batch, 1, len, -1]).to_kind(kind);
+        (gather(&self.cos), gather(&self.sin))
     }
+}
+
+fn inverse_frequencies(config: &ModelConfig) -> Result<Vec<f32>> {
+    let (theta, scaling) = config.rope()?;
+    let dim = config.head_dim();
+    let mut inv_freq: Vec<f32> =
+        (0..dim).step_by(2).map(|i| (1.0 / theta.powf(i as f64 / dim as f64)) as f32).collect();
+    if let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } = scaling {
+        let low_wavelen = original_max_position / low_freq_factor;
+        let high_wavelen = original_max_position / high_freq_factor;
+        for f in inv_freq.iter_mut() {
+            let freq = *f as f64;
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let scaled = if wavelen > low_wavelen {
+                freq / factor
+            } else if wavelen < high_wavelen {
+                freq
+            } else {
+                let smooth =
+                    (original_max_position / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                (1.0 - smooth) * freq / factor + smooth * freq
+            };
+            *f = scaled as f32;
+        }
+    }
+    Ok(inv_freq)
 }
 
 fn rotate_half(xs: &Tensor) -> Tensor {
@@ -84,11 +98,57 @@ fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     xs * cos + rotate_half(xs) * sin
 }
 
+/// Where one Hugging Face tensor lives inside a fused variable: rows offset..offset+len.
+#[derive(Debug, Clone)]
+pub struct FusedPart {
+    pub variable: String,
+    pub checkpoint_name: String,
+    pub offset: i64,
+    pub len: i64,
+}
+
+/// Projections that share an input (q/k/v; gate/up) stored as one matrix, so one GEMM serves
+/// them all: fewer, larger matrix products, which is what decoding on a CPU is bound by.
+/// Checkpoints still see the separate Hugging Face tensors (see [`FusedPart`]).
+#[derive(Debug)]
+struct FusedLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl FusedLinear {
+    fn new(path: &nn::Path, name: &str, input: i64, parts: &[(&str, i64)], bias: bool, registry: &mut Vec<FusedPart>) -> Self {
+        let total: i64 = parts.iter().map(|(_, len)| len).sum();
+        let fused = path / name;
+        let weight = fused.var("weight", &[total, input], init_normal());
+        let bias = bias.then(|| fused.var("bias", &[total], nn::Init::Const(0.0)));
+        let mut offset = 0;
+        for (part, len) in parts {
+            let mut register = |suffix: &str| {
+                registry.push(FusedPart {
+                    variable: fused.path(suffix),
+                    checkpoint_name: (path / *part).path(suffix),
+                    offset,
+                    len: *len,
+                })
+            };
+            register("weight");
+            if bias.is_some() {
+                register("bias");
+            }
+            offset += len;
+        }
+        Self { weight, bias }
+    }
+
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
 #[derive(Debug)]
 struct Attention {
-    q_proj: nn::Linear,
-    k_proj: nn::Linear,
-    v_proj: nn::Linear,
+    qkv_proj: FusedLinear,
     o_proj: nn::Linear,
     heads: i64,
     kv_heads: i64,
@@ -106,14 +166,12 @@ fn init_normal() -> nn::Init {
 }
 
 impl Attention {
-    fn new(path: nn::Path, config: &ModelConfig) -> Self {
+    fn new(path: nn::Path, config: &ModelConfig, registry: &mut Vec<FusedPart>) -> Self {
         let (hidden, heads, kv_heads, head_dim) =
             (config.hidden_size, config.num_attention_heads, config.num_kv_heads(), config.head_dim());
-        let qkv_bias = config.qkv_bias();
+        let parts = [("q_proj", heads * head_dim), ("k_proj", kv_heads * head_dim), ("v_proj", kv_heads * head_dim)];
         Self {
-            q_proj: linear(&path / "q_proj", hidden, heads * head_dim, qkv_bias),
-            k_proj: linear(&path / "k_proj", hidden, kv_heads * head_dim, qkv_bias),
-            v_proj: linear(&path / "v_proj", hidden, kv_heads * head_dim, qkv_bias),
+            qkv_proj: FusedLinear::new(&path, "qkv_proj", hidden, &parts, config.qkv_bias(), registry),
             o_proj: linear(&path / "o_proj", heads * head_dim, hidden, config.o_bias()),
             heads,
             kv_heads,
@@ -123,37 +181,44 @@ impl Attention {
 
     fn forward(&self, xs: &Tensor, rope: &(Tensor, Tensor), mask: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Tensor {
         let (batch, len, _) = xs.size3().expect("hidden states are [B, T, H]");
-        let split = |t: Tensor, heads: i64| t.view([batch, len, heads, self.head_dim]).transpose(1, 2);
-        let q = apply_rotary(&split(self.q_proj.forward(xs), self.heads), &rope.0, &rope.1);
-        let k = apply_rotary(&split(self.k_proj.forward(xs), self.kv_heads), &rope.0, &rope.1);
-        let v = split(self.v_proj.forward(xs), self.kv_heads);
+        let (heads, kv_heads) = (self.heads, self.kv_heads);
+        let qkv = self.qkv_proj.forward(xs).view([batch, len, heads + 2 * kv_heads, self.head_dim]).transpose(1, 2);
+        // q and k share the rotation: one rotary application over their heads together.
+        let qk = apply_rotary(&qkv.narrow(1, 0, heads + kv_heads), &rope.0, &rope.1);
+        let q = qk.narrow(1, 0, heads);
+        let k = qk.narrow(1, heads, kv_heads);
+        let v = qkv.narrow(1, heads + kv_heads, kv_heads);
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k, &v),
             None => (k, v),
         };
-        let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, self.heads != self.kv_heads);
-        self.o_proj.forward(&attn.transpose(1, 2).contiguous().view([batch, len, self.heads * self.head_dim]))
+        let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, heads != kv_heads);
+        self.o_proj.forward(&attn.transpose(1, 2).reshape([batch, len, heads * self.head_dim]))
     }
 }
 
 #[derive(Debug)]
 struct Mlp {
-    gate_proj: nn::Linear,
-    up_proj: nn::Linear,
+    gate_up_proj: FusedLinear,
     down_proj: nn::Linear,
+    intermediate: i64,
 }
 
 impl Mlp {
-    fn new(path: nn::Path, hidden: i64, intermediate: i64) -> Self {
+    fn new(path: nn::Path, hidden: i64, intermediate: i64, registry: &mut Vec<FusedPart>) -> Self {
+        let parts = [("gate_proj", intermediate), ("up_proj", intermediate)];
         Self {
-            gate_proj: linear(&path / "gate_proj", hidden, intermediate, false),
-            up_proj: linear(&path / "up_proj", hidden, intermediate, false),
+            gate_up_proj: FusedLinear::new(&path, "gate_up_proj", hidden, &parts, false, registry),
             down_proj: linear(&path / "down_proj", intermediate, hidden, false),
+            intermediate,
         }
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
-        self.down_proj.forward(&(self.gate_proj.forward(xs).silu() * self.up_proj.forward(xs)))
+        let gate_up = self.gate_up_proj.forward(xs);
+        let gate = gate_up.narrow(-1, 0, self.intermediate);
+        let up = gate_up.narrow(-1, self.intermediate, self.intermediate);
+        self.down_proj.forward(&(gate.silu() * up))
     }
 }
 
@@ -166,13 +231,13 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(path: nn::Path, config: &ModelConfig) -> Self {
+    fn new(path: nn::Path, config: &ModelConfig, registry: &mut Vec<FusedPart>) -> Self {
         let eps = config.rms_norm_eps;
         Self {
             input_layernorm: RmsNorm::new(&path / "input_layernorm", config.hidden_size, eps),
-            self_attn: Attention::new(&path / "self_attn", config),
+            self_attn: Attention::new(&path / "self_attn", config, registry),
             post_attention_layernorm: RmsNorm::new(&path / "post_attention_layernorm", config.hidden_size, eps),
-            mlp: Mlp::new(&path / "mlp", config.hidden_size, config.intermediate_size),
+            mlp: Mlp::new(&path / "mlp", config.hidden_size, config.intermediate_size, registry),
         }
     }
 }
@@ -184,6 +249,7 @@ pub struct Llama {
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     rotary: Rotary,
+    fused_parts: Vec<FusedPart>,
 }
 
 impl Llama {
@@ -191,12 +257,18 @@ impl Llama {
     pub fn new(path: nn::Path, config: &ModelConfig) -> Result<Self> {
         let embed_tokens =
             (&path / "embed_tokens").var("weight", &[config.vocab_size, config.hidden_size], init_normal());
+        let mut fused_parts = Vec::new();
         let layers = (0..config.num_hidden_layers)
-            .map(|i| DecoderLayer::new(&path / "layers" / i, config))
+            .map(|i| DecoderLayer::new(&path / "layers" / i, config, &mut fused_parts))
             .collect();
         let norm = RmsNorm::new(&path / "norm", config.hidden_size, config.rms_norm_eps);
         let rotary = Rotary::new(config, path.device())?;
-        Ok(Self { embed_tokens, layers, norm, rotary })
+        Ok(Self { embed_tokens, layers, norm, rotary, fused_parts })
+    }
+
+    /// How fused variables map back to the separate tensors of a checkpoint.
+    pub fn fused_parts(&self) -> &[FusedPart] {
+        &self.fused_parts
     }
 
     pub fn embedding(&self) -> &Tensor {
@@ -208,15 +280,28 @@ impl Llama {
     /// `attention_mask` [B, S] marks real tokens (1) and padding (0) over everything attended to:
     /// the cached prefix plus these T tokens (S = cached + T). `positions` [B, T] are the rotary
     /// positions, which skip left padding.
-    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, positions: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
-        let mut xs = self.embed_tokens.embedding_forward(input_ids);
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, positions: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
         let past = cache.as_ref().map_or(0, |c| c.len());
-        let bias = attention_bias(attention_mask, input_ids.size()[1], past, xs.kind());
+        let bias = attention_bias(attention_mask, input_ids.size()[1], past, self.embed_tokens.kind());
+        self.forward_with_bias(input_ids, &bias, positions, cache)
+    }
+
+    /// [`Llama::forward`] with a ready additive attention bias [B, 1, T, S] (see
+    /// [`attention_bias`]); the sampler builds its decode bias once instead of every step.
+    pub fn forward_with_bias(&self, input_ids: &Tensor, bias: &Tensor, positions: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
+        let past = cache.as_ref().map_or(0, |c| c.len()) as i64;
+        let end = past + input_ids.size()[1];
+        assert!(
+            end <= self.rotary.max_positions(),
+            "sequence of {end} tokens exceeds max_position_embeddings {}",
+            self.rotary.max_positions()
+        );
+        let mut xs = self.embed_tokens.embedding_forward(input_ids);
         let rope = self.rotary.tables(positions, xs.kind());
         for (i, layer) in self.layers.iter().enumerate() {
             let attn_in = layer.input_layernorm.forward(&xs);
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            xs = xs + layer.self_attn.forward(&attn_in, &rope, &bias, layer_cache);
+            xs = xs + layer.self_attn.forward(&attn_in, &rope, bias, layer_cache);
             xs = &xs + layer.mlp.forward(&layer.post_attention_layernorm.forward(&xs));
         }
         if let Some(cache) = cache {
@@ -239,7 +324,7 @@ impl EmbeddingForward for Tensor {
 /// Additive attention bias [B, 1, T, S]: query t (absolute position past + t) sees key s when
 /// s ≤ past + t and key s is not padding. Blocked entries get the dtype's minimum rather than
 /// -inf, so a fully padded query row stays finite (its output is never used).
-fn attention_bias(attention_mask: &Tensor, len: i64, past: usize, kind: Kind) -> Tensor {
+pub fn attention_bias(attention_mask: &Tensor, len: i64, past: usize, kind: Kind) -> Tensor {
     let device = attention_mask.device();
     let total = attention_mask.size()[1];
     let keys = Tensor::arange(total, (Kind::Int64, device)).view([1, -1]);
@@ -247,12 +332,16 @@ fn attention_bias(attention_mask: &Tensor, len: i64, past: usize, kind: Kind) ->
     let causal = keys.le_tensor(&queries).view([1, 1, len, total]);
     let not_pad = attention_mask.ne(0).view([-1, 1, 1, total]);
     let allowed = causal.logical_and(&not_pad);
-    let min = match kind {
+    allowed.logical_not().to_kind(kind) * blocked_value(kind)
+}
+
+/// The additive bias of a blocked attention entry: the dtype's most negative finite value.
+pub fn blocked_value(kind: Kind) -> f64 {
+    match kind {
         Kind::Half => -65504.0,
         Kind::BFloat16 => -3.38e38,
         _ => f32::MIN as f64,
-    };
-    allowed.logical_not().to_kind(kind) * min
+    }
 }
 
 /// Rotary positions from a padding mask: each row counts only its real tokens.

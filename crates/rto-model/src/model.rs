@@ -70,7 +70,7 @@ impl CausalLm {
     pub fn load(dir: &Path, head: Head, device: Device, kind: Kind) -> Result<Self> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let model = Self::random(config, head, device, kind)?;
-        let targets: HashMap<String, Tensor> = model.vs.variables();
+        let targets: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         weights::load_into(dir, &targets).with_context(|| format!("loading model {}", dir.display()))?;
         Ok(model)
     }
@@ -80,7 +80,7 @@ impl CausalLm {
     pub fn load_as_value_model(dir: &Path, device: Device) -> Result<Self> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let model = Self::random(config, Head::Score, device, Kind::Float)?;
-        let mut targets = model.vs.variables();
+        let mut targets: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         let has_score = weights::tensor_locations(dir)?.contains_key("score.weight");
         if !has_score {
             let score = targets.remove("score.weight").expect("score head exists");
@@ -126,9 +126,21 @@ impl CausalLm {
         self.logits(&self.hidden_states(input_ids, attention_mask))
     }
 
-    /// The variables under their checkpoint names, tied `lm_head` omitted as transformers does.
+    /// The variables under their checkpoint names. Fused variables appear as views of their
+    /// parts (`q_proj`, `k_proj`, ...), so copying into these views loads a checkpoint and
+    /// serializing them saves one.
     pub fn named_tensors(&self) -> BTreeMap<String, Tensor> {
-        self.vs.variables().into_iter().collect()
+        let mut tensors: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        for part in self.decoder.fused_parts() {
+            let fused = tensors.get(&part.variable).map(|t| t.narrow(0, part.offset, part.len));
+            if let Some(view) = fused {
+                tensors.insert(part.checkpoint_name.clone(), view);
+            }
+        }
+        for part in self.decoder.fused_parts() {
+            tensors.remove(&part.variable);
+        }
+        tensors
     }
 
     /// Writes an HF folder: `config.json`, weights in `kind`, and the tokenizer files found in

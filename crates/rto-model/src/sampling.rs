@@ -83,7 +83,7 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
     tch::manual_seed(config.seed as i64);
     let (ids, mask) = left_pad(prompts, pad_id, width);
     let input_ids = Tensor::from_slice(&ids).view([batch, width as i64]).to_device(device);
-    let mut attention_mask = Tensor::from_slice(&mask).view([batch, width as i64]).to_device(device);
+    let attention_mask = Tensor::from_slice(&mask).view([batch, width as i64]).to_device(device);
     let kind = model.vs.kind();
     let cfg = &model.config;
     let mut cache = KvCache::new(
@@ -94,7 +94,7 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
         cfg.head_dim(),
         (kind, device),
     );
-    let stop = Tensor::from_slice(&config.stop_ids).to_device(device);
+    let decode_bias = decode_attention_bias(&attention_mask, config.max_new_tokens, kind);
     let mut responses: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
     let mut finished = vec![false; prompts.len()];
     tch::no_grad(|| -> Result<()> {
@@ -104,17 +104,12 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
         let mut logits = model.logits(&hidden.narrow(1, width as i64 - 1, 1)).squeeze_dim(1);
         for step in 0..config.max_new_tokens {
             let tokens = pick_tokens(&logits.to_kind(Kind::Float), config);
-            let done_now = if config.stop_ids.is_empty() {
-                Tensor::zeros([batch], (Kind::Bool, device))
-            } else {
-                Tensor::isin(&tokens, &stop, false, false)
-            };
+            // The one device→host transfer per step: stop checks happen on the host copy.
             let tokens_host = Vec::<i64>::try_from(&tokens)?;
-            let done_host = Vec::<bool>::try_from(&done_now.to_kind(Kind::Bool))?;
-            for row in 0..prompts.len() {
+            for (row, &token) in tokens_host.iter().enumerate() {
                 if !finished[row] {
-                    responses[row].push(tokens_host[row]);
-                    finished[row] = done_host[row];
+                    responses[row].push(token);
+                    finished[row] = config.stop_ids.contains(&token);
                 }
             }
             if finished.iter().all(|&f| f) || step + 1 == config.max_new_tokens {
@@ -124,14 +119,24 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
             // batch rectangular is cheaper than compacting the cache.
             let done = Tensor::from_slice(&finished).to_device(device);
             let step_ids = tokens.masked_fill(&done, pad_id).view([batch, 1]);
-            attention_mask = Tensor::cat(&[&attention_mask, &Tensor::ones([batch, 1], (Kind::Int64, device))], 1);
-            let hidden = model.decoder.forward(&step_ids, &attention_mask, &next_positions, Some(&mut cache));
+            let bias = decode_bias.narrow(3, 0, cache.len() as i64 + 1);
+            let hidden = model.decoder.forward_with_bias(&step_ids, &bias, &next_positions, Some(&mut cache));
             next_positions += 1;
             logits = model.logits(&hidden.squeeze_dim(1));
         }
         Ok(())
     })?;
     Ok(Generation { responses, finished })
+}
+
+/// The attention bias of every decode step at once, [B, 1, 1, prompt + new]: prompt padding is
+/// blocked, every generated position is visible (finished rows decode pads whose outputs are
+/// discarded). Causality needs no mask: a step's single query comes after all cached keys.
+fn decode_attention_bias(prompt_mask: &Tensor, new_tokens: usize, kind: Kind) -> Tensor {
+    let batch = prompt_mask.size()[0];
+    let generated = Tensor::ones([batch, new_tokens as i64], (Kind::Int64, prompt_mask.device()));
+    let visible = Tensor::cat(&[prompt_mask, &generated], 1);
+    (visible.eq(0).to_kind(kind) * crate::llama::blocked_value(kind)).view([batch, 1, 1, -1])
 }
 
 fn left_pad(prompts: &[Vec<i64>], pad_id: i64, width: usize) -> (Vec<i64>, Vec<i64>) {
@@ -167,5 +172,10 @@ fn pick_tokens(logits: &Tensor, config: &SamplingConfig) -> Tensor {
         let drop = drop_sorted.scatter(1, &order, &drop_sorted);
         logits = logits.masked_fill(&drop, f64::NEG_INFINITY);
     }
-    logits.softmax(-1, Kind::Float).multinomial(1, false).squeeze_dim(1)
+    // Inverse-CDF draw: one uniform per row. `multinomial` draws an exponential variate per
+    // vocabulary entry, which costs more than the rest of the step's sampling together.
+    let cdf = logits.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+    let total = cdf.narrow(1, vocab - 1, 1);
+    let u = Tensor::rand([logits.size()[0], 1], (Kind::Float, logits.device())) * total;
+    u.searchsorted(&cdf, false, false, "left", None::<Tensor>).squeeze_dim(1).clamp_max(vocab - 1)
 }

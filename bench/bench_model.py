@@ -1,0 +1,119 @@
+"""make bench: our model core against PyTorch/transformers on the same work, in one run.
+
+Pairs (workspace issue, config vocab 4096 / hidden 256 / intermediate 688 / 4 layers / 8 heads /
+4 kv heads, random weights):
+  generate  32 prompts x 32 tokens -> 64 sampled tokens: rto KV-cache sampler vs HF generate
+  dpo_step  policy fwd+bwd on 2x16 sequences of 128 tokens + reference fwd + AdamW:
+            rto vs PyTorch eager
+Each side runs `--reps` times after a warm-up, alternating, in this process pool; we print
+medians and the ratio ours/theirs. Timings are printed, never asserted.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_BIN = os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "rto-bench")
+
+
+def hf_model(seed):
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+                         rms_norm_eps=1e-5, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return LlamaForCausalLM(config).eval()
+
+
+def torch_generate(batch=32, prompt_len=32, new_tokens=64):
+    model = hf_model(0)
+    prompts = torch.randint(3, 4096, (batch, prompt_len))
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
+                             temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, pad_token_id=0, eos_token_id=None)
+    secs = time.perf_counter() - start
+    return (out.shape[1] - prompt_len) * batch / secs
+
+
+class TorchDpoStep:
+    def __init__(self, pairs=16, seq_len=128):
+        self.policy = hf_model(0).train()
+        self.reference = hf_model(1)
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=1e-5)
+        self.prompt_len = seq_len // 4
+        self.ids = torch.randint(3, 4096, (2 * pairs, seq_len))
+        self.mask = torch.ones_like(self.ids)
+        self.pairs = pairs
+
+    def logps(self, model):
+        logits = model(input_ids=self.ids, attention_mask=self.mask).logits[:, self.prompt_len - 1:-1]
+        targets = self.ids[:, self.prompt_len:]
+        return torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    def step(self):
+        with torch.no_grad():
+            ref = self.logps(self.reference)
+        delta = (self.logps(self.policy) - ref).view(2, self.pairs)
+        loss = -torch.nn.functional.logsigmoid(0.1 * (delta[0] - delta[1])).mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return self.ids.numel()
+
+
+def ours(what, reps):
+    out = subprocess.run([BENCH_BIN, what, "--reps", str(reps)], check=True, capture_output=True, text=True)
+    return [json.loads(line)["tokens_per_s"] for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def theirs_generate(reps):
+    torch_generate(2, 32, 4)  # warm-up
+    return [torch_generate() for _ in range(reps)]
+
+
+def theirs_dpo(reps):
+    bench = TorchDpoStep()
+    bench.step()
+    results = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        tokens = bench.step()
+        results.append(tokens / (time.perf_counter() - start))
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count())
+    rows = []
+    for name, mine, peer, peer_name in [
+        ("generate (tok/s)", "generate", theirs_generate, "transformers generate"),
+        ("dpo_step (tok/s)", "dpo-step", theirs_dpo, "PyTorch eager"),
+    ]:
+        a, b = [], []
+        for _ in range(args.reps):  # alternate so drift in machine load hits both sides
+            a += ours(mine, 1)
+            b += peer(1)
+        rows.append((name, statistics.median(a), statistics.median(b), peer_name))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"{'bench':<20} {'rto':>10} {'peer':>10} {'ratio':>7}  peer")
+    for name, a, b, peer_name in rows:
+        print(f"{name:<20} {a:>10.0f} {b:>10.0f} {a / b:>6.2f}x  {peer_name}")
+    if args.json:
+        json.dump([dict(bench=r[0], rto=r[1], peer=r[2], ratio=r[1] / r[2], peer_name=r[3]) for r in rows],
+                  open(args.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

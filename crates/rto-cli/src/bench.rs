@@ -1,0 +1,73 @@
+//! The Rust side of `make bench`: the same work as bench/bench_model.py does in PyTorch,
+//! timed here and printed as JSON for the Python driver to pair up.
+
+use anyhow::Result;
+use rto_model::{generate, response_logprobs, CausalLm, Head, ModelConfig, SamplingConfig, SequenceBatch};
+use std::time::Instant;
+use tch::nn::OptimizerConfig;
+use tch::{Device, Kind, Tensor};
+
+/// The benchmark model of the workspace issue: vocab 4096, hidden 256, 4 layers, GQA 8/4.
+pub fn bench_config() -> ModelConfig {
+    ModelConfig::small_llama(4096, 256, 688, 4, 8, 4, 2048)
+}
+
+fn random_tokens(rows: usize, len: usize, vocab: i64, seed: i64) -> Vec<Vec<i64>> {
+    tch::manual_seed(seed);
+    let t = Tensor::randint_low(3, vocab, [rows as i64, len as i64], (Kind::Int64, Device::Cpu));
+    Vec::<Vec<i64>>::try_from(&t).expect("2-d tensor")
+}
+
+/// Generated tokens per second: `batch` prompts of `prompt_len` tokens, `new_tokens` each.
+pub fn generation(batch: usize, prompt_len: usize, new_tokens: usize, device: Device) -> Result<f64> {
+    tch::manual_seed(0);
+    let model = CausalLm::random(bench_config(), Head::LanguageModel, device, Kind::Float)?;
+    let prompts = random_tokens(batch, prompt_len, model.config.vocab_size, 1);
+    let config = SamplingConfig { max_new_tokens: new_tokens, seed: 2, ..Default::default() };
+    let start = Instant::now();
+    let out = generate(&model, &prompts, &config, 0)?;
+    let secs = start.elapsed().as_secs_f64();
+    let tokens: usize = out.responses.iter().map(Vec::len).sum();
+    Ok(tokens as f64 / secs)
+}
+
+/// Tokens per second of a DPO-shaped step: policy forward+backward on `pairs` chosen and
+/// `pairs` rejected sequences of `seq_len` tokens, a reference forward without grad, AdamW.
+pub struct DpoStepBench {
+    policy: CausalLm,
+    reference: CausalLm,
+    optimizer: tch::nn::Optimizer,
+    batch: SequenceBatch,
+    pairs: i64,
+}
+
+impl DpoStepBench {
+    pub fn new(pairs: usize, seq_len: usize, device: Device) -> Result<Self> {
+        tch::manual_seed(0);
+        let policy = CausalLm::random(bench_config(), Head::LanguageModel, device, Kind::Float)?;
+        let reference = CausalLm::random(bench_config(), Head::LanguageModel, device, Kind::Float)?;
+        let optimizer = tch::nn::AdamW::default().build(&policy.vs, 1e-5)?;
+        let prompt_len = seq_len / 4;
+        let prompts = random_tokens(2 * pairs, prompt_len, 4096, 3);
+        let responses = random_tokens(2 * pairs, seq_len - prompt_len, 4096, 4);
+        let batch = SequenceBatch::new(&prompts, &responses, 0, device)?;
+        Ok(Self { policy, reference, optimizer, batch, pairs: pairs as i64 })
+    }
+
+    pub fn tokens_per_step(&self) -> usize {
+        self.batch.input_ids.numel()
+    }
+
+    /// One step; returns the loss so the work cannot be optimised away.
+    pub fn step(&mut self) -> f64 {
+        let reference = tch::no_grad(|| response_logprobs(&self.reference, &self.batch, false).logprobs.sum_dim_intlist([1].as_slice(), false, Kind::Float));
+        let policy = response_logprobs(&self.policy, &self.batch, false).logprobs.sum_dim_intlist([1].as_slice(), false, Kind::Float);
+        let delta = (&policy - &reference).view([2, self.pairs]);
+        let margin = delta.get(0) - delta.get(1);
+        let loss = -(margin * 0.1).log_sigmoid().mean(Kind::Float);
+        self.optimizer.zero_grad();
+        loss.backward();
+        self.optimizer.step();
+        loss.double_value(&[])
+    }
+}

@@ -1,0 +1,3 @@
+//! Shared pieces of the stage binaries (each binary in `src/bin/` stays a thin shell).
+
+pub mod bench;
