@@ -20,36 +20,55 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH_BIN = os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "rto-bench")
+BENCH_BIN = os.environ.get("RTO_BENCH_BIN") or os.path.join(
+    ROOT, "target", "x86_64-unknown-linux-gnu", "release", "rto-bench")
+# Shapes as in crates/rto-cli/src/bench.rs (bench_config / large_config).
+SIZES = {
+    "bench": dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                  num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048),
+    "large": dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=16,
+                  num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=4096),
+}
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+ARGS = None
 
 
-def hf_model(seed):
+def hf_model(seed, dtype=torch.float32):
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
-                         rms_norm_eps=1e-5, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    return LlamaForCausalLM(config).eval()
+    config = LlamaConfig(rms_norm_eps=1e-5, pad_token_id=0, bos_token_id=1, eos_token_id=2, **SIZES[ARGS.size])
+    return LlamaForCausalLM(config).to(device=ARGS.device, dtype=dtype).eval()
 
 
-def torch_generate(batch=32, prompt_len=32, new_tokens=64):
-    model = hf_model(0)
-    prompts = torch.randint(3, 4096, (batch, prompt_len))
+def sync():
+    if ARGS.device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def torch_generate(batch=None, prompt_len=None, new_tokens=None):
+    batch, prompt_len, new_tokens = batch or ARGS.gen_batch, prompt_len or ARGS.prompt_len, new_tokens or ARGS.new_tokens
+    model = hf_model(0, DTYPES[ARGS.dtype])
+    vocab = model.config.vocab_size
+    prompts = torch.randint(3, vocab, (batch, prompt_len), device=ARGS.device)
+    sync()
     start = time.perf_counter()
     with torch.no_grad():
         out = model.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
                              temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=new_tokens,
                              min_new_tokens=new_tokens, pad_token_id=0, eos_token_id=None)
+    sync()
     secs = time.perf_counter() - start
     return (out.shape[1] - prompt_len) * batch / secs
 
 
 class TorchDpoStep:
-    def __init__(self, pairs=16, seq_len=128):
+    def __init__(self):
+        pairs, seq_len = ARGS.pairs, ARGS.seq_len
         self.policy = hf_model(0).train()
         self.reference = hf_model(1)
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=1e-5)
         self.prompt_len = seq_len // 4
-        self.ids = torch.randint(3, 4096, (2 * pairs, seq_len))
+        vocab = self.policy.config.vocab_size
+        self.ids = torch.randint(3, vocab, (2 * pairs, seq_len), device=ARGS.device)
         self.mask = torch.ones_like(self.ids)
         self.pairs = pairs
 
@@ -66,11 +85,16 @@ class TorchDpoStep:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        sync()
         return self.ids.numel()
 
 
 def ours(what, reps):
-    out = subprocess.run([BENCH_BIN, what, "--reps", str(reps)], check=True, capture_output=True, text=True)
+    common = ["--reps", str(reps), "--device", ARGS.device, "--size", ARGS.size]
+    shape = {"generate": ["--batch", str(ARGS.gen_batch), "--prompt-len", str(ARGS.prompt_len),
+                          "--new-tokens", str(ARGS.new_tokens), "--dtype", ARGS.dtype],
+             "dpo-step": ["--pairs", str(ARGS.pairs), "--seq-len", str(ARGS.seq_len)]}[what]
+    out = subprocess.run([BENCH_BIN, what, *common, *shape], check=True, capture_output=True, text=True)
     return [json.loads(line)["tokens_per_s"] for line in out.stdout.splitlines() if line.startswith("{")]
 
 
@@ -81,6 +105,7 @@ def theirs_generate(reps):
 
 def theirs_dpo(reps):
     bench = TorchDpoStep()
+    bench.step()  # two warm-up steps, as rto-bench does: allocator and thread pools settle
     bench.step()
     results = []
     for _ in range(reps):
@@ -91,10 +116,19 @@ def theirs_dpo(reps):
 
 
 def main():
+    global ARGS
     parser = argparse.ArgumentParser()
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=3, help="rounds; each times 3 runs per side")
     parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", default="bench", choices=sorted(SIZES))
+    parser.add_argument("--dtype", default="f32", choices=sorted(DTYPES), help="generation dtype")
+    parser.add_argument("--gen-batch", type=int, default=32)
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=128)
+    ARGS = args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
     rows = []
     for name, mine, peer, peer_name in [
@@ -102,11 +136,13 @@ def main():
         ("dpo_step (tok/s)", "dpo-step", theirs_dpo, "PyTorch eager"),
     ]:
         a, b = [], []
-        for _ in range(args.reps):  # alternate so drift in machine load hits both sides
-            a += ours(mine, 1)
-            b += peer(1)
+        for _ in range(args.reps):  # alternate rounds so drift in machine load hits both sides
+            a += ours(mine, 3)
+            b += peer(3)
         rows.append((name, statistics.median(a), statistics.median(b), peer_name))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}; "
+          f"device {args.device}, size {args.size}, generation dtype {args.dtype}")
     print(f"{'bench':<20} {'rto':>10} {'peer':>10} {'ratio':>7}  peer")
     for name, a, b, peer_name in rows:
         print(f"{name:<20} {a:>10.0f} {b:>10.0f} {a / b:>6.2f}x  {peer_name}")

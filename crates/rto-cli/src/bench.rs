@@ -12,6 +12,25 @@ pub fn bench_config() -> ModelConfig {
     ModelConfig::small_llama(4096, 256, 688, 4, 8, 4, 2048)
 }
 
+/// A ~0.5B-parameter Llama (Qwen2.5-0.5B-like shape) for timing on a GPU.
+pub fn large_config() -> ModelConfig {
+    ModelConfig::small_llama(32000, 1024, 2816, 16, 16, 4, 4096)
+}
+
+/// Max |Δ| between CPU and `device` response log-probs of the model in `dir` on a fixed batch.
+pub fn device_logprob_difference(dir: &std::path::Path, device: Device) -> Result<f64> {
+    let run = |device| -> Result<Tensor> {
+        let model = CausalLm::load(dir, Head::LanguageModel, device, Kind::Float)?;
+        let vocab = model.config.vocab_size;
+        let prompts = random_tokens(4, 12, vocab, 5);
+        let responses = random_tokens(4, 20, vocab, 6);
+        let batch = SequenceBatch::new(&prompts, &responses, 0, device)?;
+        Ok(tch::no_grad(|| response_logprobs(&model, &batch, false).logprobs.to_device(Device::Cpu)))
+    };
+    let (cpu, other) = (run(Device::Cpu)?, run(device)?);
+    Ok((cpu - other).abs().max().double_value(&[]))
+}
+
 fn random_tokens(rows: usize, len: usize, vocab: i64, seed: i64) -> Vec<Vec<i64>> {
     tch::manual_seed(seed);
     let t = Tensor::randint_low(3, vocab, [rows as i64, len as i64], (Kind::Int64, Device::Cpu));
@@ -19,11 +38,15 @@ fn random_tokens(rows: usize, len: usize, vocab: i64, seed: i64) -> Vec<Vec<i64>
 }
 
 /// Generated tokens per second: `batch` prompts of `prompt_len` tokens, `new_tokens` each.
-pub fn generation(batch: usize, prompt_len: usize, new_tokens: usize, device: Device) -> Result<f64> {
+pub fn generation(config: ModelConfig, batch: usize, prompt_len: usize, new_tokens: usize, device: Device, kind: Kind) -> Result<f64> {
     tch::manual_seed(0);
-    let model = CausalLm::random(bench_config(), Head::LanguageModel, device, Kind::Float)?;
+    let model = CausalLm::random(config, Head::LanguageModel, device, kind)?;
     let prompts = random_tokens(batch, prompt_len, model.config.vocab_size, 1);
     let config = SamplingConfig { max_new_tokens: new_tokens, seed: 2, ..Default::default() };
+    if device.is_cuda() {
+        generate(&model, &prompts[..2], &SamplingConfig { max_new_tokens: 2, ..config.clone() }, 0)?;
+        tch::Cuda::synchronize(device_index(device) as i64);
+    }
     let start = Instant::now();
     let out = generate(&model, &prompts, &config, 0)?;
     let secs = start.elapsed().as_secs_f64();
@@ -42,14 +65,15 @@ pub struct DpoStepBench {
 }
 
 impl DpoStepBench {
-    pub fn new(pairs: usize, seq_len: usize, device: Device) -> Result<Self> {
+    pub fn new(config: ModelConfig, pairs: usize, seq_len: usize, device: Device) -> Result<Self> {
         tch::manual_seed(0);
-        let policy = CausalLm::random(bench_config(), Head::LanguageModel, device, Kind::Float)?;
-        let reference = CausalLm::random(bench_config(), Head::LanguageModel, device, Kind::Float)?;
+        let vocab = config.vocab_size;
+        let policy = CausalLm::random(config.clone(), Head::LanguageModel, device, Kind::Float)?;
+        let reference = CausalLm::random(config, Head::LanguageModel, device, Kind::Float)?;
         let optimizer = tch::nn::AdamW::default().build(&policy.vs, 1e-5)?;
         let prompt_len = seq_len / 4;
-        let prompts = random_tokens(2 * pairs, prompt_len, 4096, 3);
-        let responses = random_tokens(2 * pairs, seq_len - prompt_len, 4096, 4);
+        let prompts = random_tokens(2 * pairs, prompt_len, vocab, 3);
+        let responses = random_tokens(2 * pairs, seq_len - prompt_len, vocab, 4);
         let batch = SequenceBatch::new(&prompts, &responses, 0, device)?;
         Ok(Self { policy, reference, optimizer, batch, pairs: pairs as i64 })
     }
@@ -68,6 +92,13 @@ impl DpoStepBench {
         self.optimizer.zero_grad();
         loss.backward();
         self.optimizer.step();
-        loss.double_value(&[])
+        loss.double_value(&[]) // a host read: also waits for a GPU to finish the step
+    }
+}
+
+fn device_index(device: Device) -> usize {
+    match device {
+        Device::Cuda(i) => i,
+        _ => 0,
     }
 }

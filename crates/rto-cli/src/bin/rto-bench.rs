@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use rto_cli::bench::{generation, DpoStepBench};
+use rto_cli::bench::{bench_config, device_logprob_difference, generation, large_config, DpoStepBench};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -14,6 +14,12 @@ struct Args {
     device: String,
     #[arg(long, default_value_t = 3, global = true)]
     reps: usize,
+    /// `bench` (the workspace issue's config) or `large` (~0.5B, for GPUs).
+    #[arg(long, default_value = "bench", global = true)]
+    size: String,
+    /// f32, bf16 or f16 (generation only; training benches run f32).
+    #[arg(long, default_value = "f32", global = true)]
+    dtype: String,
 }
 
 #[derive(Subcommand)]
@@ -27,6 +33,11 @@ enum What {
         #[arg(long, default_value_t = 64)]
         new_tokens: usize,
     },
+    /// Max |CPU − device| response log-prob on a checkpoint folder.
+    Parity {
+        #[arg(long)]
+        model: std::path::PathBuf,
+    },
     /// A DPO-shaped training step.
     DpoStep {
         #[arg(long, default_value_t = 16)]
@@ -39,22 +50,33 @@ enum What {
 fn main() -> Result<()> {
     let args = Args::parse();
     let device = rto_model::parse_device(&args.device)?;
+    let kind = rto_model::parse_kind(&args.dtype)?;
+    let config = match args.size.as_str() {
+        "bench" => bench_config(),
+        "large" => large_config(),
+        other => anyhow::bail!("--size {other:?}: expected bench or large"),
+    };
     match args.what {
         What::Generate { batch, prompt_len, new_tokens } => {
-            generation(2, prompt_len, 4, device)?; // warm-up: thread pools, allocator
+            generation(config.clone(), 2, prompt_len, 4, device, kind)?; // warm-up: thread pools, allocator
             for _ in 0..args.reps {
-                let tps = generation(batch, prompt_len, new_tokens, device)?;
-                println!("{}", serde_json::json!({"bench": "generate", "impl": "rto", "tokens_per_s": tps}));
+                let tps = generation(config.clone(), batch, prompt_len, new_tokens, device, kind)?;
+                println!("{}", serde_json::json!({"bench": "generate", "impl": "rto", "tokens_per_s": tps, "device": args.device, "size": args.size, "dtype": args.dtype}));
             }
         }
+        What::Parity { model } => {
+            let diff = device_logprob_difference(&model, device)?;
+            println!("{}", serde_json::json!({"bench": "parity", "max_abs_logprob_diff": diff, "device": args.device}));
+        }
         What::DpoStep { pairs, seq_len } => {
-            let mut bench = DpoStepBench::new(pairs, seq_len, device)?;
+            let mut bench = DpoStepBench::new(config, pairs, seq_len, device)?;
+            bench.step(); // two warm-up steps: the allocator and thread pools settle
             bench.step();
             for _ in 0..args.reps {
                 let start = Instant::now();
                 let loss = bench.step();
                 let tps = bench.tokens_per_step() as f64 / start.elapsed().as_secs_f64();
-                println!("{}", serde_json::json!({"bench": "dpo_step", "impl": "rto", "tokens_per_s": tps, "loss": loss}));
+                println!("{}", serde_json::json!({"bench": "dpo_step", "impl": "rto", "tokens_per_s": tps, "loss": loss, "device": args.device, "size": args.size}));
             }
         }
     }
