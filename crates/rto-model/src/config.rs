@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::Path;
 
+/// The config.json field holding a reward model's score normalization.
+pub const REWARD_NORMALIZATION: &str = "reward_normalization";
+
 /// Architectures this crate runs. Qwen2 is Llama with biases on the q/k/v projections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
@@ -229,6 +232,17 @@ impl ModelConfig {
         self.num_labels = Some(1);
         self.extra.remove("id2label");
         self.extra.remove("label2id");
+    }
+
+    /// Mean and std of the reward model's scores on its eval split, stored by rm-train so that
+    /// users of the model can normalize (DESIGN.md §4, normalize_reward).
+    pub fn reward_normalization(&self) -> Option<(f64, f64)> {
+        let value = self.extra.get(REWARD_NORMALIZATION)?;
+        Some((value.get("mean")?.as_f64()?, value.get("std")?.as_f64()?))
+    }
+
+    pub fn set_reward_normalization(&mut self, mean: f64, std: f64) {
+        self.extra.insert(REWARD_NORMALIZATION.into(), serde_json::json!({"mean": mean, "std": std}));
     }
 
     pub fn is_sequence_classification(&self) -> bool {

@@ -19,4 +19,4 @@ pub use config::ModelConfig;
 pub use device::{parse_device, parse_kind};
 pub use model::{CausalLm, Head};
 pub use sampling::{generate, Generation, SamplingConfig};
-pub use tokenizer::{Message, TextTokenizer};
+pub use tokenizer::{ChatTurn, TextTokenizer};

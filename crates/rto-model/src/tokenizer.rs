@@ -6,11 +6,12 @@ use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// One chat turn, as in Hugging Face message lists.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
+/// One chat turn as the template sees it (`{role, content}` as in Hugging Face message lists).
+/// Borrowed, so callers render their own message types without copying them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ChatTurn<'a> {
+    pub role: &'a str,
+    pub content: &'a str,
 }
 
 pub struct TextTokenizer {
@@ -114,7 +115,7 @@ impl TextTokenizer {
 
     /// Renders messages through the folder's chat template, as transformers'
     /// `apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`.
-    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+    pub fn apply_chat_template(&self, messages: &[ChatTurn<'_>], add_generation_prompt: bool) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
@@ -140,11 +141,11 @@ impl TextTokenizer {
 
     /// Prompt token ids: the chat template when there is one (the template adds BOS itself),
     /// the raw text with the tokenizer's own special tokens otherwise.
-    pub fn encode_prompt(&self, messages: &[Message]) -> Result<Vec<i64>> {
+    pub fn encode_prompt(&self, messages: &[ChatTurn<'_>]) -> Result<Vec<i64>> {
         if self.has_chat_template() {
             self.encode(&self.apply_chat_template(messages, true)?, false)
         } else {
-            let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+            let text: Vec<&str> = messages.iter().map(|m| m.content).collect();
             self.encode(&text.join("\n"), true)
         }
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use rto_model::{response_logprobs, CausalLm, Head, Message, ModelConfig, SequenceBatch, TextTokenizer};
+use rto_model::{response_logprobs, CausalLm, ChatTurn, Head, ModelConfig, SequenceBatch, TextTokenizer};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -51,8 +51,8 @@ fn tokenizer_and_chat_template_match_transformers() {
     let dir = tempfile::tempdir().unwrap();
     reference(&["tokenizer", dir.path().to_str().unwrap()]);
     let messages = vec![
-        Message { role: "system".into(), content: "be brief".into() },
-        Message { role: "user".into(), content: "  the quick brown fox  ".into() },
+        ChatTurn { role: "system", content: "be brief" },
+        ChatTurn { role: "user", content: "  the quick brown fox  " },
     ];
     let messages_path = dir.path().join("messages.json");
     std::fs::write(&messages_path, serde_json::to_string(&messages).unwrap()).unwrap();
@@ -69,7 +69,7 @@ fn tokenizer_and_chat_template_match_transformers() {
     assert_eq!(tokenizer.eos_id, tokenizer.encode("</s>", false).unwrap().first().copied());
     assert_eq!(tokenizer.decode(&ids, true).unwrap().contains("the quick brown fox"), true);
 
-    let bad = vec![Message { role: "robot".into(), content: "x".into() }];
+    let bad = vec![ChatTurn { role: "robot", content: "x" }];
     let err = format!("{:#}", tokenizer.apply_chat_template(&bad, true).unwrap_err());
     assert!(err.contains("bad role robot"), "raise_exception message is surfaced: {err}");
 }

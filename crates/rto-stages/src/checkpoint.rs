@@ -1,0 +1,127 @@
+//! Periodic training checkpoints in a stage's scratch folder, and the metrics log.
+//!
+//! A checkpoint is a folder `ckpt/` holding the variables of every trained model, the optimizer
+//! states and `state.json` (step, data position, anything else the stage needs). It is written
+//! as `ckpt.tmp/` and renamed over the old one, so a kill at any moment leaves either the
+//! previous or the new checkpoint, never a mix. Data order and sampling are derived from
+//! (seed, step), so the step is all the RNG state a resume needs.
+
+use crate::optim::AdamW;
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::{nn::VarStore, Tensor};
+
+pub struct Checkpointer {
+    dir: PathBuf,
+}
+
+/// What a resumed run gets back.
+pub struct Restored {
+    pub step: usize,
+    pub state: Value,
+}
+
+impl Checkpointer {
+    pub fn new(scratch: &Path) -> Self {
+        Self { dir: scratch.to_path_buf() }
+    }
+
+    fn current(&self) -> PathBuf {
+        self.dir.join("ckpt")
+    }
+
+    /// Saves `models` and `optimizers` (paired by name) at `step`, atomically.
+    pub fn save(&self, step: usize, models: &[(&str, &VarStore)], optimizers: &[(&str, &AdamW)], state: Value) -> Result<()> {
+        let tmp = self.dir.join("ckpt.tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+        }
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        for (name, vs) in models {
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            let path = tmp.join(format!("{name}.safetensors"));
+            Tensor::write_safetensors(&vars, &path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        for (name, optimizer) in optimizers {
+            optimizer.save(&tmp.join(format!("{name}.optim.safetensors")))?;
+        }
+        let state = serde_json::json!({"step": step, "state": state});
+        std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state)?)?;
+        let old = self.dir.join("ckpt.old");
+        let current = self.current();
+        if current.exists() {
+            std::fs::rename(&current, &old)?;
+        }
+        std::fs::rename(&tmp, &current).with_context(|| format!("publishing checkpoint {}", current.display()))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        Ok(())
+    }
+
+    /// Restores the latest checkpoint into `models` and `optimizers`, if there is one.
+    pub fn restore(&self, models: &mut [(&str, &mut VarStore)], optimizers: &mut [(&str, &mut AdamW)]) -> Result<Option<Restored>> {
+        let mut current = self.current();
+        if !current.join("state.json").exists() {
+            // A kill between the two renames leaves only ckpt.old.
+            current = self.dir.join("ckpt.old");
+            if !current.join("state.json").exists() {
+                return Ok(None);
+            }
+        }
+        for (name, vs) in models.iter_mut() {
+            let path = current.join(format!("{name}.safetensors"));
+            vs.read_safetensors(&path).with_context(|| format!("restoring {}", path.display()))?;
+        }
+        for (name, optimizer) in optimizers.iter_mut() {
+            optimizer.load(&current.join(format!("{name}.optim.safetensors")))?;
+        }
+        let text = std::fs::read_to_string(current.join("state.json"))?;
+        let value: Value = serde_json::from_str(&text)?;
+        let step = value["step"].as_u64().context("checkpoint state.json without step")? as usize;
+        Ok(Some(Restored { step, state: value["state"].clone() }))
+    }
+}
+
+/// `metrics.jsonl`: one JSON object per line, each with a `step`. Reopening for a resumed run
+/// drops lines past the checkpoint, so the final file equals an uninterrupted run's.
+pub struct MetricsLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    pub fn open(path: &Path, resume_step: usize) -> Result<Self> {
+        let kept: Vec<String> = match std::fs::read_to_string(path) {
+            Ok(text) => text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<Value>(line)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s as usize <= resume_step && resume_step > 0)
+                })
+                .map(str::to_string)
+                .collect(),
+            Err(_) => vec![],
+        };
+        let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        for line in kept {
+            writeln!(file, "{line}")?;
+        }
+        Ok(Self { file, path: path.to_path_buf() })
+    }
+
+    pub fn write(&mut self, record: &Value) -> Result<()> {
+        writeln!(self.file, "{record}").with_context(|| format!("writing {}", self.path.display()))?;
+        self.file.flush()?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

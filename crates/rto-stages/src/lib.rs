@@ -1,0 +1,24 @@
+//! The pipeline stages of the RTO toolkit. Each stage module holds its settings (clap + serde,
+//! so they come from flags or YAML and enter the cache key) and a `run` function; the binaries
+//! in `rto-cli` only parse flags and call them.
+//!
+//! Shared machinery: [`encode`] (records → token ids, truncation rules), [`optim`] (AdamW with
+//! saveable state), [`checkpoint`] (resumable checkpoints, metrics log), [`trainer`] (the
+//! supervised loop), [`stage`] (cache frame), [`progress`].
+
+pub mod annotate;
+pub mod checkpoint;
+pub mod dpo;
+pub mod encode;
+pub mod evaluate;
+pub mod inspect;
+pub mod optim;
+pub mod ppo;
+pub mod preference;
+pub mod progress;
+pub mod rm;
+pub mod rollout;
+pub mod sft;
+pub mod stage;
+pub mod token_scoring;
+pub mod trainer;

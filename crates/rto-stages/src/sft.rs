@@ -1,0 +1,174 @@
+//! sft-train: supervised fine-tuning, cross-entropy on response tokens only.
+//!
+//! Starts from a model folder (`--model`) or from random weights of a config (`--init-config`,
+//! with `--tokenizer` naming the folder whose tokenizer files the model uses): the toy task's
+//! SFT model is trained from scratch on this machine.
+
+use crate::encode::{Encoder, LengthLimits};
+use crate::stage;
+use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
+use anyhow::{bail, Context, Result};
+use rto_data::cli::CommonArgs;
+use rto_data::dataset::{read_responses, split, ColumnNames, DatasetStats, EvalSize};
+use rto_data::store::StageDir;
+use rto_model::{parse_device, response_logprobs, CausalLm, Head, ModelConfig, SequenceBatch, TextTokenizer};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+pub const STAGE: &str = "sft";
+const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+pub struct SftSettings {
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+    /// Fraction of rows held out for evaluation.
+    #[arg(long, default_value_t = 0.05)]
+    pub eval_fraction: f64,
+    #[command(flatten)]
+    pub limits: LengthLimits,
+    #[command(flatten)]
+    pub columns: ColumnNames,
+    #[command(flatten)]
+    pub train: LoopSettings,
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "sft-train", version, about = "Supervised fine-tuning on (prompt, response) rows")]
+pub struct SftArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Model folder to fine-tune.
+    #[arg(long, conflicts_with = "init_config", required_unless_present = "init_config")]
+    pub model: Option<PathBuf>,
+    /// config.json of a model to train from random weights.
+    #[arg(long, requires = "tokenizer")]
+    pub init_config: Option<PathBuf>,
+    /// Folder with tokenizer.json (and tokenizer_config.json); default: the --model folder.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Training rows with `prompt` and `response` columns (Parquet or JSONL).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub settings: SftSettings,
+}
+
+/// Entry point of the `sft-train` binary.
+pub fn cli(args: SftArgs) -> Result<()> {
+    let tokenizer_dir = args.tokenizer.clone().or(args.model.clone()).context("--tokenizer or --model is required")?;
+    let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
+        .with_input("data", &args.data)
+        .with_input("tokenizer", tokenizer_dir.join("tokenizer.json"));
+    let config_json = tokenizer_dir.join("tokenizer_config.json");
+    if config_json.exists() {
+        spec = spec.with_input("tokenizer_config", config_json);
+    }
+    spec = match (&args.model, &args.init_config) {
+        (Some(model), _) => spec.with_input("model", model),
+        (None, Some(config)) => spec.with_input("init_config", config),
+        (None, None) => bail!("give --model or --init-config"),
+    };
+    stage::run(&args.common, &spec, |out| run(&args, &tokenizer_dir, out))?;
+    Ok(())
+}
+
+struct SftTask {
+    model: CausalLm,
+    train: Vec<(Vec<i64>, Vec<i64>)>,
+    eval: Vec<(Vec<i64>, Vec<i64>)>,
+    pad_id: i64,
+    micro_batch: usize,
+}
+
+impl SftTask {
+    /// Summed response NLL and token count of `rows`.
+    fn nll(&self, rows: &[&(Vec<i64>, Vec<i64>)]) -> Result<(Tensor, f64)> {
+        let prompts: Vec<Vec<i64>> = rows.iter().map(|r| r.0.clone()).collect();
+        let responses: Vec<Vec<i64>> = rows.iter().map(|r| r.1.clone()).collect();
+        let batch = SequenceBatch::new(&prompts, &responses, self.pad_id, self.model.device())?;
+        let logprobs = response_logprobs(&self.model, &batch, false).logprobs;
+        let tokens = batch.response_lengths.iter().sum::<i64>() as f64;
+        Ok((-logprobs.sum(Kind::Float), tokens))
+    }
+}
+
+impl SupervisedTask for SftTask {
+    fn var_store(&self) -> &tch::nn::VarStore {
+        &self.model.vs
+    }
+    fn var_store_mut(&mut self) -> &mut tch::nn::VarStore {
+        &mut self.model.vs
+    }
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn train_micro_batch(&mut self, items: &[usize], scale: f64) -> Result<Metrics> {
+        let rows: Vec<&(Vec<i64>, Vec<i64>)> = items.iter().map(|&i| &self.train[i]).collect();
+        let (nll, tokens) = self.nll(&rows)?;
+        // Token-mean within the micro batch, weighted by its share of the batch.
+        let loss = nll / tokens;
+        (&loss * scale).backward();
+        Ok(Metrics::from([("loss".into(), loss.double_value(&[])), ("tokens".into(), tokens)]))
+    }
+
+    fn evaluate(&mut self) -> Result<Metrics> {
+        let (mut total, mut tokens) = (0.0, 0.0);
+        for chunk in self.eval.chunks(self.micro_batch) {
+            let rows: Vec<_> = chunk.iter().collect();
+            let (nll, n) = tch::no_grad(|| self.nll(&rows))?;
+            total += nll.double_value(&[]);
+            tokens += n;
+        }
+        let loss = total / tokens.max(1.0);
+        Ok(Metrics::from([("loss".into(), loss), ("perplexity".into(), loss.exp())]))
+    }
+}
+
+fn load_model(args: &SftArgs, device: Device) -> Result<CausalLm> {
+    match (&args.model, &args.init_config) {
+        (Some(dir), _) => CausalLm::load(dir, Head::LanguageModel, device, Kind::Float),
+        (None, Some(config)) => {
+            let config = ModelConfig::from_file(config)?;
+            CausalLm::random(config, Head::LanguageModel, device, Kind::Float)
+        }
+        (None, None) => bail!("give --model or --init-config"),
+    }
+}
+
+fn encode_rows(path: &Path, settings: &SftSettings, tokenizer: &TextTokenizer) -> Result<(Vec<(Vec<i64>, Vec<i64>)>, DatasetStats)> {
+    let rows = read_responses(path, &settings.columns)?;
+    let encoder = Encoder::new(tokenizer, settings.limits.clone())?;
+    let mut stats = DatasetStats::new(rows.len());
+    let mut out = Vec::new();
+    for row in &rows {
+        let context = || format!("{} row {}", path.display(), row.row);
+        let Some(prompt) = encoder.prompt(&row.prompt, &mut stats).with_context(context)? else { continue };
+        let Some(response) = encoder.response(&row.response, &mut stats).with_context(context)? else { continue };
+        out.push((prompt, response));
+    }
+    if out.is_empty() {
+        bail!("{}: no usable rows out of {} (skipped: {:?})", path.display(), rows.len(), stats.skipped);
+    }
+    Ok((out, stats))
+}
+
+fn run(args: &SftArgs, tokenizer_dir: &Path, out: &StageDir) -> Result<Value> {
+    let settings = &args.settings;
+    let device = parse_device(&args.common.device)?;
+    let tokenizer = TextTokenizer::from_dir(tokenizer_dir)?;
+    let model = load_model(args, device)?;
+    tokenizer.check_fits(model.config.vocab_size, tokenizer_dir)?;
+    let (rows, stats) = encode_rows(&args.data, settings, &tokenizer)?;
+    let (train, eval) = split(rows, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
+    let micro_batch = settings.train.micro_batch();
+    let mut task = SftTask { model, train, eval, pad_id: tokenizer.pad_id, micro_batch };
+    let scratch = out.scratch()?;
+    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
+    task.model.save(out.path(), Kind::Float, Some(tokenizer_dir))?;
+    std::fs::copy(scratch.join("metrics.jsonl"), out.join("metrics.jsonl"))?;
+    Ok(json!({"train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats}))
+}

@@ -1,0 +1,27 @@
+//! The frame every stage binary shares: key the stage, run it through the store, report.
+
+use anyhow::Result;
+use rto_data::cli::CommonArgs;
+use rto_data::store::{StageDir, StageOutcome, StageSpec};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// The spec of `stage` with the stage's own settings plus the seed and device in the key.
+pub fn spec(stage: &str, schema_version: u32, common: &CommonArgs, settings: &impl Serialize) -> Result<StageSpec> {
+    let settings = json!({"stage": serde_json::to_value(settings)?, "common": common.key_settings()});
+    StageSpec::new(stage, schema_version, &settings)
+}
+
+/// Runs `compute` through the cache (no-op when a verified output exists), honours `--link`,
+/// and prints the output folder as the last line of stdout.
+pub fn run(common: &CommonArgs, spec: &StageSpec, compute: impl FnOnce(&StageDir) -> Result<Value>) -> Result<StageOutcome> {
+    let outcome = common.store().run(spec, common.force, |dir| {
+        tch::manual_seed(common.seed as i64);
+        compute(dir)
+    })?;
+    if outcome.reused {
+        eprintln!("{}: inputs and settings unchanged, reusing {}", spec.stage, outcome.path.display());
+    }
+    common.finish(&outcome)?;
+    Ok(outcome)
+}
