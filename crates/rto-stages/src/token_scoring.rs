@@ -1,1 +1,187 @@
-//! (placeholder: being written)
+//! Pricing response tokens: the forwards of the reference, DPO and reward models on a batch,
+//! handed to the one RTO reward composition (`rto_algo::compose`), and the conversion of the
+//! result into token-reward table rows. token-reward-annotate and ppo-train both come here,
+//! so the table a user inspects and the reward PPO optimizes cannot drift apart.
+
+use anyhow::{bail, Context, Result};
+use rto_algo::{compose, RewardMode, RewardWeights, TokenRewardInputs, TokenRewards};
+use rto_data::token_table::{SampleRecord, TokenRecord};
+use rto_model::{response_logprobs, sequence_scores, CausalLm, Head, SequenceBatch, TextTokenizer};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// The models that price tokens (DESIGN.md §4): π_ref (the SFT model), the DPO model, and the
+/// sentence-level reward model with its stored normalization.
+pub struct RewardModels {
+    pub reference: CausalLm,
+    pub dpo: Option<CausalLm>,
+    pub reward_model: Option<CausalLm>,
+    reward_normalization: Option<(f64, f64)>,
+}
+
+/// Fails unless every folder's tokenizer.json is byte-identical to the first one's: token ids
+/// from one tokenizer mean nothing to a model trained with another.
+pub fn check_same_tokenizer(folders: &[&Path]) -> Result<()> {
+    let Some((first, rest)) = folders.split_first() else { return Ok(()) };
+    let read = |dir: &Path| -> Result<Vec<u8>> {
+        let path = dir.join("tokenizer.json");
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let reference = read(first)?;
+    for dir in rest {
+        if read(dir)? != reference {
+            bail!(
+                "{} and {} differ: the models were trained with different tokenizers",
+                first.join("tokenizer.json").display(),
+                dir.join("tokenizer.json").display()
+            );
+        }
+    }
+    Ok(())
+}
+
+impl RewardModels {
+    /// Loads the models (f32) and checks that they share one tokenizer and vocabulary.
+    pub fn load(reference: &Path, dpo: Option<&Path>, reward_model: Option<&Path>, device: Device) -> Result<Self> {
+        let folders: Vec<&Path> = [Some(reference), dpo, reward_model].into_iter().flatten().collect();
+        check_same_tokenizer(&folders)?;
+        let reference_model = CausalLm::load(reference, Head::LanguageModel, device, Kind::Float)?;
+        let dpo = dpo.map(|d| CausalLm::load(d, Head::LanguageModel, device, Kind::Float)).transpose()?;
+        let reward_model = reward_model.map(|d| CausalLm::load(d, Head::Score, device, Kind::Float)).transpose()?;
+        let vocab = reference_model.config.vocab_size;
+        for (model, dir) in dpo.iter().chain(&reward_model).zip(folders.iter().skip(1)) {
+            if model.config.vocab_size != vocab {
+                bail!(
+                    "{} has vocab_size {}, the reference {} has {vocab}",
+                    dir.join("config.json").display(),
+                    model.config.vocab_size,
+                    reference.join("config.json").display()
+                );
+            }
+        }
+        let reward_normalization = reward_model.as_ref().and_then(|m| m.config.reward_normalization());
+        Ok(Self { reference: reference_model, dpo, reward_model, reward_normalization })
+    }
+
+    /// Reward-model scores [B], normalized with the stored eval mean/std when there are some.
+    pub fn sentence_rewards(&self, batch: &SequenceBatch) -> Option<Tensor> {
+        let model = self.reward_model.as_ref()?;
+        let raw = sequence_scores(model, batch);
+        Some(match self.reward_normalization {
+            Some((mean, std)) => (raw - mean) / std.max(1e-8),
+            None => raw,
+        })
+    }
+}
+
+/// Everything known about a batch's tokens: the log-probs that went in and the rewards out.
+pub struct BatchScores {
+    pub logp_ref: Tensor,
+    pub logp_dpo: Option<Tensor>,
+    pub logp_policy: Option<Tensor>,
+    /// Normalized reward-model score per row (before the ±clamp of the composition).
+    pub sentence_reward: Option<Tensor>,
+    pub rewards: TokenRewards,
+}
+
+/// Scores `batch` with `models` (no gradients). `logp_policy` [B, R] comes from the caller
+/// (ppo-train has it from the rollout; annotate computes it from `--policy`).
+pub fn score_batch(models: &RewardModels, batch: &SequenceBatch, logp_policy: Option<Tensor>, mode: RewardMode, weights: &RewardWeights) -> Result<BatchScores> {
+    tch::no_grad(|| {
+        let logp_ref = response_logprobs(&models.reference, batch, false).logprobs;
+        let logp_dpo = models.dpo.as_ref().map(|m| response_logprobs(m, batch, false).logprobs);
+        let sentence_reward = models.sentence_rewards(batch);
+        for (name, tensor) in [("reference", Some(&logp_ref)), ("DPO", logp_dpo.as_ref()), ("policy", logp_policy.as_ref()), ("reward", sentence_reward.as_ref())] {
+            if let Some(t) = tensor {
+                if !bool::try_from(t.isfinite().all())? {
+                    bail!("the {name} model produced non-finite values on this batch");
+                }
+            }
+        }
+        let inputs = TokenRewardInputs {
+            logp_ref: &logp_ref,
+            logp_dpo: logp_dpo.as_ref(),
+            logp_policy: logp_policy.as_ref(),
+            sentence_reward: sentence_reward.as_ref(),
+            mask: &batch.response_mask,
+        };
+        let rewards = compose(mode, weights, &inputs)?;
+        Ok(BatchScores { logp_ref, logp_dpo, logp_policy, sentence_reward, rewards })
+    })
+}
+
+/// Host copies of a batch's per-token columns, for building table rows.
+pub struct HostScores {
+    logp_ref: Vec<Vec<f32>>,
+    logp_dpo: Option<Vec<Vec<f32>>>,
+    logp_policy: Option<Vec<Vec<f32>>>,
+    dpo_reward: Vec<Vec<f32>>,
+    kl_penalty: Vec<Vec<f32>>,
+    sentence_reward: Vec<Vec<f32>>,
+    reward: Vec<Vec<f32>>,
+}
+
+fn host(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(Vec::<Vec<f32>>::try_from(&t.to_kind(Kind::Float).to_device(Device::Cpu))?)
+}
+
+impl BatchScores {
+    pub fn to_host(&self) -> Result<HostScores> {
+        Ok(HostScores {
+            logp_ref: host(&self.logp_ref)?,
+            logp_dpo: self.logp_dpo.as_ref().map(host).transpose()?,
+            logp_policy: self.logp_policy.as_ref().map(host).transpose()?,
+            dpo_reward: host(&self.rewards.dpo_reward)?,
+            kl_penalty: host(&self.rewards.kl_penalty)?,
+            sentence_reward: host(&self.rewards.sentence_reward)?,
+            reward: host(&self.rewards.reward)?,
+        })
+    }
+}
+
+/// Which optional columns hold values (the others are written as nulls).
+#[derive(Debug, Clone, Copy)]
+pub struct Sources {
+    pub dpo: bool,
+    pub policy: bool,
+    pub reward_model: bool,
+}
+
+/// Table rows of batch row `row`: one [`TokenRecord`] per response token and the sample row.
+/// Sums are taken in f32 in position order, the order a reader of tokens.parquet sums in.
+pub fn table_rows(scores: &HostScores, sources: Sources, tokens: &[i64], row: usize, tokenizer: &TextTokenizer, mut sample: SampleRecord) -> (SampleRecord, Vec<TokenRecord>) {
+    let pick = |column: &Option<Vec<Vec<f32>>>, h: usize| column.as_ref().map(|c| c[row][h]);
+    let records: Vec<TokenRecord> = tokens
+        .iter()
+        .enumerate()
+        .map(|(h, &id)| TokenRecord {
+            position: h as u32,
+            token_id: id as u32,
+            token: tokenizer.token_piece(id),
+            logp_ref: Some(scores.logp_ref[row][h]),
+            logp_dpo: pick(&scores.logp_dpo, h),
+            logp_policy: pick(&scores.logp_policy, h),
+            dpo_reward: sources.dpo.then(|| scores.dpo_reward[row][h]),
+            kl_penalty: sources.policy.then(|| scores.kl_penalty[row][h]),
+            sentence_reward: sources.reward_model.then(|| scores.sentence_reward[row][h]),
+            reward: scores.reward[row][h],
+        })
+        .collect();
+    sample.n_tokens = records.len() as u32;
+    sample.dpo_return = sources.dpo.then(|| records.iter().map(|r| r.dpo_reward.unwrap_or(0.0)).sum());
+    sample.sentence_reward = sources.reward_model.then(|| records.iter().map(|r| r.sentence_reward.unwrap_or(0.0)).sum());
+    sample.ret = records.iter().map(|r| r.reward).sum();
+    (sample, records)
+}
+
+/// Content keys of the model folders, for table metadata (which models priced these tokens).
+pub fn model_metadata(folders: &[(&str, Option<&PathBuf>)]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (role, folder) in folders {
+        if let Some(folder) = folder {
+            let key = rto_data::store::input_key(folder)?;
+            out.push((format!("rto.model.{role}"), key.as_str().to_string()));
+        }
+    }
+    Ok(out)
+}
