@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod dataset;
+pub mod records;
 pub mod store;
 pub mod token_table;

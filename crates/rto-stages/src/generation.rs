@@ -1,0 +1,137 @@
+//! The "generate" stage: one model's responses to a prompt file, cached, so every evaluation
+//! (and the preference-pair builder) that needs that model's answers reuses them.
+
+use crate::encode::{Encoder, LengthLimits};
+use crate::stage;
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, StringArray, UInt32Array};
+use rto_data::cli::CommonArgs;
+use rto_data::dataset::{read_prompts, ColumnNames, DatasetStats};
+use rto_data::records::{read_batches, write_columns, Column};
+use rto_data::store::StageDir;
+use rto_model::{generate, parse_device, CausalLm, Head, SamplingConfig, TextTokenizer};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use tch::Kind;
+
+const GENERATIONS: &str = "generations.parquet";
+
+/// One model's answers, row-aligned.
+pub struct Generations {
+    pub prompts: Vec<String>,
+    pub responses: Vec<String>,
+    pub lengths: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+pub struct GenerationSettings {
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Argmax decoding instead of sampling.
+    #[arg(long)]
+    pub greedy: bool,
+    /// Evaluate on the first N prompts only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub num_prompts: usize,
+    #[arg(long, default_value_t = 32)]
+    pub generation_batch_size: usize,
+    /// Responses sampled per prompt (2 for preference pairs).
+    #[arg(long, default_value_t = 1)]
+    pub samples_per_prompt: usize,
+    #[command(flatten)]
+    pub limits: LengthLimits,
+    #[command(flatten)]
+    pub columns: ColumnNames,
+}
+
+/// Runs (or reuses) the "generate" stage for `model`; returns its folder. Not linked/printed:
+/// only the eval folder is the command's output.
+pub fn generation_stage(common: &CommonArgs, settings: &GenerationSettings, model: &Path, prompts: &Path) -> Result<PathBuf> {
+    let spec = stage::spec("generate", 1, common, settings)?.with_input("model", model).with_input("prompts", prompts);
+    let outcome = common.store().run(&spec, common.force, |out| {
+        tch::manual_seed(common.seed as i64);
+        generate_all(common, settings, model, prompts, out)
+    })?;
+    Ok(outcome.path)
+}
+
+fn generate_all(common: &CommonArgs, settings: &GenerationSettings, model_dir: &Path, prompts_path: &Path, out: &StageDir) -> Result<Value> {
+    let device = parse_device(&common.device)?;
+    let tokenizer = TextTokenizer::from_dir(model_dir)?;
+    let model = CausalLm::load(model_dir, Head::LanguageModel, device, Kind::Float)?;
+    tokenizer.check_fits(model.config.vocab_size, model_dir)?;
+    let mut records = read_prompts(prompts_path, &settings.columns)?;
+    if settings.num_prompts > 0 {
+        records.truncate(settings.num_prompts);
+    }
+    let encoder = Encoder::new(&tokenizer, settings.limits.clone())?;
+    let mut stats = DatasetStats::new(records.len());
+    let mut encoded = Vec::new();
+    for record in &records {
+        if let Some(ids) = encoder.prompt(&record.prompt, &mut stats)? {
+            for _ in 0..settings.samples_per_prompt.max(1) {
+                encoded.push((record.prompt.display_text().to_string(), ids.clone()));
+            }
+        }
+    }
+    if encoded.is_empty() {
+        bail!("{}: no usable prompts (skipped: {:?})", prompts_path.display(), stats.skipped);
+    }
+    let sampling = SamplingConfig {
+        max_new_tokens: settings.max_new_tokens,
+        temperature: settings.temperature,
+        top_p: settings.top_p,
+        greedy: settings.greedy,
+        stop_ids: tokenizer.eos_id.into_iter().collect(),
+        seed: common.seed,
+        ..Default::default()
+    };
+    let mut result = Generations { prompts: vec![], responses: vec![], lengths: vec![] };
+    let progress = crate::progress::bar(encoded.len() as u64, "generate");
+    for (chunk_index, chunk) in encoded.chunks(settings.generation_batch_size.max(1)).enumerate() {
+        let prompts: Vec<Vec<i64>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
+        let config = SamplingConfig { seed: sampling.seed.wrapping_add(chunk_index as u64), ..sampling.clone() };
+        let generation = generate(&model, &prompts, &config, tokenizer.pad_id)?;
+        for ((text, _), response) in chunk.iter().zip(&generation.responses) {
+            result.prompts.push(text.clone());
+            result.responses.push(tokenizer.decode(response, true)?);
+            result.lengths.push(response.len() as u32);
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    write_columns(
+        &out.join(GENERATIONS),
+        &[
+            ("prompt", Column::Text(result.prompts.clone())),
+            ("response", Column::Text(result.responses.clone())),
+            ("n_tokens", Column::Count(result.lengths.clone())),
+        ],
+    )?;
+    let mean_len = result.lengths.iter().map(|&l| l as f64).sum::<f64>() / result.lengths.len() as f64;
+    Ok(json!({"prompts": result.prompts.len(), "mean_length": mean_len, "dataset": stats}))
+}
+
+pub fn read_generations(folder: &Path) -> Result<Generations> {
+    let path = folder.join(GENERATIONS);
+    let mut out = Generations { prompts: vec![], responses: vec![], lengths: vec![] };
+    for batch in read_batches(&path)? {
+        let text = |name: &str| -> Result<Vec<String>> {
+            let column = batch.column_by_name(name).with_context(|| format!("{}: no column `{name}`", path.display()))?;
+            let strings = column.as_any().downcast_ref::<StringArray>().with_context(|| format!("{}: `{name}` is not text", path.display()))?;
+            Ok((0..strings.len()).map(|i| strings.value(i).to_string()).collect())
+        };
+        out.prompts.extend(text("prompt")?);
+        out.responses.extend(text("response")?);
+        let lengths = batch.column_by_name("n_tokens").and_then(|c| c.as_any().downcast_ref::<UInt32Array>().cloned());
+        let lengths = lengths.with_context(|| format!("{}: `n_tokens` missing or not u32", path.display()))?;
+        out.lengths.extend(lengths.values().iter().copied());
+    }
+    Ok(out)
+}
+

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The toy replication chain, end to end: SFT → pairs → DPO → RM → annotate → PPO and RTO →
+# eval, each stage cached in the store (a second run recomputes nothing). Settings live in
+# pipelines/toy/*.yaml; extra flags for every ppo-train call can be passed in PPO_EXTRA.
+# Usage: pipelines/demo.sh [SEED]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/x86_64-unknown-linux-gnu/release}
+STORE=${STORE:-runs}
+SEED=${1:-1}
+CFG=pipelines/toy
+DATA=data/toy
+common=(--store "$STORE")
+last() { tail -n 1; }
+step() { echo "== $*" >&2; }
+
+step "sft-train"
+SFT=$("$BIN/sft-train" --config $CFG/sft.yaml "${common[@]}" --init-config $CFG/model.json --tokenizer $DATA --data $DATA/sft.jsonl --link sft | last)
+step "make-pairs"
+PAIRS=$("$BIN/make-pairs" --config $CFG/pairs.yaml "${common[@]}" --model "$SFT" --prompts $DATA/rl_prompts.jsonl --link pairs | last)
+step "dpo-train"
+DPO=$("$BIN/dpo-train" --config $CFG/dpo.yaml "${common[@]}" --model "$SFT" --data "$PAIRS/pairs.jsonl" --link dpo | last)
+step "rm-train"
+RM=$("$BIN/rm-train" --config $CFG/rm.yaml "${common[@]}" --model "$SFT" --data "$PAIRS/pairs.jsonl" --link rm | last)
+step "token-reward-annotate"
+ANNOT=$("$BIN/token-reward-annotate" --config $CFG/annotate.yaml "${common[@]}" --ref "$SFT" --dpo "$DPO" --reward-model "$RM" --data "$PAIRS/pairs.jsonl" --link annotate | last)
+results=()
+for mode in ppo rto; do
+  step "ppo-train --mode $mode (seed $SEED)"
+  OUT=$("$BIN/ppo-train" --config $CFG/ppo.yaml "${common[@]}" --seed "$SEED" --mode $mode --policy "$SFT" --dpo "$DPO" --reward-model "$RM" --prompts $DATA/rl_prompts.jsonl --link "$mode" ${PPO_EXTRA:-} | last)
+  step "rto-eval $mode"
+  results+=("$("$BIN/rto-eval" --config $CFG/eval.yaml "${common[@]}" --model "$OUT/policy" --baseline "$SFT" --prompts $DATA/eval_prompts.jsonl --name "$mode" | last)")
+done
+step "rto-eval dpo"
+results+=("$("$BIN/rto-eval" --config $CFG/eval.yaml "${common[@]}" --model "$DPO" --baseline "$SFT" --prompts $DATA/eval_prompts.jsonl --name dpo | last)")
+echo "token rewards: $ANNOT (view: $BIN/token-reward-annotate show $ANNOT --sample 0)"
+python3 pipelines/report.py "${results[@]}"
