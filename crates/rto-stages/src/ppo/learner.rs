@@ -1,0 +1,165 @@
+//! The PPO update (DESIGN.md §4, "PPO"): `ppo_epochs` passes over a rollout in shuffled train
+//! batches of micro batches; the actor minimises the clipped surrogate, the critic the clipped
+//! value loss, each with its own AdamW (saveable state, for bitwise resume) and cosine schedule.
+
+use crate::checkpoint::{Checkpointer, Restored};
+use crate::optim::{AdamW, AdamWSettings};
+use crate::rollout::{pad_rows, Experience, Sample};
+use crate::trainer::Metrics;
+use anyhow::{bail, Context, Result};
+use rto_algo::{policy_loss, value_loss, CosineSchedule};
+use rto_data::dataset::shuffle;
+use rto_model::{response_logprobs, response_values, CausalLm, SequenceBatch};
+use serde_json::Value;
+use tch::nn::VarStore;
+use tch::Tensor;
+
+/// Batch sizes and clipping of the update.
+#[derive(Debug, Clone)]
+pub struct UpdateSettings {
+    pub eps_clip: f64,
+    pub value_clip: f64,
+    pub train_batch: usize,
+    pub micro_batch: usize,
+    pub ppo_epochs: usize,
+}
+
+pub struct Learner {
+    pub policy: CausalLm,
+    /// None for the critic-free REINFORCE++.
+    pub critic: Option<CausalLm>,
+    actor_opt: AdamW,
+    critic_opt: Option<AdamW>,
+    pub actor_lr: CosineSchedule,
+    pub critic_lr: CosineSchedule,
+    settings: UpdateSettings,
+    pad_id: i64,
+}
+
+/// Averages metric maps over train batches.
+#[derive(Default)]
+struct Averager {
+    sums: Metrics,
+    count: f64,
+}
+
+impl Averager {
+    fn add(&mut self, metrics: &Metrics) {
+        for (key, value) in metrics {
+            *self.sums.entry(key.clone()).or_default() += value;
+        }
+        self.count += 1.0;
+    }
+
+    fn mean(self) -> Metrics {
+        let n = self.count.max(1.0);
+        self.sums.into_iter().map(|(k, v)| (k, v / n)).collect()
+    }
+}
+
+impl Learner {
+    pub fn new(policy: CausalLm, critic: Option<CausalLm>, adam: &AdamWSettings, schedules: (CosineSchedule, CosineSchedule), settings: UpdateSettings, pad_id: i64) -> Result<Self> {
+        schedules.0.validate().context("actor learning-rate schedule")?;
+        schedules.1.validate().context("critic learning-rate schedule")?;
+        let actor_opt = AdamW::new(&policy.vs, adam.clone())?;
+        let critic_opt = critic.as_ref().map(|c| AdamW::new(&c.vs, adam.clone())).transpose()?;
+        Ok(Self { policy, critic, actor_opt, critic_opt, actor_lr: schedules.0, critic_lr: schedules.1, settings, pad_id })
+    }
+
+    /// Trains on `experience`; `step` is the global optimizer step the iteration starts at
+    /// (it places the learning rates on their schedules) and `seed` orders the samples.
+    pub fn update(&mut self, experience: &Experience, mut step: u64, seed: u64) -> Result<Metrics> {
+        let mut average = Averager::default();
+        for epoch in 0..self.settings.ppo_epochs {
+            let mut order: Vec<usize> = (0..experience.len()).collect();
+            shuffle(&mut order, seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for batch in order.chunks(self.settings.train_batch) {
+                average.add(&self.train_batch(experience, batch, step)?);
+                step += 1;
+            }
+        }
+        let mut metrics = average.mean();
+        // The rates of the iteration's last step, not an average along the schedule.
+        metrics.insert("actor_lr".into(), self.actor_lr.lr_at(step - 1));
+        if self.critic.is_some() {
+            metrics.insert("critic_lr".into(), self.critic_lr.lr_at(step - 1));
+        }
+        Ok(metrics)
+    }
+
+    /// One optimizer step of each model on the samples `batch`.
+    fn train_batch(&mut self, experience: &Experience, batch: &[usize], step: u64) -> Result<Metrics> {
+        self.actor_opt.zero_grad();
+        if let Some(opt) = &mut self.critic_opt {
+            opt.zero_grad();
+        }
+        let mut metrics = Metrics::new();
+        for micro in batch.chunks(self.settings.micro_batch) {
+            // Both losses are per-sequence means, so a micro batch weighs by its share of rows.
+            let share = micro.len() as f64 / batch.len() as f64;
+            for (key, value) in self.micro_step(experience, micro, share)? {
+                *metrics.entry(key).or_default() += value * share;
+            }
+        }
+        if let Some((key, value)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
+            bail!("{key} is {value} at optimizer step {}", step + 1);
+        }
+        let actor_norm = self.actor_opt.clip_and_step(self.actor_lr.lr_at(step)).context("policy (actor) step")?;
+        metrics.insert("actor_grad_norm".into(), actor_norm);
+        if let Some(opt) = &mut self.critic_opt {
+            let critic_norm = opt.clip_and_step(self.critic_lr.lr_at(step)).context("critic step")?;
+            metrics.insert("critic_grad_norm".into(), critic_norm);
+        }
+        Ok(metrics)
+    }
+
+    /// Forward and backward of both losses on the samples `items`, scaled by `share`.
+    fn micro_step(&mut self, experience: &Experience, items: &[usize], share: f64) -> Result<Metrics> {
+        let samples: Vec<&Sample> = items.iter().map(|&i| &experience.samples[i]).collect();
+        let prompts: Vec<Vec<i64>> = samples.iter().map(|s| experience.prompts[s.prompt].ids.clone()).collect();
+        let responses: Vec<Vec<i64>> = samples.iter().map(|s| s.response.clone()).collect();
+        let device = self.policy.device();
+        let batch = SequenceBatch::new(&prompts, &responses, self.pad_id, device)?;
+        let field = |f: fn(&Sample) -> &[f32]| -> Tensor { pad_rows(samples.iter().map(|s| f(s)), batch.response_width, device) };
+        let logp = response_logprobs(&self.policy, &batch, false).logprobs;
+        let actor = policy_loss(&logp, &field(|s| &s.logp_old), &field(|s| &s.advantages), &batch.response_mask, self.settings.eps_clip)?;
+        (&actor.loss * share).backward();
+        let mut metrics = Metrics::from([
+            ("policy_loss".into(), actor.loss.double_value(&[])),
+            ("clipfrac".into(), actor.clipfrac),
+            ("approx_kl".into(), actor.approx_kl),
+        ]);
+        if let Some(critic) = &self.critic {
+            let values = response_values(critic, &batch);
+            let critic_out = value_loss(&values, &field(|s| &s.values), &field(|s| &s.returns), &batch.response_mask, Some(self.settings.value_clip))?;
+            (&critic_out.loss * share).backward();
+            metrics.insert("value_loss".into(), critic_out.loss.double_value(&[]));
+            metrics.insert("value_clipfrac".into(), critic_out.clipfrac);
+        }
+        Ok(metrics)
+    }
+
+    /// Saves both models and both optimizers after `iteration`, with `state` (KL controller).
+    pub fn save(&self, checkpointer: &Checkpointer, iteration: usize, state: Value) -> Result<()> {
+        let mut models: Vec<(&str, &VarStore)> = vec![("actor", &self.policy.vs)];
+        let mut optimizers: Vec<(&str, &AdamW)> = vec![("actor", &self.actor_opt)];
+        if let (Some(critic), Some(opt)) = (&self.critic, &self.critic_opt) {
+            models.push(("critic", &critic.vs));
+            optimizers.push(("critic", opt));
+        }
+        checkpointer.save(iteration, &models, &optimizers, state)
+    }
+
+    /// Restores the latest checkpoint, if any; its `step` is the last completed iteration.
+    pub fn restore(&mut self, checkpointer: &Checkpointer) -> Result<Option<Restored>> {
+        let mut models: Vec<(&str, &mut VarStore)> = vec![("actor", &mut self.policy.vs)];
+        let mut optimizers: Vec<(&str, &mut AdamW)> = vec![("actor", &mut self.actor_opt)];
+        if let (Some(critic), Some(opt)) = (&mut self.critic, &mut self.critic_opt) {
+            models.push(("critic", &mut critic.vs));
+            optimizers.push(("critic", opt));
+        }
+        // tch's VarStore::read_safetensors copies into the variables without no_grad, which
+        // libtorch refuses for leaves that require grad.
+        tch::no_grad(|| checkpointer.restore(&mut models, &mut optimizers))
+    }
+}

@@ -1,0 +1,319 @@
+//! ppo-train: PPO on the RTO token reward (DESIGN.md §4, "RTO token reward" and "PPO").
+//!
+//! One iteration: the next `rollout_batch_size` prompts of a seeded order (consecutive slices
+//! of an endless series of seeded shuffles of the prompt file); one response each from the
+//! KV-cache sampler, stopping at the tokenizer's EOS (part of the response), with the sampling
+//! seed derived from (seed, iteration) so a resumed run samples what the first one did; token
+//! rewards from `token_scoring` (the code token-reward-annotate writes, so the table a user
+//! inspects is the reward optimized here); critic values; GAE (or REINFORCE++) with advantages
+//! whitened over the whole rollout; `ppo_epochs` passes in train batches of micro batches, the
+//! actor and the critic each with its own AdamW and cosine schedule; an adaptive KL controller,
+//! when `--kl-target` is given, updates after each rollout.
+//!
+//! The output folder holds the policy itself (HF layout, tokenizer copied), so it can be
+//! passed wherever a model folder is expected, and:
+//! - `critic/`: the value model with its score head (absent for `--algo reinforce++`);
+//! - `metrics.jsonl`: one line per iteration (`step` = iteration);
+//! - `rollouts/iter-NNNNNN/{tokens,samples}.parquet`: the token-reward schema with an
+//!   `iteration` column, for iteration 1, every `--save-rollouts-every` iterations and the
+//!   last; sample ids are unique across iterations, so the folders concatenate.
+//!
+//! Checkpoints (both models, both optimizers, the KL controller) go to the store's scratch
+//! folder every `--checkpoint-every` iterations; a killed run resumes from there and ends with
+//! the same bits as an uninterrupted one on CPU.
+
+mod learner;
+mod run;
+
+pub use crate::rollout::ResponseJudge;
+pub use learner::{Learner, UpdateSettings};
+
+use crate::encode::LengthLimits;
+use crate::optim::AdamWSettings;
+use crate::stage;
+use anyhow::{bail, ensure, Result};
+use rto_algo::{AdaptiveKl, GaeSettings, KlController, RewardMode, RewardWeights};
+use rto_data::cli::CommonArgs;
+use rto_data::dataset::ColumnNames;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const STAGE: &str = "ppo";
+const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Algo {
+    /// Clipped PPO with a critic and GAE (the paper's setting).
+    #[value(name = "ppo")]
+    #[serde(rename = "ppo")]
+    Ppo,
+    /// REINFORCE++: critic-free, whitened discounted returns (the paper's App. E).
+    #[value(name = "reinforce++")]
+    #[serde(rename = "reinforce++")]
+    ReinforcePlusPlus,
+}
+
+/// The token reward (DESIGN.md §4) and its KL controller.
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+pub struct RewardSettings {
+    /// rto | ppo (β1 = 0) | dpo-only (β3 = 0) | ddpo | rs-ppo.
+    #[arg(long, default_value = "rto")]
+    pub mode: RewardMode,
+    /// β1: scale of the DPO log-ratio.
+    #[arg(long, default_value_t = 0.05)]
+    pub beta1: f64,
+    /// c: the per-token DPO reward is clipped to [−c, c].
+    #[arg(long, default_value_t = 0.05)]
+    pub dpo_clip: f64,
+    /// β2: KL-penalty coefficient (the initial one when --kl-target is given).
+    #[arg(long, default_value_t = 0.01)]
+    pub kl_coef: f64,
+    /// Adaptive KL: steer the per-response KL (nats) towards this target.
+    #[arg(long)]
+    pub kl_target: Option<f64>,
+    /// Adaptive KL: samples over which a full ±20% correction is applied.
+    #[arg(long, default_value_t = 10000.0)]
+    pub kl_horizon: f64,
+    /// β3: weight of the reward model's sentence reward.
+    #[arg(long, default_value_t = 1.0)]
+    pub beta3: f64,
+    /// The reward-model score is clamped to [−x, x].
+    #[arg(long, default_value_t = 10.0)]
+    pub rm_clamp: f64,
+}
+
+impl RewardSettings {
+    pub fn controller(&self) -> KlController {
+        match self.kl_target {
+            Some(target) => KlController::Adaptive(AdaptiveKl { coef: self.kl_coef, target, horizon: self.kl_horizon }),
+            None => KlController::Fixed { coef: self.kl_coef },
+        }
+    }
+
+    /// The weights with β2 = `kl_coef` (the controller's current value).
+    pub fn weights(&self, kl_coef: f64) -> RewardWeights {
+        RewardWeights { beta1: self.beta1, clip: self.dpo_clip, beta2: kl_coef, beta3: self.beta3, rm_clamp: self.rm_clamp }
+    }
+
+    /// Which models the mode reads: (DPO model, reward model).
+    pub fn needs(&self) -> (bool, bool) {
+        match self.mode {
+            RewardMode::Rto | RewardMode::Ddpo | RewardMode::RsPpo => (true, true),
+            RewardMode::Ppo => (false, true),
+            RewardMode::DpoOnly => (true, false),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+pub struct PpoSettings {
+    #[arg(long, value_enum, default_value_t = Algo::Ppo)]
+    pub algo: Algo,
+    #[command(flatten)]
+    pub reward: RewardSettings,
+    /// Discount γ.
+    #[arg(long, default_value_t = 1.0)]
+    pub gamma: f64,
+    /// GAE λ.
+    #[arg(long, default_value_t = 0.95)]
+    pub lambda: f64,
+    /// Policy ratio clip ε.
+    #[arg(long, default_value_t = 0.2)]
+    pub eps_clip: f64,
+    /// Value clip: V may move this far from the rollout's value before its error counts fully.
+    #[arg(long, default_value_t = 0.2)]
+    pub value_clip: f64,
+    /// Peak actor learning rate (the paper's 8B setting; tiny models want far more).
+    #[arg(long, default_value_t = 5e-7)]
+    pub actor_lr: f64,
+    /// Peak critic learning rate.
+    #[arg(long, default_value_t = 9e-6)]
+    pub critic_lr: f64,
+    #[arg(long, default_value_t = 0.03)]
+    pub warmup_ratio: f64,
+    /// Floor of the cosine schedules as a fraction of the peak rate.
+    #[arg(long, default_value_t = 0.1)]
+    pub min_lr_ratio: f64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub adam: AdamWSettings,
+    /// Prompts (= responses) per iteration.
+    #[arg(long, default_value_t = 1024)]
+    pub rollout_batch_size: usize,
+    /// Responses per optimizer step; must divide --rollout-batch-size.
+    #[arg(long, default_value_t = 128)]
+    pub train_batch_size: usize,
+    /// Responses per forward/backward; must divide --train-batch-size. 0 = train batch.
+    #[arg(long, default_value_t = 0)]
+    pub micro_batch_size: usize,
+    /// Prompts per generate call and per scoring forward. 0 = rollout batch.
+    #[arg(long, default_value_t = 0)]
+    pub generation_batch_size: usize,
+    /// Passes over each rollout.
+    #[arg(long, default_value_t = 1)]
+    pub ppo_epochs: usize,
+    /// Iterations to run (default: one pass over the prompts).
+    #[arg(long, conflicts_with = "max_samples")]
+    pub iterations: Option<usize>,
+    /// Total prompt budget instead of --iterations (rounded up to whole iterations).
+    #[arg(long)]
+    pub max_samples: Option<usize>,
+    /// Generation budget per response, EOS included (default: --max-response-len).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// 0 = no top-k filtering.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: i64,
+    /// Write the rollouts of every N-th iteration (and the first and last). 0 = never.
+    #[arg(long, default_value_t = 10)]
+    pub save_rollouts_every: usize,
+    /// Save a resumable checkpoint every N iterations. 0 = never.
+    #[arg(long, default_value_t = 10)]
+    pub checkpoint_every: usize,
+    /// Evaluate on --eval-prompts every N iterations (and after the last). 0 = never.
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: usize,
+    #[command(flatten)]
+    pub limits: LengthLimits,
+    #[command(flatten)]
+    pub columns: ColumnNames,
+}
+
+impl PpoSettings {
+    pub fn micro_batch(&self) -> usize {
+        if self.micro_batch_size == 0 { self.train_batch_size } else { self.micro_batch_size }
+    }
+
+    pub fn generation_batch(&self) -> usize {
+        if self.generation_batch_size == 0 { self.rollout_batch_size } else { self.generation_batch_size }
+    }
+
+    pub fn max_new_tokens(&self) -> usize {
+        self.max_new_tokens.unwrap_or(self.limits.max_response_len)
+    }
+
+    /// Every check that needs no file, so a typo fails before any model is loaded.
+    pub fn validate(&self) -> Result<()> {
+        let (rollout, train, micro) = (self.rollout_batch_size, self.train_batch_size, self.micro_batch());
+        ensure!(rollout > 0 && train > 0 && self.ppo_epochs > 0, "rollout_batch_size, train_batch_size and ppo_epochs must be at least 1");
+        ensure!(rollout % train == 0, "train_batch_size {train} must divide rollout_batch_size {rollout}");
+        ensure!(train % micro == 0, "micro_batch_size {micro} must divide train_batch_size {train}");
+        ensure!(self.iterations != Some(0) && self.max_samples != Some(0), "iterations and max_samples must be at least 1");
+        ensure!(self.max_new_tokens() > 0, "max_new_tokens must be at least 1");
+        for (name, v) in [("eps_clip", self.eps_clip), ("value_clip", self.value_clip), ("actor_lr", self.actor_lr), ("critic_lr", self.critic_lr)] {
+            ensure!(v.is_finite() && v > 0.0, "{name} must be a finite number > 0, got {v}");
+        }
+        GaeSettings { gamma: self.gamma, lambda: self.lambda }.validate()?;
+        self.adam.validate()?;
+        self.reward.weights(self.reward.kl_coef).validate()?;
+        self.reward.controller().validate()
+    }
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "ppo-train", version, about = "PPO on the RTO token reward (or the PPO / DPO-only / DDPO / RS-PPO baselines)")]
+pub struct PpoArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The SFT model: the policy's starting point and the KL reference.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// The DPO model whose log-ratio against the reference is the dense token reward.
+    #[arg(long)]
+    pub dpo: Option<PathBuf>,
+    /// The sentence-level reward model (score head).
+    #[arg(long)]
+    pub reward_model: Option<PathBuf>,
+    /// Critic initialization (default: the reward model, else the policy with a zero head).
+    #[arg(long)]
+    pub critic: Option<PathBuf>,
+    /// RL prompts (`prompt` or `context_messages` column; Parquet or JSONL).
+    #[arg(long)]
+    pub prompts: PathBuf,
+    /// Held-out prompts for the periodic greedy evaluation (--eval-every).
+    #[arg(long)]
+    pub eval_prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: PpoSettings,
+}
+
+/// The model folders a run actually uses (a mode ignores the models it does not read).
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub dpo: Option<PathBuf>,
+    pub reward_model: Option<PathBuf>,
+    pub critic: Option<PathBuf>,
+}
+
+fn pick(flag: &str, given: &Option<PathBuf>, needed: bool, mode: RewardMode) -> Result<Option<PathBuf>> {
+    match (given, needed) {
+        (Some(path), true) => Ok(Some(path.clone())),
+        (None, true) => bail!("--mode {mode} needs {flag}"),
+        (Some(path), false) => {
+            eprintln!("ppo: --mode {mode} does not read {flag} {}; ignoring it", path.display());
+            Ok(None)
+        }
+        (None, false) => Ok(None),
+    }
+}
+
+impl Inputs {
+    pub fn of(args: &PpoArgs) -> Result<Self> {
+        let reward = &args.settings.reward;
+        let (needs_dpo, needs_rm) = reward.needs();
+        let dpo = pick("--dpo", &args.dpo, needs_dpo, reward.mode)?;
+        let reward_model = pick("--reward-model", &args.reward_model, needs_rm, reward.mode)?;
+        let critic = match args.settings.algo {
+            Algo::ReinforcePlusPlus => None,
+            // The paper initializes the critic from the reward model.
+            Algo::Ppo => Some(args.critic.clone().or(args.reward_model.clone()).unwrap_or(args.policy.clone())),
+        };
+        Ok(Self { dpo, reward_model, critic })
+    }
+
+    fn roles(&self) -> Vec<(&'static str, &Path)> {
+        [("dpo", &self.dpo), ("reward_model", &self.reward_model), ("critic", &self.critic)]
+            .into_iter()
+            .filter_map(|(role, path)| path.as_deref().map(|p| (role, p)))
+            .collect()
+    }
+}
+
+/// What enters the cache key: the settings, and the judge's name when one is plugged in.
+#[derive(Serialize)]
+struct KeySettings<'a> {
+    #[serde(flatten)]
+    settings: &'a PpoSettings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    judge: Option<String>,
+}
+
+/// Entry point of the `ppo-train` binary.
+pub fn cli(args: PpoArgs) -> Result<()> {
+    cli_with_judge(args, None)
+}
+
+/// [`cli`] with a judge scoring rollouts (`judge_score`, the samples' `gold_score`) and the
+/// greedy evaluations (`eval/judge_score`).
+pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Result<()> {
+    args.settings.validate()?;
+    let inputs = Inputs::of(&args)?;
+    let key = KeySettings { settings: &args.settings, judge: judge.map(|j| j.name()) };
+    let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &key)?
+        .with_input("policy", &args.policy)
+        .with_input("prompts", &args.prompts);
+    for (role, path) in inputs.roles() {
+        spec = spec.with_input(role, path);
+    }
+    match (&args.eval_prompts, args.settings.eval_every) {
+        (Some(path), every) if every > 0 => spec = spec.with_input("eval_prompts", path),
+        (Some(path), _) => eprintln!("ppo: --eval-every is 0, so {} is not used", path.display()),
+        _ => {}
+    }
+    stage::run(&args.common, &spec, |out| run::run(&args, &inputs, judge, out))?;
+    Ok(())
+}

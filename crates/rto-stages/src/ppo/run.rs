@@ -1,0 +1,304 @@
+//! The ppo-train loop: loading and checking the inputs, iterations, metrics, checkpoints and
+//! the published folders (see the parent module for the layout).
+
+use super::learner::{Learner, UpdateSettings};
+use super::{Algo, Inputs, PpoArgs, PpoSettings};
+use crate::checkpoint::{Checkpointer, MetricsLog};
+use crate::encode::Encoder;
+use crate::rollout::{self, AdvantageEstimator, EncodedPrompt, ResponseJudge, RolloutConfig, RolloutModels, RolloutTable};
+use crate::token_scoring::{check_same_tokenizer, model_metadata, RewardModels, Sources};
+use crate::trainer::{epoch_order, Metrics};
+use anyhow::{bail, Context, Result};
+use rto_algo::{CosineSchedule, KlController, RewardWeights};
+use rto_data::dataset::{read_prompts, DatasetStats, SplitMix64};
+use rto_data::store::StageDir;
+use rto_model::{parse_device, CausalLm, Head, SamplingConfig, TextTokenizer};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind};
+
+struct PpoRun<'a> {
+    args: &'a PpoArgs,
+    inputs: &'a Inputs,
+    judge: Option<&'a dyn ResponseJudge>,
+    device: Device,
+    tokenizer: TextTokenizer,
+    scorers: RewardModels,
+    learner: Learner,
+    prompts: Vec<EncodedPrompt>,
+    eval_prompts: Vec<EncodedPrompt>,
+    iterations: usize,
+    steps_per_iteration: usize,
+    kl: KlController,
+    scratch: PathBuf,
+    /// File metadata shared by every rollout table (model and tokenizer hashes, mode).
+    table_metadata: BTreeMap<String, String>,
+}
+
+pub(super) fn run(args: &PpoArgs, inputs: &Inputs, judge: Option<&dyn ResponseJudge>, out: &StageDir) -> Result<Value> {
+    let (mut ppo, stats) = PpoRun::load(args, inputs, judge, out.scratch()?)?;
+    let (resumed_from, last) = ppo.train()?;
+    ppo.publish(out)?;
+    Ok(json!({
+        "iterations": ppo.iterations,
+        "resumed_from": resumed_from,
+        "dataset": stats,
+        "eval_prompts": ppo.eval_prompts.len(),
+        "last": last,
+    }))
+}
+
+fn seed_of(seed: u64, iteration: usize, salt: u64) -> u64 {
+    SplitMix64::new(seed ^ (iteration as u64).wrapping_mul(salt)).next_u64()
+}
+
+/// Every `every` iterations (0 = never), counting from 1.
+fn due(every: usize, iteration: usize) -> bool {
+    every > 0 && iteration % every == 0
+}
+
+/// Prompt indices of `iteration` (from 1): consecutive slices of an endless series of seeded
+/// shuffles of the `n` prompts, one shuffle per pass.
+pub fn iteration_prompts(n: usize, batch: usize, seed: u64, iteration: usize) -> Vec<usize> {
+    let first = (iteration - 1) * batch;
+    let mut order: Option<(usize, Vec<usize>)> = None;
+    (first..first + batch)
+        .map(|position| {
+            let pass = position / n;
+            if order.as_ref().map(|o| o.0) != Some(pass) {
+                order = Some((pass, epoch_order(n, seed, pass)));
+            }
+            order.as_ref().map_or(0, |o| o.1[position % n])
+        })
+        .collect()
+}
+
+/// Encodes the prompts of `path`; those longer than the limit are skipped and counted.
+fn encode_prompts(path: &Path, settings: &PpoSettings, tokenizer: &TextTokenizer, max_positions: i64) -> Result<(Vec<EncodedPrompt>, DatasetStats)> {
+    let records = read_prompts(path, &settings.columns)?;
+    let encoder = Encoder::new(tokenizer, settings.limits.clone())?;
+    let mut stats = DatasetStats::new(records.len());
+    let mut prompts = Vec::with_capacity(records.len());
+    for record in &records {
+        let context = || format!("{} row {}", path.display(), record.row);
+        let Some(ids) = encoder.prompt(&record.prompt, &mut stats).with_context(context)? else { continue };
+        if ids.is_empty() {
+            stats.skip("empty_prompt");
+            continue;
+        }
+        prompts.push(EncodedPrompt { id: record.prompt.id(), text: record.prompt.display_text().to_string(), ids });
+    }
+    if prompts.is_empty() {
+        bail!(
+            "{}: no usable prompts out of {} rows: all were skipped (--max-prompt-len {}; skipped: {:?})",
+            path.display(),
+            records.len(),
+            settings.limits.max_prompt_len,
+            stats.skipped
+        );
+    }
+    let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+    if (longest + settings.max_new_tokens()) as i64 > max_positions {
+        bail!("{}: a prompt of {longest} tokens plus --max-new-tokens {} exceeds the policy's max_position_embeddings {max_positions}", path.display(), settings.max_new_tokens());
+    }
+    Ok((prompts, stats))
+}
+
+/// The critic from `dir` (score head kept, or zero), checked against the policy.
+fn load_critic(dir: &Path, policy_dir: &Path, policy: &CausalLm, device: Device) -> Result<CausalLm> {
+    check_same_tokenizer(&[policy_dir, dir])?;
+    let critic = CausalLm::load_as_value_model(dir, device)?;
+    if critic.config.vocab_size != policy.config.vocab_size {
+        bail!(
+            "critic {} has vocab_size {}, the policy {} has {}",
+            dir.join("config.json").display(),
+            critic.config.vocab_size,
+            policy_dir.join("config.json").display(),
+            policy.config.vocab_size
+        );
+    }
+    Ok(critic)
+}
+
+fn table_metadata(args: &PpoArgs, inputs: &Inputs) -> Result<BTreeMap<String, String>> {
+    let models = [("reference", Some(&args.policy)), ("dpo", inputs.dpo.as_ref()), ("reward_model", inputs.reward_model.as_ref())];
+    let mut metadata: BTreeMap<String, String> = model_metadata(&models)?.into_iter().collect();
+    let tokenizer = rto_data::store::hash_file(&args.policy.join("tokenizer.json"))?;
+    metadata.insert("rto.tokenizer".into(), tokenizer.as_str().to_string());
+    metadata.insert("rto.stage".into(), super::STAGE.into());
+    metadata.insert("rto.mode".into(), args.settings.reward.mode.name().into());
+    Ok(metadata)
+}
+
+impl<'a> PpoRun<'a> {
+    fn load(args: &'a PpoArgs, inputs: &'a Inputs, judge: Option<&'a dyn ResponseJudge>, scratch: PathBuf) -> Result<(Self, DatasetStats)> {
+        let s = &args.settings;
+        let device = parse_device(&args.common.device)?;
+        let tokenizer = TextTokenizer::from_dir(&args.policy)?;
+        let scorers = RewardModels::load(&args.policy, inputs.dpo.as_deref(), inputs.reward_model.as_deref(), device)?;
+        let policy = CausalLm::load(&args.policy, Head::LanguageModel, device, Kind::Float)?;
+        tokenizer.check_fits(policy.config.vocab_size, &args.policy)?;
+        if tokenizer.eos_id.is_none() {
+            eprintln!("ppo: {} names no eos_token: every response runs to --max-new-tokens", args.policy.display());
+        }
+        let critic = inputs.critic.as_deref().map(|dir| load_critic(dir, &args.policy, &policy, device)).transpose()?;
+        let max_positions = policy.config.max_position_embeddings;
+        let (prompts, stats) = encode_prompts(&args.prompts, s, &tokenizer, max_positions)?;
+        let eval_prompts = match (&args.eval_prompts, s.eval_every) {
+            (Some(path), every) if every > 0 => encode_prompts(path, s, &tokenizer, max_positions)?.0,
+            _ => vec![],
+        };
+        let iterations = s.iterations.or(s.max_samples.map(|m| m.div_ceil(s.rollout_batch_size))).unwrap_or(prompts.len().div_ceil(s.rollout_batch_size));
+        let steps_per_iteration = s.ppo_epochs * s.rollout_batch_size / s.train_batch_size;
+        let schedule = |peak_lr| CosineSchedule { total_steps: (iterations * steps_per_iteration) as u64, warmup_ratio: s.warmup_ratio, peak_lr, min_lr_ratio: s.min_lr_ratio };
+        let update = UpdateSettings { eps_clip: s.eps_clip, value_clip: s.value_clip, train_batch: s.train_batch_size, micro_batch: s.micro_batch(), ppo_epochs: s.ppo_epochs };
+        let learner = Learner::new(policy, critic, &s.adam, (schedule(s.actor_lr), schedule(s.critic_lr)), update, tokenizer.pad_id)?;
+        let table_metadata = table_metadata(args, inputs)?;
+        let kl = s.reward.controller();
+        let ppo = Self { args, inputs, judge, device, tokenizer, scorers, learner, prompts, eval_prompts, iterations, steps_per_iteration, kl, scratch, table_metadata };
+        Ok((ppo, stats))
+    }
+
+    /// Runs the iterations not yet done; returns where it resumed from and the last record.
+    fn train(&mut self) -> Result<(Option<usize>, Value)> {
+        let checkpointer = Checkpointer::new(&self.scratch);
+        let restored = self.learner.restore(&checkpointer)?;
+        let start = restored.as_ref().map_or(0, |r| r.step);
+        if let Some(restored) = &restored {
+            self.kl = serde_json::from_value(restored.state["kl"].clone()).context("checkpoint state.json: `kl`")?;
+            eprintln!("ppo: resuming from the checkpoint after iteration {start}");
+        }
+        let mut log = MetricsLog::open(&self.scratch.join("metrics.jsonl"), start)?;
+        let progress = crate::progress::bar(self.iterations as u64, "ppo");
+        progress.set_position(start as u64);
+        let mut last = Value::Null;
+        for iteration in start + 1..=self.iterations {
+            let record = self.iteration(iteration)?;
+            log.write(&record)?;
+            progress.set_message(format!("reward {:.4} kl {:.4}", record["reward"].as_f64().unwrap_or(f64::NAN), record["kl"].as_f64().unwrap_or(f64::NAN)));
+            progress.inc(1);
+            if iteration < self.iterations && due(self.args.settings.checkpoint_every, iteration) {
+                self.learner.save(&checkpointer, iteration, json!({"kl": self.kl}))?;
+            }
+            last = record;
+        }
+        progress.finish();
+        Ok(((start > 0).then_some(start), last))
+    }
+
+    fn rollout_config(&self, iteration: usize, weights: RewardWeights) -> RolloutConfig {
+        let s = &self.args.settings;
+        let sampling = SamplingConfig {
+            max_new_tokens: s.max_new_tokens(),
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: s.top_k,
+            greedy: false,
+            stop_ids: self.tokenizer.eos_id.into_iter().collect(),
+            seed: 0,
+        };
+        let seed = seed_of(self.args.common.seed, iteration, 0x9E37_79B9_7F4A_7C15);
+        RolloutConfig { sampling, generation_batch: s.generation_batch(), mode: s.reward.mode, weights, pad_id: self.tokenizer.pad_id, seed }
+    }
+
+    /// The table this iteration's rollouts go to, when they are saved.
+    fn rollout_table(&self, iteration: usize, weights: &RewardWeights) -> Result<Option<RolloutTable<'_>>> {
+        let every = self.args.settings.save_rollouts_every;
+        if every == 0 || !(iteration == 1 || due(every, iteration) || iteration == self.iterations) {
+            return Ok(None);
+        }
+        let mut metadata = self.table_metadata.clone();
+        let w = self.args.settings.reward.mode.effective_weights(weights);
+        for (key, value) in [("beta1", w.beta1), ("clip", w.clip), ("beta2", w.beta2), ("beta3", w.beta3), ("rm_clamp", w.rm_clamp)] {
+            metadata.insert(format!("rto.{key}"), value.to_string());
+        }
+        metadata.insert("rto.iteration".into(), iteration.to_string());
+        let sources = Sources { dpo: self.scorers.dpo.is_some(), policy: true, reward_model: self.scorers.reward_model.is_some() };
+        let dir = self.scratch.join("rollouts").join(format!("iter-{iteration:06}"));
+        let first_id = ((iteration - 1) * self.args.settings.rollout_batch_size) as u64;
+        Ok(Some(RolloutTable::create(&dir, &self.tokenizer, sources, iteration as u32, first_id, self.judge.is_some(), metadata)?))
+    }
+
+    fn estimator(&self) -> AdvantageEstimator {
+        let s = &self.args.settings;
+        match s.algo {
+            Algo::Ppo => AdvantageEstimator::Gae { gamma: s.gamma, lambda: s.lambda },
+            Algo::ReinforcePlusPlus => AdvantageEstimator::ReinforcePlusPlus { gamma: s.gamma },
+        }
+    }
+
+    /// The model folders, for errors raised while scoring.
+    fn describe_models(&self) -> String {
+        let show = |p: &Option<PathBuf>| p.as_ref().map_or("-".to_string(), |p| p.display().to_string());
+        format!("policy/reference {}, DPO {}, reward model {}, critic {}", self.args.policy.display(), show(&self.inputs.dpo), show(&self.inputs.reward_model), show(&self.inputs.critic))
+    }
+
+    /// Rollout, advantages, update, KL controller, evaluation: one metrics record.
+    fn iteration(&mut self, iteration: usize) -> Result<Value> {
+        let clock = Instant::now();
+        let s = &self.args.settings;
+        let picked = iteration_prompts(self.prompts.len(), s.rollout_batch_size, self.args.common.seed, iteration);
+        let prompts: Vec<EncodedPrompt> = picked.into_iter().map(|i| self.prompts[i].clone()).collect();
+        let kl_coef = self.kl.coef();
+        let config = self.rollout_config(iteration, s.reward.weights(kl_coef));
+        let mut table = self.rollout_table(iteration, &config.weights)?;
+        let models = RolloutModels { policy: &self.learner.policy, critic: self.learner.critic.as_ref(), scorers: &self.scorers, tokenizer: &self.tokenizer };
+        let (mut experience, stats) = rollout::collect(&models, prompts, &config, table.as_mut(), self.judge)
+            .with_context(|| format!("iteration {iteration}: rollout ({})", self.describe_models()))?;
+        if let Some(table) = table {
+            table.finish()?;
+        }
+        let advantage_clock = Instant::now();
+        let advantages = experience.compute_advantages(self.estimator(), self.device)?;
+        let scoring_s = stats.scoring_s + advantage_clock.elapsed().as_secs_f64();
+        self.kl.update(stats.kl_per_sample(), experience.len() as u64).with_context(|| format!("iteration {iteration}: KL controller"))?;
+        let train_clock = Instant::now();
+        let first_step = ((iteration - 1) * self.steps_per_iteration) as u64;
+        let scratch = self.scratch.display().to_string();
+        let update = self
+            .learner
+            .update(&experience, first_step, seed_of(self.args.common.seed, iteration, 0xA24B_AED4_963E_E407))
+            .with_context(|| format!("iteration {iteration}: update; the last good checkpoint is in {scratch}"))?;
+        let training_s = train_clock.elapsed().as_secs_f64();
+        let eval = self.evaluate(iteration)?;
+        let mut record = json!({"step": iteration, "iteration": iteration, "samples": iteration * s.rollout_batch_size, "kl_coef": kl_coef});
+        let metrics: Metrics = stats.metrics().into_iter().chain(advantages).chain(update).chain(eval).collect();
+        for (key, value) in metrics {
+            record[key] = json!(value);
+        }
+        record["time/scoring"] = json!(scoring_s);
+        record["time/training"] = json!(training_s);
+        record["time/total"] = json!(clock.elapsed().as_secs_f64());
+        Ok(record)
+    }
+
+    fn evaluate(&self, iteration: usize) -> Result<Metrics> {
+        let every = self.args.settings.eval_every;
+        if self.eval_prompts.is_empty() || !(due(every, iteration) || iteration == self.iterations) {
+            return Ok(Metrics::new());
+        }
+        let clock = Instant::now();
+        let config = self.rollout_config(iteration, RewardWeights::default());
+        let mut metrics = rollout::evaluate(&self.learner.policy, &self.scorers, &self.eval_prompts, &config.sampling, config.generation_batch, &self.tokenizer, self.judge)
+            .with_context(|| format!("iteration {iteration}: evaluation"))?;
+        metrics.insert("time/eval".into(), clock.elapsed().as_secs_f64());
+        Ok(metrics)
+    }
+
+    /// Writes the policy (folder root), the critic, the metrics and the rollouts into `out`.
+    fn publish(&self, out: &StageDir) -> Result<()> {
+        self.learner.policy.save(out.path(), Kind::Float, Some(&self.args.policy))?;
+        if let (Some(critic), Some(source)) = (&self.learner.critic, &self.inputs.critic) {
+            critic.save(&out.join("critic"), Kind::Float, Some(source))?;
+        }
+        let metrics = self.scratch.join("metrics.jsonl");
+        std::fs::copy(&metrics, out.join("metrics.jsonl")).with_context(|| format!("copying {}", metrics.display()))?;
+        let rollouts = self.scratch.join("rollouts");
+        if rollouts.exists() {
+            std::fs::rename(&rollouts, out.join("rollouts")).with_context(|| format!("moving {}", rollouts.display()))?;
+        }
+        Ok(())
+    }
+}
