@@ -74,7 +74,8 @@ impl Checkpointer {
         }
         for (name, vs) in models.iter_mut() {
             let path = current.join(format!("{name}.safetensors"));
-            vs.read_safetensors(&path).with_context(|| format!("restoring {}", path.display()))?;
+            // Copying into trainable leaves must not be recorded by autograd.
+            tch::no_grad(|| vs.read_safetensors(&path)).with_context(|| format!("restoring {}", path.display()))?;
         }
         for (name, optimizer) in optimizers.iter_mut() {
             optimizer.load(&current.join(format!("{name}.optim.safetensors")))?;

@@ -8,6 +8,7 @@
 //! models whose outputs go to alpaca_eval.
 
 use crate::generation::{generation_stage, read_generations, GenerationSettings, Generations};
+use crate::rollout::ResponseJudge;
 use crate::stage;
 use anyhow::{bail, Result};
 use rto_data::cli::CommonArgs;
@@ -41,15 +42,13 @@ pub struct EvalArgs {
 }
 
 pub fn cli(args: EvalArgs) -> Result<()> {
-    if args.judge != "toy" {
-        bail!("--judge {:?}: the only judge is `toy` (the shipped task's gold judge)", args.judge);
-    }
+    let judge = crate::rollout::judge_named(&args.judge)?;
     let ours = generation_stage(&args.common, &args.generation, &args.model, &args.prompts)?;
     let baseline = generation_stage(&args.common, &args.generation, &args.baseline, &args.prompts)?;
-    let settings = json!({"judge": args.judge});
+    let settings = json!({"judge": judge.name()});
     let spec = stage::spec("eval", 1, &args.common, &settings)?.with_input("model", &ours).with_input("baseline", &baseline);
     let name = args.name.clone().unwrap_or_else(|| folder_name(&args.model));
-    stage::run(&args.common, &spec, |out| judge(&ours, &baseline, &name, out))?;
+    stage::run(&args.common, &spec, |out| judge_pair(judge.as_ref(), &ours, &baseline, &name, out))?;
     Ok(())
 }
 
@@ -66,13 +65,13 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
-fn judge(ours_dir: &Path, baseline_dir: &Path, name: &str, out: &StageDir) -> Result<Value> {
+fn judge_pair(judge: &dyn ResponseJudge, ours_dir: &Path, baseline_dir: &Path, name: &str, out: &StageDir) -> Result<Value> {
     let ours = read_generations(ours_dir)?;
     let baseline = read_generations(baseline_dir)?;
     if ours.prompts != baseline.prompts {
         bail!("{} and {} answer different prompts", ours_dir.display(), baseline_dir.display());
     }
-    let score = |g: &Generations| -> Vec<f64> { g.prompts.iter().zip(&g.responses).map(|(p, r)| rto_task::gold_score(p, r)).collect() };
+    let score = |g: &Generations| -> Vec<f64> { g.prompts.iter().zip(&g.responses).map(|(p, r)| judge.score(p, r)).collect() };
     let (gold, baseline_gold) = (score(&ours), score(&baseline));
     let wins: Vec<f64> = gold.iter().zip(&baseline_gold).map(|(&a, &b)| win(a, b)).collect();
     write_columns(

@@ -28,6 +28,26 @@ pub trait ResponseJudge {
     }
 }
 
+/// The shipped toy task's gold judge (`rto_task::gold_score`), for `--judge toy`.
+pub struct ToyJudge;
+
+impl ResponseJudge for ToyJudge {
+    fn score(&self, prompt: &str, response: &str) -> f64 {
+        rto_task::gold_score(prompt, response)
+    }
+    fn name(&self) -> String {
+        "toy".into()
+    }
+}
+
+/// The judge a `--judge NAME` flag names.
+pub fn judge_named(name: &str) -> Result<Box<dyn ResponseJudge>> {
+    match name {
+        "toy" => Ok(Box::new(ToyJudge)),
+        other => bail!("--judge {other:?}: the only judge is `toy` (the shipped task's gold judge)"),
+    }
+}
+
 /// A prompt ready for generation.
 #[derive(Debug, Clone)]
 pub struct EncodedPrompt {

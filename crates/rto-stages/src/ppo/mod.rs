@@ -237,6 +237,10 @@ pub struct PpoArgs {
     /// Held-out prompts for the periodic greedy evaluation (--eval-every).
     #[arg(long)]
     pub eval_prompts: Option<PathBuf>,
+    /// Score rollouts and evaluations with a judge program: `toy` (the shipped task's gold
+    /// judge). Adds `judge_score`, `gold_score` and `eval/judge_score`.
+    #[arg(long)]
+    pub judge: Option<String>,
     #[command(flatten)]
     pub settings: PpoSettings,
 }
@@ -294,7 +298,8 @@ struct KeySettings<'a> {
 
 /// Entry point of the `ppo-train` binary.
 pub fn cli(args: PpoArgs) -> Result<()> {
-    cli_with_judge(args, None)
+    let judge = args.judge.as_deref().map(crate::rollout::judge_named).transpose()?;
+    cli_with_judge(args, judge.as_deref())
 }
 
 /// [`cli`] with a judge scoring rollouts (`judge_score`, the samples' `gold_score`) and the
