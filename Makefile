@@ -7,7 +7,7 @@ TORCH_VERSION := 2.11.0
 CARGO_CONFIG := .cargo/config.toml
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup build test demo bench clean-runs
+.PHONY: all setup build test demo replicate bench clean-runs
 
 all: build
 
@@ -31,8 +31,16 @@ build: setup
 test: build
 	cargo test --release -- --test-threads=2
 
+# The toy replication chain on the shipped data: SFT → pairs → DPO → RM → annotate → PPO and
+# RTO → eval, ending with a table. Every stage is cached in runs/: a second run is a no-op.
 demo: build
-	cargo run --release -q --bin rto-sample -- --random-init --prompt "Hello" --max-new-tokens 24
+	pipelines/demo.sh 1
+
+# PPO, RTO, dpo-only, DDPO and DPO over 3 seeds with equal rollout budgets; writes
+# results/replication.md and PNG plots (matplotlib is installed into the venv for this only).
+replicate: build
+	$(VPY) -m pip install --quiet --disable-pip-version-check matplotlib
+	$(VPY) pipelines/replicate.py
 
 bench: build
 	$(VPY) bench/bench_model.py

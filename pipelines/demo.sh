@@ -17,7 +17,7 @@ step() { echo "== $*" >&2; }
 step "sft-train"
 SFT=$("$BIN/sft-train" --config $CFG/sft.yaml "${common[@]}" --init-config $CFG/model.json --tokenizer $DATA --data $DATA/sft.jsonl --link sft | last)
 step "make-pairs"
-PAIRS=$("$BIN/make-pairs" --config $CFG/pairs.yaml "${common[@]}" --model "$SFT" --prompts $DATA/rl_prompts.jsonl --link pairs | last)
+PAIRS=$("$BIN/make-pairs" --config $CFG/pairs.yaml "${common[@]}" --model "$SFT" --prompts $DATA/sft.jsonl --link pairs | last)
 step "dpo-train"
 DPO=$("$BIN/dpo-train" --config $CFG/dpo.yaml "${common[@]}" --model "$SFT" --data "$PAIRS/pairs.jsonl" --link dpo | last)
 step "rm-train"
@@ -29,7 +29,7 @@ for mode in ppo rto; do
   step "ppo-train --mode $mode (seed $SEED)"
   OUT=$("$BIN/ppo-train" --config $CFG/ppo.yaml "${common[@]}" --seed "$SEED" --mode $mode --policy "$SFT" --dpo "$DPO" --reward-model "$RM" --prompts $DATA/rl_prompts.jsonl --link "$mode" ${PPO_EXTRA:-} | last)
   step "rto-eval $mode"
-  results+=("$("$BIN/rto-eval" --config $CFG/eval.yaml "${common[@]}" --model "$OUT/policy" --baseline "$SFT" --prompts $DATA/eval_prompts.jsonl --name "$mode" | last)")
+  results+=("$("$BIN/rto-eval" --config $CFG/eval.yaml "${common[@]}" --model "$OUT" --baseline "$SFT" --prompts $DATA/eval_prompts.jsonl --name "$mode" | last)")
 done
 step "rto-eval dpo"
 results+=("$("$BIN/rto-eval" --config $CFG/eval.yaml "${common[@]}" --model "$DPO" --baseline "$SFT" --prompts $DATA/eval_prompts.jsonl --name dpo | last)")

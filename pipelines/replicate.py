@@ -1,0 +1,180 @@
+"""make replicate: the paper's comparison at machine scale, on the toy task with a gold judge.
+
+Shared stages (cached, computed once): SFT, preference pairs, DPO, SimPO, reward model.
+Per seed (3 seeds), with the same rollout budget: PPO, RTO, dpo-only, DDPO; plus PPO with three
+times the budget, to ask how many samples PPO needs to reach RTO's score. Every policy is
+evaluated against the SFT model on the held-out prompts (win rate under the gold judge).
+Writes results/replication.md, results/replication.json and PNG plots.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release")
+CFG = os.path.join(ROOT, "pipelines", "toy")
+DATA = os.path.join(ROOT, "data", "toy")
+STORE = os.environ.get("STORE", os.path.join(ROOT, "runs"))
+RESULTS = os.path.join(ROOT, "results")
+SEEDS = [1, 2, 3]
+METHODS = ["ppo", "rto", "dpo-only", "ddpo"]
+LONG_FACTOR = 3  # the PPO run with LONG_FACTOR x the rollout budget
+
+
+def stage(binary, *args):
+    """Runs a stage binary; returns its output folder (the last line it prints)."""
+    cmd = [os.path.join(BIN, binary), "--store", STORE, *map(str, args)]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def metrics(folder):
+    return [json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl"))]
+
+
+def evaluate(model, sft, name):
+    folder = stage("rto-eval", "--config", f"{CFG}/eval.yaml", "--model", model, "--baseline", sft,
+                   "--prompts", f"{DATA}/eval_prompts.jsonl", "--name", name)
+    return json.load(open(os.path.join(folder, "results.json")))
+
+
+def ppo_iterations():
+    for line in open(f"{CFG}/ppo.yaml"):
+        if line.startswith("iterations:"):
+            return int(line.split(":")[1])
+    raise SystemExit("pipelines/toy/ppo.yaml has no iterations")
+
+
+def mean_std(values):
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def main():
+    start = time.time()
+    os.makedirs(RESULTS, exist_ok=True)
+    sft = stage("sft-train", "--config", f"{CFG}/sft.yaml", "--init-config", f"{CFG}/model.json",
+                "--tokenizer", DATA, "--data", f"{DATA}/sft.jsonl")
+    pairs = stage("make-pairs", "--config", f"{CFG}/pairs.yaml", "--model", sft, "--prompts", f"{DATA}/sft.jsonl")
+    pairs_file = os.path.join(pairs, "pairs.jsonl")
+    dpo = stage("dpo-train", "--config", f"{CFG}/dpo.yaml", "--model", sft, "--data", pairs_file)
+    simpo = stage("dpo-train", "--config", f"{CFG}/dpo.yaml", "--model", sft, "--data", pairs_file,
+                  "--loss", "simpo", "--beta", "2.5", "--simpo-gamma", "0.5")
+    rm = stage("rm-train", "--config", f"{CFG}/rm.yaml", "--model", sft, "--data", pairs_file)
+    iterations = ppo_iterations()
+    runs = {}  # method -> seed -> (ppo folder, eval results)
+    variants = [(m, iterations) for m in METHODS] + [("ppo-long", iterations * LONG_FACTOR)]
+    for seed in SEEDS:
+        for name, iters in variants:
+            mode = "ppo" if name == "ppo-long" else name
+            print(f"== {name} seed {seed}", file=sys.stderr)
+            folder = stage("ppo-train", "--config", f"{CFG}/ppo.yaml", "--seed", seed, "--mode", mode,
+                           "--iterations", iters, "--policy", sft, "--dpo", dpo, "--reward-model", rm,
+                           "--prompts", f"{DATA}/rl_prompts.jsonl")
+            runs.setdefault(name, {})[seed] = (folder, evaluate(folder, sft, f"{name}-s{seed}"))
+    offline = {"dpo": evaluate(dpo, sft, "dpo"), "simpo": evaluate(simpo, sft, "simpo")}
+    rollout = metrics(runs["ppo"][SEEDS[0]][0])[0]
+    samples_per_iter = round(rollout["samples"]) if "samples" in rollout else None
+    table = summarize(runs, offline, iterations, samples_per_iter)
+    table["wall_time_s"] = time.time() - start
+    json.dump(table, open(os.path.join(RESULTS, "replication.json"), "w"), indent=1)
+    write_markdown(table)
+    plot(runs, samples_per_iter)
+    print(open(os.path.join(RESULTS, "replication.md")).read())
+
+
+def summarize(runs, offline, iterations, samples_per_iter):
+    rows = []
+    for name, seeds in runs.items():
+        evals = [r for _, r in seeds.values()]
+        win, win_sd = mean_std([e["win_rate"] for e in evals])
+        gold, gold_sd = mean_std([e["mean_gold_score"] for e in evals])
+        length = statistics.mean(e["mean_length"] for e in evals)
+        iters = iterations * (LONG_FACTOR if name == "ppo-long" else 1)
+        samples = iters * samples_per_iter if samples_per_iter else None
+        rows.append(dict(method=name, win=win, win_sd=win_sd, gold=gold, gold_sd=gold_sd, length=length,
+                         samples=samples, seeds=len(evals)))
+    for name, e in offline.items():
+        rows.append(dict(method=name, win=e["win_rate"], win_sd=0.0, gold=e["mean_gold_score"], gold_sd=0.0,
+                         length=e["mean_length"], samples=0, seeds=1))
+    baseline_gold = next(iter(offline.values()))["baseline_mean_gold_score"]
+    return dict(rows=rows, sft_gold=baseline_gold, catch_up=catch_up(runs, samples_per_iter))
+
+
+def smoothed_curve(folder, key="judge_score", window=5):
+    values = [m.get(key) for m in metrics(folder)]
+    values = [v for v in values if v is not None]
+    return [statistics.mean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
+
+
+def catch_up(runs, samples_per_iter):
+    """Per seed: rollout samples PPO-long needs for its smoothed gold score to reach RTO's final one."""
+    out = []
+    for seed in SEEDS:
+        target = smoothed_curve(runs["rto"][seed][0])[-1]
+        long = smoothed_curve(runs["ppo-long"][seed][0])
+        hit = next((i + 1 for i, v in enumerate(long) if v >= target), None)
+        rto_iters = len(smoothed_curve(runs["rto"][seed][0]))
+        out.append(dict(seed=seed, rto_final=target, ppo_iterations_needed=hit, rto_iterations=rto_iters,
+                        samples_needed=hit * samples_per_iter if hit and samples_per_iter else None))
+    return out
+
+
+def write_markdown(table):
+    lines = ["# Replication on the toy task (machine scale)", "",
+             f"SFT mean gold score on the held-out prompts: {table['sft_gold']:.3f}. "
+             f"Win rate = fraction of held-out prompts where the method's response has a higher gold "
+             f"score than the SFT model's (ties count half); mean ± std over seeds.", "",
+             "| method | win rate vs SFT | mean gold score | mean length | rollout samples | seeds |",
+             "|---|---|---|---|---|---|"]
+    for r in table["rows"]:
+        lines.append(f"| {r['method']} | {r['win']:.3f} ± {r['win_sd']:.3f} | {r['gold']:.3f} ± {r['gold_sd']:.3f} "
+                     f"| {r['length']:.1f} | {r['samples']} | {r['seeds']} |")
+    lines += ["", "PPO samples to reach RTO's final (smoothed) rollout gold score:", ""]
+    for c in table["catch_up"]:
+        need = c["samples_needed"] if c["samples_needed"] else f"not within {LONG_FACTOR}x the budget"
+        lines.append(f"- seed {c['seed']}: RTO reached {c['rto_final']:.3f} in {c['rto_iterations']} iterations; "
+                     f"PPO needed {need}")
+    lines += ["", f"Total wall time: {table['wall_time_s'] / 60:.1f} min.", "",
+              "![gold score vs samples](gold_vs_samples.png)", "", "![DPO reward](dpo_reward.png)", ""]
+    open(os.path.join(RESULTS, "replication.md"), "w").write("\n".join(lines))
+
+
+def plot(runs, samples_per_iter):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, color in [("rto", "tab:red"), ("ppo-long", "tab:blue"), ("dpo-only", "tab:green"), ("ddpo", "tab:purple")]:
+        curves = [smoothed_curve(runs[name][s][0]) for s in SEEDS]
+        n = min(map(len, curves))
+        xs = [(i + 1) * (samples_per_iter or 1) for i in range(n)]
+        mean = [statistics.mean(c[i] for c in curves) for i in range(n)]
+        sd = [statistics.stdev(c[i] for c in curves) if len(curves) > 1 else 0 for i in range(n)]
+        label = "ppo" if name == "ppo-long" else name
+        ax.plot(xs, mean, color=color, label=label)
+        ax.fill_between(xs, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)], color=color, alpha=0.15)
+    ax.set_xlabel("rollout samples")
+    ax.set_ylabel("gold score of rollouts (5-iteration mean)")
+    ax.set_title("Gold score vs samples (mean ± std over 3 seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(RESULTS, "gold_vs_samples.png"), dpi=110)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, color in [("rto", "tab:red"), ("ppo", "tab:blue")]:
+        for s in SEEDS:
+            values = [m.get("dpo_return") for m in metrics(runs[name][s][0])]
+            if any(v is not None for v in values):
+                ax.plot(range(1, len(values) + 1), values, color=color, alpha=0.6, label=f"{name} seed {s}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mean DPO return of rollouts")
+    ax.set_title("DPO token reward (Σ clipped β1·log π_dpo/π_ref) per iteration")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(RESULTS, "dpo_reward.png"), dpi=110)
+
+
+if __name__ == "__main__":
+    main()
