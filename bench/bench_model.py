@@ -90,6 +90,9 @@ class TorchDpoStep:
 
 
 def ours(what, reps):
+    # Let this process's OpenMP workers stop spinning (they busy-wait after torch work) so they
+    # do not steal the cores the subprocess is about to use.
+    time.sleep(1.0)
     common = ["--reps", str(reps), "--device", ARGS.device, "--size", ARGS.size]
     shape = {"generate": ["--batch", str(ARGS.gen_batch), "--prompt-len", str(ARGS.prompt_len),
                           "--new-tokens", str(ARGS.new_tokens), "--dtype", ARGS.dtype],
