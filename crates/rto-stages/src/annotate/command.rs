@@ -1,0 +1,69 @@
+//! The `token-reward-annotate` command line: annotating is the default command (so
+//! `token-reward-annotate --ref .. --dpo .. --data ..` and YAML configs work as for every
+//! stage), `show FOLDER` a subcommand.
+
+use super::{cli, AnnotateArgs};
+use crate::inspect::ShowArgs;
+use anyhow::Result;
+
+/// The `token-reward-annotate` command line: annotate by default, or `show FOLDER`.
+///
+/// Written by hand: clap's derive can make a flattened struct optional only when it has no
+/// flattened parts of its own (it keys presence on an arg group, and nested flattens leave
+/// that group empty), and `AnnotateArgs` flattens the common flags and the settings.
+#[derive(Debug)]
+pub enum AnnotateCli {
+    Annotate(Box<AnnotateArgs>),
+    Show(ShowArgs),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AnnotateCommand {
+    /// Show a table's tokens coloured by reward (terminal), as text, or as an HTML page.
+    Show(ShowArgs),
+}
+
+impl clap::CommandFactory for AnnotateCli {
+    fn command() -> clap::Command {
+        let cmd = clap::Command::new("token-reward-annotate")
+            .version(env!("CARGO_PKG_VERSION"))
+            .about("RTO token rewards for every response token, as Parquet; `show` displays them")
+            .args_conflicts_with_subcommands(true)
+            .subcommand_negates_reqs(true);
+        let cmd = <AnnotateArgs as clap::Args>::augment_args(cmd);
+        <AnnotateCommand as clap::Subcommand>::augment_subcommands(cmd)
+    }
+
+    fn command_for_update() -> clap::Command {
+        Self::command()
+    }
+}
+
+impl clap::FromArgMatches for AnnotateCli {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        if matches.subcommand_name().is_some() {
+            let AnnotateCommand::Show(args) = <AnnotateCommand as clap::FromArgMatches>::from_arg_matches_mut(matches)?;
+            return Ok(Self::Show(args));
+        }
+        Ok(Self::Annotate(Box::new(<AnnotateArgs as clap::FromArgMatches>::from_arg_matches_mut(matches)?)))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Parser for AnnotateCli {}
+
+/// Entry point of the `token-reward-annotate` binary.
+pub fn main_cli(parsed: AnnotateCli) -> Result<()> {
+    match parsed {
+        AnnotateCli::Show(args) => crate::inspect::show(&args),
+        AnnotateCli::Annotate(args) => cli(*args),
+    }
+}

@@ -1,0 +1,139 @@
+//! `token-reward-annotate show`: terminal, plain text and HTML views of a hand-written table,
+//! and the command line (annotate by default, `show` as a subcommand).
+
+mod annotate_common;
+
+use annotate_common::run_cli;
+use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TokenRecord, TokenTableWriter};
+use rto_stages::annotate::AnnotateCli;
+use rto_stages::inspect::{colour, html, select, terminal, ShowArgs, ValueColumn};
+use std::path::{Path, PathBuf};
+
+fn token(position: u32, text: &str, reward: f32) -> TokenRecord {
+    TokenRecord {
+        position,
+        token_id: 10 + position,
+        token: text.to_string(),
+        logp_ref: Some(-2.0),
+        logp_dpo: Some(-1.5),
+        logp_policy: None,
+        dpo_reward: Some(reward),
+        kl_penalty: None,
+        sentence_reward: Some(0.0),
+        reward,
+    }
+}
+
+fn sample(id: u64, side: &str, tokens: &[TokenRecord]) -> SampleRecord {
+    SampleRecord {
+        sample_id: id,
+        prompt_id: "p0".into(),
+        prompt: "<s>Say \"hi\" & <b>bye</b>".into(),
+        response: "hi".into(),
+        n_tokens: tokens.len() as u32,
+        dpo_return: Some(tokens.iter().map(|t| t.reward).sum()),
+        sentence_reward: Some(0.0),
+        ret: tokens.iter().map(|t| t.reward).sum(),
+        gold_score: None,
+        iteration: None,
+        side: Some(side.into()),
+    }
+}
+
+/// Three samples; tokens with markup, a quote, a newline and a terminal escape sequence.
+fn write_table(dir: &Path) {
+    let options = TableOptions { layout: TableLayout { side: true, ..Default::default() }, ..Default::default() };
+    let mut writer = TokenTableWriter::create(dir, options).unwrap();
+    let rows = [
+        vec![token(0, "<script>alert(1)</script>", 0.05), token(1, " it's \"q\"", -0.02), token(2, "\n", 0.0)],
+        vec![token(0, "\x1b[31mred", -0.05), token(1, "", 0.01)],
+        vec![token(0, " fine", 0.03)],
+    ];
+    for (id, tokens) in rows.iter().enumerate() {
+        let side = if id % 2 == 0 { "chosen" } else { "rejected" };
+        writer.push_sample(sample(id as u64, side, tokens), tokens).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+fn show_args(folder: &Path, sample: Option<u64>, html: Option<PathBuf>) -> ShowArgs {
+    ShowArgs { folder: folder.to_path_buf(), sample, html, max_samples: 200, by: ValueColumn::Reward }
+}
+
+#[test]
+fn html_page_is_self_contained_escaped_and_sortable() {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path());
+    let selection = select(&show_args(dir.path(), None, Some(dir.path().join("x.html")))).unwrap();
+    assert_eq!(selection.samples.len(), 3);
+    assert_eq!(selection.scale, 0.05);
+    let page = html::page(&selection);
+    for external in ["http://", "https://", " src=", "<link", "@import"] {
+        assert!(!page.contains(external), "external reference {external:?} in the page");
+    }
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !page.contains("<script>alert"));
+    assert!(page.contains("&lt;b&gt;bye&lt;/b&gt;") && page.contains("it&#39;s &quot;q&quot;"));
+    assert!(!page.contains('\x1b'), "raw escape character in the page");
+    assert_eq!(page.matches("class=\"t\"").count(), 6, "one span per token");
+    assert_eq!(page.matches("class=\"sample\"").count(), 3);
+    assert!(page.contains("data-ret=\"0.03\"") && page.contains("sortSamples('ret',-1)"));
+    assert!(page.contains("logp_dpo -1.50000") && page.contains("dpo_reward +0.05000"), "values in the tooltips");
+    assert!(page.contains("background:rgb(26,150,65)"), "the largest positive reward is full green");
+    assert!(page.contains("background:rgb(215,48,39)"), "the largest negative reward is full red");
+}
+
+#[test]
+fn terminal_and_plain_views_show_the_values() {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path());
+    let selection = select(&show_args(dir.path(), Some(1), None)).unwrap();
+    let (sample, tokens) = &selection.samples[0];
+    assert_eq!(sample.sample_id, 1);
+
+    let plain = terminal::plain(sample, tokens);
+    assert!(plain.contains("sample 1 (rejected)") && plain.contains("-0.05000") && plain.contains("+0.01000"), "{plain}");
+    assert!(!plain.contains('\x1b'), "no escape codes in plain text");
+
+    let coloured = terminal::coloured(sample, tokens, &selection);
+    assert!(coloured.contains("\x1b[48;2;215;48;39m"), "full red background for the most negative token");
+    assert!(coloured.contains("\\u{1b}[31mred"), "the token's own escape sequence is shown, not executed");
+
+    let err = select(&show_args(dir.path(), Some(99), None)).err().unwrap().to_string();
+    assert!(err.contains("no sample_id 99") && err.contains(&dir.path().display().to_string()), "{err}");
+}
+
+#[test]
+fn colours_scale_from_white_to_green_and_red() {
+    assert_eq!(colour(0.0, 0.05), (255, 255, 255));
+    assert_eq!(colour(0.05, 0.05), (26, 150, 65));
+    assert_eq!(colour(-1.0, 0.05), (215, 48, 39), "beyond the scale saturates");
+    let (r, g, b) = colour(0.025, 0.05);
+    assert!(g > r && g > b && r < 255, "half green: {r},{g},{b}");
+    assert_eq!(colour(0.3, 0.0), (255, 255, 255), "an all-zero table stays white");
+}
+
+#[test]
+fn command_line_annotates_by_default_and_shows_as_subcommand() {
+    let argv = |args: &[&str]| std::iter::once("token-reward-annotate").chain(args.iter().copied()).map(Into::into).collect::<Vec<_>>();
+    let parse = |args: &[&str]| rto_data::cli::parse_with_config_from::<AnnotateCli>(argv(args));
+
+    let AnnotateCli::Annotate(annotate) = parse(&["--ref", "r", "--dpo", "d", "--data", "x.jsonl", "--clip", "inf", "--mode", "dpo-only"]).unwrap() else {
+        panic!("expected the default (annotate) command")
+    };
+    assert_eq!(annotate.ref_model, PathBuf::from("r"));
+    assert!(annotate.settings.clip.is_infinite());
+    assert_eq!(annotate.settings.mode, rto_algo::RewardMode::DpoOnly);
+    assert_eq!((annotate.settings.beta1, annotate.settings.beta2, annotate.settings.beta3), (0.05, 0.01, 1.0));
+
+    match parse(&["show", "some/folder", "--sample", "7", "--html", "p.html"]).unwrap() {
+        AnnotateCli::Show(show) => {
+            assert_eq!((show.folder, show.sample, show.html), (PathBuf::from("some/folder"), Some(7), Some(PathBuf::from("p.html"))));
+        }
+        other => panic!("expected show, got {other:?}"),
+    }
+    assert!(parse(&["--ref", "r", "--dpo", "d"]).is_err(), "--data is required to annotate");
+    assert!(parse(&["show"]).is_err(), "show needs a folder");
+    assert!(parse(&["--ref", "r", "show", "f"]).is_err(), "annotate flags and show do not mix");
+    let err = run_cli(&[]).unwrap_err().to_string();
+    assert!(err.contains("--ref"), "{err}");
+}
