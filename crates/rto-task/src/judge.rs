@@ -1,0 +1,220 @@
+//! The gold judge: a deterministic score for any (prompt, response), the stand-in for the
+//! GPT-4 judge of the paper's AlpacaEval / Arena-Hard evaluations.
+//!
+//! The score is a sum of per-word contributions plus one sequence-level length term, and
+//! every contribution depends on the prompt or on neighbouring words, so a preference model
+//! can learn it from comparisons but no single token reveals it. All arithmetic is in integer
+//! hundredths, so scores are exact two-decimal numbers on every platform.
+//!
+//! Rules (points per word unless stated; "fresh" = the content word's first use):
+//! - topic:   fresh noun of the prompt's topic +0.60; noun of another topic −0.30
+//! - avoid:   word of the forbidden adjective class, or the forbidden word itself, −1.50
+//!            (each use; a forbidden word earns no positive credit)
+//! - mood:    fresh adjective of the requested mood +0.40; of the opposite mood −0.80
+//! - repeat:  a content word (noun, adjective, verb) used before −0.50, and no positive credit
+//! - pairing: adjective directly before a noun it agrees with +0.40 (both fresh), before a
+//!            noun it does not agree with −0.40; an adjective not followed by a noun −0.30
+//! - grammar: article not followed by adjective or noun, noun right after a noun, or a
+//!            closer word anywhere but last, −0.30 each
+//! - unknown: a word outside the task vocabulary (or a special token) −1.00
+//! - ending:  requested end word as the last word +2.00, otherwise −1.00
+//! - length:  −0.25 per word of distance to the requested length, at most −6.00
+//!
+//! Input hygiene: the response is cut at the first `</s>` and `<pad>` words are dropped, so
+//! decoded generations score the same with or without special tokens.
+
+use crate::prompt::{Avoid, Spec};
+use crate::vocab::{vocab, AdjClass, Role};
+use serde::Serialize;
+use std::collections::HashSet;
+
+// Weights in hundredths of a point.
+const TOPIC_ON: i64 = 60;
+const TOPIC_OFF: i64 = -30;
+const AVOID: i64 = -150;
+const MOOD_MATCH: i64 = 40;
+const MOOD_OPPOSITE: i64 = -80;
+const REPEAT: i64 = -50;
+const PAIR_AGREE: i64 = 40;
+const PAIR_DISAGREE: i64 = -40;
+const DANGLING_ADJ: i64 = -30;
+const GRAMMAR: i64 = -30;
+const UNKNOWN: i64 = -100;
+const END_OK: i64 = 200;
+const END_MISS: i64 = -100;
+const LENGTH_PER_WORD: i64 = -25;
+const LENGTH_CAP: i64 = -600;
+
+/// One response word and everything attributed to it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WordScore {
+    pub word: String,
+    pub score: f64,
+}
+
+/// The gold score and its parts. `total` = sum of the named parts = sum of `words[*].score`
+/// + `length` (the length term belongs to the whole sequence, not to a word).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Breakdown {
+    pub total: f64,
+    pub topic: f64,
+    pub avoid: f64,
+    pub mood: f64,
+    pub repeat: f64,
+    pub pairing: f64,
+    pub grammar: f64,
+    pub unknown: f64,
+    pub ending: f64,
+    pub length: f64,
+    pub n_words: usize,
+    pub words: Vec<WordScore>,
+}
+
+/// Gold score of `response` to `prompt`. Total: never panics, any strings score.
+pub fn gold_score(prompt: &str, response: &str) -> f64 {
+    score_breakdown(prompt, response).total
+}
+
+/// Running sums in hundredths, per part and per word.
+#[derive(Default)]
+struct Tally {
+    parts: [i64; 9],
+    per_word: Vec<i64>,
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    Topic,
+    Avoid,
+    Mood,
+    Repeat,
+    Pairing,
+    Grammar,
+    Unknown,
+    Ending,
+    Length,
+}
+
+impl Tally {
+    fn add(&mut self, part: Part, word: Option<usize>, points: i64) {
+        self.parts[part as usize] += points;
+        if let Some(i) = word {
+            self.per_word[i] += points;
+        }
+    }
+}
+
+fn points(hundredths: i64) -> f64 {
+    hundredths as f64 / 100.0
+}
+
+/// The response words the judge sees (cut at `</s>`, `<pad>` dropped).
+pub fn response_words(response: &str) -> Vec<&str> {
+    response
+        .split_whitespace()
+        .take_while(|w| *w != "</s>")
+        .filter(|w| *w != "<pad>")
+        .collect()
+}
+
+/// The gold score with its breakdown; see the module docs for the rules.
+pub fn score_breakdown(prompt: &str, response: &str) -> Breakdown {
+    let spec = Spec::parse(prompt);
+    let words = response_words(response);
+    let v = vocab();
+    // Special tokens inside a response are treated like unknown words.
+    let roles: Vec<Option<Role>> = words
+        .iter()
+        .map(|w| v.role(w).filter(|r| *r != Role::Special))
+        .collect();
+    let mut t = Tally { per_word: vec![0; words.len()], ..Tally::default() };
+    let mut seen: HashSet<&str> = HashSet::new();
+    // Whether word i earned no positive credit (repeated or forbidden): pairing needs both
+    // words of a pair to be creditable.
+    let mut blocked = vec![false; words.len()];
+
+    for (i, (&word, &role)) in words.iter().zip(&roles).enumerate() {
+        let Some(role) = role else {
+            t.add(Part::Unknown, Some(i), UNKNOWN);
+            continue;
+        };
+        if role.is_content() && !seen.insert(word) {
+            t.add(Part::Repeat, Some(i), REPEAT);
+            blocked[i] = true;
+        }
+        let forbidden = match &spec.avoid {
+            Some(Avoid::Word(w)) => w == word,
+            Some(Avoid::Class(c)) => role == Role::Adjective(*c),
+            None => false,
+        };
+        if forbidden {
+            t.add(Part::Avoid, Some(i), AVOID);
+            blocked[i] = true;
+        }
+        let next = roles.get(i + 1).copied().flatten();
+        let last = i + 1 == words.len();
+        match role {
+            Role::Noun { topic, .. } => match spec.topic {
+                Some(want) if want == topic && !blocked[i] => t.add(Part::Topic, Some(i), TOPIC_ON),
+                Some(want) if want != topic => t.add(Part::Topic, Some(i), TOPIC_OFF),
+                _ => {}
+            },
+            Role::Adjective(AdjClass::Mood(m)) => match spec.mood {
+                Some(want) if want == m && !blocked[i] => t.add(Part::Mood, Some(i), MOOD_MATCH),
+                Some(want) if want.opposite() == m => t.add(Part::Mood, Some(i), MOOD_OPPOSITE),
+                _ => {}
+            },
+            _ => {}
+        }
+        match role {
+            Role::Adjective(_) if !matches!(next, Some(Role::Noun { .. })) => {
+                t.add(Part::Pairing, Some(i), DANGLING_ADJ)
+            }
+            Role::Article if !matches!(next, Some(Role::Noun { .. } | Role::Adjective(_))) => {
+                t.add(Part::Grammar, Some(i), GRAMMAR)
+            }
+            Role::Closer if !last => t.add(Part::Grammar, Some(i), GRAMMAR),
+            Role::Noun { kind, .. } => match i.checked_sub(1).and_then(|p| roles[p]) {
+                // Credited to the noun: the pair is complete only once the noun is there.
+                Some(Role::Adjective(class)) if class.agrees_with(kind) => {
+                    if !blocked[i] && !blocked[i - 1] {
+                        t.add(Part::Pairing, Some(i), PAIR_AGREE)
+                    }
+                }
+                Some(Role::Adjective(_)) => t.add(Part::Pairing, Some(i), PAIR_DISAGREE),
+                Some(Role::Noun { .. }) => t.add(Part::Grammar, Some(i), GRAMMAR),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    if let Some(end) = &spec.end {
+        let ok = words.last() == Some(&end.as_str());
+        t.add(Part::Ending, words.len().checked_sub(1), if ok { END_OK } else { END_MISS });
+    }
+    if let Some(n) = spec.length {
+        let distance = (words.len() as i64 - n as i64).abs();
+        t.add(Part::Length, None, (LENGTH_PER_WORD * distance).max(LENGTH_CAP));
+    }
+
+    let p = |part: Part| points(t.parts[part as usize]);
+    Breakdown {
+        total: points(t.parts.iter().sum()),
+        topic: p(Part::Topic),
+        avoid: p(Part::Avoid),
+        mood: p(Part::Mood),
+        repeat: p(Part::Repeat),
+        pairing: p(Part::Pairing),
+        grammar: p(Part::Grammar),
+        unknown: p(Part::Unknown),
+        ending: p(Part::Ending),
+        length: p(Part::Length),
+        n_words: words.len(),
+        words: words
+            .iter()
+            .zip(&t.per_word)
+            .map(|(w, &s)| WordScore { word: w.to_string(), score: points(s) })
+            .collect(),
+    }
+}
