@@ -1,1 +1,99 @@
-//! (placeholder: being written)
+//! What dpo-train and rm-train share: reading and encoding preference pairs, packing a set of
+//! pairs into one batch of 2B rows (the B chosen rows, then the B rejected rows, so one forward
+//! serves both sides and `halves` splits the result), and evaluation over a split in chunks.
+
+use crate::encode::{EncodedPair, Encoder, LengthLimits};
+use crate::trainer::Metrics;
+use anyhow::{bail, Context, Result};
+use rto_data::dataset::{read_preference_pairs, ColumnNames, DatasetStats};
+use rto_model::{response_logprobs, CausalLm, SequenceBatch, TextTokenizer};
+use serde_json::Value;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// Every usable pair of `path`, with skip counts. Fails (naming the file) when none is left.
+pub fn read_pairs(path: &Path, columns: &ColumnNames, limits: &LengthLimits, tokenizer: &TextTokenizer) -> Result<(Vec<EncodedPair>, DatasetStats)> {
+    let pairs = read_preference_pairs(path, columns)?;
+    let encoder = Encoder::new(tokenizer, limits.clone())?;
+    encoder.pairs(&pairs, &path.display().to_string())
+}
+
+/// One batch of 2B rows: row i is pair i's chosen response, row B+i its rejected response.
+pub fn pair_batch(pairs: &[&EncodedPair], pad_id: i64, device: Device) -> Result<SequenceBatch> {
+    let prompts: Vec<Vec<i64>> = pairs.iter().chain(pairs).map(|p| p.prompt.clone()).collect();
+    let responses: Vec<Vec<i64>> =
+        pairs.iter().map(|p| p.chosen.clone()).chain(pairs.iter().map(|p| p.rejected.clone())).collect();
+    SequenceBatch::new(&prompts, &responses, pad_id, device)
+}
+
+/// Summed response log-probs per row [2B] (the Σ lp of DESIGN.md §4), with the graph.
+pub fn summed_logprobs(model: &CausalLm, batch: &SequenceBatch) -> Tensor {
+    response_logprobs(model, batch, false).logprobs.sum_dim_intlist([1].as_slice(), false, Kind::Float)
+}
+
+/// (chosen, rejected) halves of a per-row tensor [2B] built by [`pair_batch`].
+pub fn halves(rows: &Tensor) -> (Tensor, Tensor) {
+    let b = rows.size()[0] / 2;
+    (rows.narrow(0, 0, b), rows.narrow(0, b, b))
+}
+
+/// Response lengths (chosen, rejected) of `pairs` as f32 tensors [B] on `device`.
+pub fn response_lengths(pairs: &[&EncodedPair], device: Device) -> (Tensor, Tensor) {
+    let lengths = |f: fn(&EncodedPair) -> usize| {
+        let v: Vec<f32> = pairs.iter().map(|p| f(p) as f32).collect();
+        Tensor::from_slice(&v).to_device(device)
+    };
+    (lengths(|p| p.chosen.len()), lengths(|p| p.rejected.len()))
+}
+
+/// Real (non-padding) tokens a forward over `batch` processes, for tokens/s.
+pub fn batch_tokens(batch: &SequenceBatch) -> f64 {
+    batch.attention_mask.sum(Kind::Int64).int64_value(&[]) as f64
+}
+
+/// Means of a scalar tensor [B] as f64.
+pub fn mean(t: &Tensor) -> f64 {
+    t.mean(Kind::Double).double_value(&[])
+}
+
+/// Runs `f` (no gradients) over `items` in chunks of `chunk` and averages its metrics weighted
+/// by chunk size, so the result is the mean over the whole split. Empty split → no metrics.
+pub fn evaluate_in_chunks<T>(items: &[T], chunk: usize, mut f: impl FnMut(&[T]) -> Result<Metrics>) -> Result<Metrics> {
+    let mut total = Metrics::new();
+    for part in items.chunks(chunk.max(1)) {
+        let metrics = tch::no_grad(|| f(part))?;
+        for (key, value) in metrics {
+            *total.entry(key).or_default() += value * part.len() as f64;
+        }
+    }
+    for value in total.values_mut() {
+        *value /= items.len() as f64;
+    }
+    Ok(total)
+}
+
+/// Metrics from any serializable struct of numbers (e.g. `PreferenceMetrics`, whose serde
+/// names are TRL's).
+pub fn metrics_of(value: &impl serde::Serialize) -> Result<Metrics> {
+    let Value::Object(map) = serde_json::to_value(value)? else { bail!("metrics must serialize to an object") };
+    Ok(map.into_iter().filter_map(|(k, v)| v.as_f64().map(|v| (k, v))).collect())
+}
+
+/// Fails before any compute when `reference`'s tokenizer is not the policy's: DPO subtracts
+/// log-probs of the same token ids under both models, which is meaningless across tokenizers.
+/// Compared as parsed JSON, so formatting differences between writers do not matter.
+pub fn check_same_tokenizer(policy_dir: &Path, reference_dir: &Path) -> Result<()> {
+    let read = |dir: &Path| -> Result<Value> {
+        let path = dir.join("tokenizer.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    };
+    if read(policy_dir)? != read(reference_dir)? {
+        bail!(
+            "the reference tokenizer {} differs from the policy tokenizer {}: DPO compares log-probs of the same token ids, so both models must use one tokenizer",
+            reference_dir.join("tokenizer.json").display(),
+            policy_dir.join("tokenizer.json").display()
+        );
+    }
+    Ok(())
+}

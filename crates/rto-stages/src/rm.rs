@@ -1,1 +1,175 @@
-//! (placeholder: being written)
+//! rm-train: a Bradley–Terry reward model (DESIGN.md §4, "Reward model").
+//!
+//! The decoder comes from `--model` and the `score` head reads the last token of each
+//! (prompt, response) row, which is EOS because the encoder appends it. After training, the
+//! mean and std of the rewards on the eval split go into config.json (`reward_normalization`)
+//! so whoever uses the model as a reward can normalize, and the folder is written as
+//! `LlamaForSequenceClassification`, which transformers loads with the same scores.
+
+use crate::encode::{EncodedPair, LengthLimits};
+use crate::preference::{self, batch_tokens, halves, mean, pair_batch};
+use crate::stage;
+use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
+use anyhow::{bail, Result};
+use rto_algo::bradley_terry_loss;
+use rto_data::cli::CommonArgs;
+use rto_data::dataset::{split, ColumnNames, EvalSize};
+use rto_data::store::StageDir;
+use rto_model::{parse_device, sequence_scores, CausalLm, TextTokenizer};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use tch::{Kind, Tensor};
+
+pub const STAGE: &str = "rm";
+const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+pub struct RmSettings {
+    /// The paper's reward-model learning rate; small models want far more.
+    #[arg(long, default_value_t = 1e-6)]
+    pub learning_rate: f64,
+    /// Constant margin m in −logσ(r_w − r_l − m); 0 = plain Bradley–Terry.
+    #[arg(long, default_value_t = 0.0)]
+    pub margin: f64,
+    /// Fraction of pairs held out for evaluation (and for the reward normalization).
+    #[arg(long, default_value_t = 0.05)]
+    pub eval_fraction: f64,
+    #[command(flatten)]
+    pub limits: LengthLimits,
+    #[command(flatten)]
+    pub columns: ColumnNames,
+    #[command(flatten)]
+    pub train: LoopSettings,
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "rm-train", version, about = "Bradley–Terry reward model on preference pairs")]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Model folder whose decoder starts the reward model (its `score.weight` too, if any;
+    /// else the head starts at zero).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Preference pairs with `prompt`, `chosen`, `rejected` columns (Parquet or JSONL).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub settings: RmSettings,
+}
+
+/// Entry point of the `rm-train` binary.
+pub fn cli(args: RmArgs) -> Result<()> {
+    if !args.settings.margin.is_finite() {
+        bail!("--margin must be finite, got {}", args.settings.margin);
+    }
+    args.settings.train.validate()?;
+    let spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
+        .with_input("model", &args.model)
+        .with_input("data", &args.data);
+    stage::run(&args.common, &spec, |out| run(&args, out))?;
+    Ok(())
+}
+
+struct RmTask {
+    model: CausalLm,
+    train: Vec<EncodedPair>,
+    eval: Vec<EncodedPair>,
+    margin: f64,
+    pad_id: i64,
+    micro_batch: usize,
+}
+
+impl RmTask {
+    /// Rewards [2B] of `pairs` (chosen rows, then rejected rows), with the graph.
+    fn rewards(&self, pairs: &[&EncodedPair]) -> Result<(Tensor, f64)> {
+        let batch = pair_batch(pairs, self.pad_id, self.model.device())?;
+        Ok((sequence_scores(&self.model, &batch), batch_tokens(&batch)))
+    }
+
+    /// Loss (with graph) and metrics of `pairs`, each a mean over them.
+    fn forward(&self, pairs: &[&EncodedPair]) -> Result<(Tensor, Metrics)> {
+        let (rewards, tokens) = self.rewards(pairs)?;
+        let (chosen, rejected) = halves(&rewards);
+        let margin = (self.margin != 0.0).then(|| Tensor::full([pairs.len() as i64], self.margin, (Kind::Float, rewards.device())));
+        let outputs = bradley_terry_loss(&chosen, &rejected, margin.as_ref())?;
+        let metrics = Metrics::from([
+            ("loss".into(), outputs.loss.double_value(&[])),
+            ("accuracy".into(), mean(&outputs.accuracies)),
+            ("rewards/chosen".into(), mean(&chosen.detach())),
+            ("rewards/rejected".into(), mean(&rejected.detach())),
+            ("rewards/mean".into(), mean(&rewards.detach())),
+            ("rewards/margins".into(), mean(&outputs.margins)),
+            ("tokens".into(), tokens),
+        ]);
+        Ok((outputs.loss, metrics))
+    }
+
+    /// Mean and (population) std of the rewards of every response in `pairs`: the numbers a
+    /// user of this model divides by to get rewards on a known scale.
+    fn reward_moments(&self, pairs: &[EncodedPair]) -> Result<(f64, f64)> {
+        let mut all: Vec<f32> = Vec::with_capacity(2 * pairs.len());
+        for chunk in pairs.chunks(self.micro_batch.max(1)) {
+            let refs: Vec<&EncodedPair> = chunk.iter().collect();
+            let (rewards, _) = tch::no_grad(|| self.rewards(&refs))?;
+            all.extend(Vec::<f32>::try_from(&rewards)?);
+        }
+        let n = all.len().max(1) as f64;
+        let mean = all.iter().map(|&r| r as f64).sum::<f64>() / n;
+        let var = all.iter().map(|&r| (r as f64 - mean).powi(2)).sum::<f64>() / n;
+        Ok((mean, var.sqrt()))
+    }
+}
+
+impl SupervisedTask for RmTask {
+    fn var_store(&self) -> &tch::nn::VarStore {
+        &self.model.vs
+    }
+    fn var_store_mut(&mut self) -> &mut tch::nn::VarStore {
+        &mut self.model.vs
+    }
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn train_micro_batch(&mut self, items: &[usize], scale: f64) -> Result<Metrics> {
+        let pairs: Vec<&EncodedPair> = items.iter().map(|&i| &self.train[i]).collect();
+        let (loss, metrics) = self.forward(&pairs)?;
+        (loss * scale).backward();
+        Ok(metrics)
+    }
+
+    fn evaluate(&mut self) -> Result<Metrics> {
+        let mut metrics = preference::evaluate_in_chunks(&self.eval, self.micro_batch, |chunk| {
+            let pairs: Vec<&EncodedPair> = chunk.iter().collect();
+            Ok(self.forward(&pairs)?.1)
+        })?;
+        metrics.remove("tokens");
+        Ok(metrics)
+    }
+}
+
+fn run(args: &RmArgs, out: &StageDir) -> Result<Value> {
+    let settings = &args.settings;
+    let device = parse_device(&args.common.device)?;
+    let tokenizer = TextTokenizer::from_dir(&args.model)?;
+    let model = CausalLm::load_as_value_model(&args.model, device)?;
+    tokenizer.check_fits(model.config.vocab_size, &args.model)?;
+    let (pairs, stats) = preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer)?;
+    let (train, eval) = split(pairs, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
+    let micro_batch = settings.train.micro_batch();
+    let mut task = RmTask { model, train, eval, margin: settings.margin, pad_id: tokenizer.pad_id, micro_batch };
+    let scratch = out.scratch()?;
+    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
+    // Without an eval split the training pairs are the only sample of the reward scale.
+    let (normalized_on, sample) = if task.eval.is_empty() { ("train", &task.train) } else { ("eval", &task.eval) };
+    let (reward_mean, reward_std) = task.reward_moments(sample)?;
+    task.model.config.set_reward_normalization(reward_mean, reward_std);
+    task.model.save(out.path(), Kind::Float, Some(&args.model))?;
+    std::fs::copy(scratch.join("metrics.jsonl"), out.join("metrics.jsonl"))?;
+    Ok(json!({
+        "train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats,
+        "reward_normalization": {"mean": reward_mean, "std": reward_std, "split": normalized_on},
+    }))
+}

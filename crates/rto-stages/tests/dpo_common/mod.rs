@@ -1,0 +1,190 @@
+//! Fixtures shared by the dpo-train and rm-train tests: a small byte-level tokenizer (from the
+//! venv's `tokenizers`, via tests/python/hf_reference.py), tiny random Llama folders, JSONL
+//! preference files, in-process and child-process stage runs, and store look-ups.
+#![allow(dead_code)]
+
+use rto_model::{CausalLm, Head, ModelConfig};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tch::{Device, Kind};
+
+/// Tokenizer ids reach ~260 (256 byte symbols + specials), so the models need more rows.
+pub const VOCAB: i64 = 320;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Runs tests/python/hf_reference.py with the project venv; panics with its stderr on failure.
+pub fn reference(args: &[&str]) {
+    let root = repo_root();
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "{} missing: run `make setup` first", python.display());
+    let output = Command::new(&python).arg(root.join("tests/python/hf_reference.py")).args(args).output().expect("spawning python");
+    assert!(output.status.success(), "hf_reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// One tokenizer folder per test process (making it starts Python).
+pub fn tokenizer_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        reference(&["tokenizer", dir.path().to_str().unwrap()]);
+        dir
+    })
+    .path()
+}
+
+/// A random tiny Llama saved as an HF folder with the test tokenizer. `scale` multiplies the
+/// default init (std 0.02) so logits are not all ~0 when a test wants distinct numbers.
+pub fn tiny_model(dir: &Path, seed: i64, hidden: i64, layers: i64, scale: f64) -> PathBuf {
+    // tch's generator is global and the tests of one binary run in parallel threads.
+    static RNG: Mutex<()> = Mutex::new(());
+    let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    let config = ModelConfig::small_llama(VOCAB, hidden, 2 * hidden, layers, 4, 2, 512);
+    let model = CausalLm::random(config, Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    tch::no_grad(|| {
+        for (_, mut t) in model.vs.variables() {
+            if t.dim() == 2 {
+                let _ = t.g_mul_scalar_(scale);
+            }
+        }
+    });
+    model.save(dir, Kind::Float, Some(tokenizer_dir())).unwrap();
+    dir.to_path_buf()
+}
+
+pub fn pair(prompt: &str, chosen: &str, rejected: &str) -> Value {
+    json!({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+}
+
+pub fn write_jsonl(path: &Path, rows: &[Value]) -> PathBuf {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+/// `n` pairs whose chosen response always contains "fox" and whose rejected one never does
+/// (and no other word has an 'x'): a preference a tiny model learns in a few dozen steps.
+pub fn learnable_pairs(n: usize, seed: u64) -> Vec<Value> {
+    const WORDS: [&str; 10] = ["the", "quick", "brown", "jumps", "over", "lazy", "dog", "hello", "world", "tokens"];
+    let mut rng = rto_data::dataset::SplitMix64::new(seed);
+    let mut words = |k: usize| -> Vec<&str> { (0..k).map(|_| WORDS[rng.below(WORDS.len() as u64) as usize]).collect() };
+    (0..n)
+        .map(|i| {
+            let prompt = words(3).join(" ");
+            let mut chosen = words(3);
+            chosen.insert(i % 4, "fox");
+            pair(&format!("say {prompt}"), &chosen.join(" "), &words(4).join(" "))
+        })
+        .collect()
+}
+
+pub fn args(list: &[&str]) -> Vec<std::ffi::OsString> {
+    std::iter::once("test").chain(list.iter().copied()).map(Into::into).collect()
+}
+
+pub fn run_dpo(list: &[&str]) -> anyhow::Result<()> {
+    rto_stages::dpo::cli(rto_data::cli::parse_with_config_from(args(list))?)
+}
+
+pub fn run_rm(list: &[&str]) -> anyhow::Result<()> {
+    rto_stages::rm::cli(rto_data::cli::parse_with_config_from(args(list))?)
+}
+
+/// The completed output folders of `stage` in `store` (not scratch, temp or lock entries).
+pub fn outputs(store: &Path, stage: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(store.join(stage)) else { return vec![] };
+    let mut dirs: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The one output folder of `stage` in `store`.
+pub fn output(store: &Path, stage: &str) -> PathBuf {
+    let dirs = outputs(store, stage);
+    assert_eq!(dirs.len(), 1, "expected one {stage} output in {}, found {dirs:?}", store.display());
+    dirs[0].clone()
+}
+
+pub fn metrics(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+pub fn manifest(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// Mean of `key` over the last `k` metric lines that have it.
+pub fn tail_mean(lines: &[Value], key: &str, k: usize) -> f64 {
+    let values: Vec<f64> = lines.iter().filter_map(|l| l[key].as_f64()).collect();
+    let tail = &values[values.len().saturating_sub(k)..];
+    assert!(!tail.is_empty(), "no `{key}` in the metrics");
+    tail.iter().sum::<f64>() / tail.len() as f64
+}
+
+/// Environment variable through which a test process hands stage arguments to a child copy
+/// of itself (see [`child`]); the child runs the stage in a fresh process that can be killed.
+pub const CHILD_ARGS: &str = "RTO_STAGE_TEST_CHILD_ARGS";
+
+/// This test binary re-run on its test `entry`, which reads [`CHILD_ARGS`].
+pub fn child(entry: &str, list: &[&str]) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["--exact", entry, "--nocapture", "--test-threads=1"]);
+    command.env(CHILD_ARGS, serde_json::to_string(list).unwrap());
+    command
+}
+
+/// The stage arguments handed to a child, if this process is one.
+pub fn child_args() -> Option<Vec<String>> {
+    std::env::var(CHILD_ARGS).ok().map(|s| serde_json::from_str(&s).unwrap())
+}
+
+pub fn run_child(entry: &str, list: &[&str]) -> Output {
+    let output = child(entry, list).output().unwrap();
+    assert!(output.status.success(), "child run failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// Starts a child run, SIGKILLs it as soon as its first checkpoint exists under
+/// `<store>/<stage>/.work-*/ckpt`, and returns once it is dead.
+pub fn kill_after_first_checkpoint(entry: &str, list: &[&str], store: &Path, stage: &str) {
+    let mut process = child(entry, list).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let started = Instant::now();
+    loop {
+        if checkpoint_exists(&store.join(stage)) {
+            process.kill().unwrap();
+            process.wait().unwrap();
+            return;
+        }
+        if let Some(status) = process.try_wait().unwrap() {
+            panic!("the run ended ({status}) before a checkpoint appeared: give it more steps");
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn checkpoint_exists(stage_root: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(stage_root) else { return false };
+    entries.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(".work-") && e.path().join("ckpt/state.json").exists())
+}
+
+/// metrics.jsonl lines without the wall-clock field, for run-to-run comparison.
+pub fn deterministic_metrics(dir: &Path) -> Vec<Value> {
+    metrics(dir)
+        .into_iter()
+        .map(|mut line| {
+            line.as_object_mut().unwrap().retain(|k, _| !k.ends_with("tokens_per_s"));
+            line
+        })
+        .collect()
+}
