@@ -9,13 +9,13 @@
 //! Rules (points per word unless stated; "fresh" = the content word's first use):
 //! - topic:   fresh noun of the prompt's topic +0.60; noun of another topic −0.30
 //! - avoid:   word of the forbidden adjective class, or the forbidden word itself, −1.50
-//!            (each use; a forbidden word earns no positive credit)
+//!   (each use; a forbidden word earns no positive credit)
 //! - mood:    fresh adjective of the requested mood +0.40; of the opposite mood −0.80
 //! - repeat:  a content word (noun, adjective, verb) used before −0.50, and no positive credit
 //! - pairing: adjective directly before a noun it agrees with +0.40 (both fresh), before a
-//!            noun it does not agree with −0.40; an adjective not followed by a noun −0.30
+//!   noun it does not agree with −0.40; an adjective not followed by a noun −0.30
 //! - grammar: article not followed by adjective or noun, noun right after a noun, or a
-//!            closer word anywhere but last, −0.30 each
+//!   closer word anywhere but last, −0.30 each
 //! - unknown: a word outside the task vocabulary (or a special token) −1.00
 //! - ending:  requested end word as the last word +2.00, otherwise −1.00
 //! - length:  −0.25 per word of distance to the requested length, at most −6.00
@@ -52,8 +52,9 @@ pub struct WordScore {
     pub score: f64,
 }
 
-/// The gold score and its parts. `total` = sum of the named parts = sum of `words[*].score`
-/// + `length` (the length term belongs to the whole sequence, not to a word).
+/// The gold score and its parts. `total` is the sum of the named parts, and also the sum of
+/// `words[*].score` plus `sequence`, the part no single word carries (the length term, and
+/// the missed-ending penalty of an empty response).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Breakdown {
     pub total: f64,
@@ -66,6 +67,7 @@ pub struct Breakdown {
     pub unknown: f64,
     pub ending: f64,
     pub length: f64,
+    pub sequence: f64,
     pub n_words: usize,
     pub words: Vec<WordScore>,
 }
@@ -80,6 +82,8 @@ pub fn gold_score(prompt: &str, response: &str) -> f64 {
 struct Tally {
     parts: [i64; 9],
     per_word: Vec<i64>,
+    /// Points attributed to no word.
+    sequence: i64,
 }
 
 #[derive(Clone, Copy)]
@@ -98,8 +102,9 @@ enum Part {
 impl Tally {
     fn add(&mut self, part: Part, word: Option<usize>, points: i64) {
         self.parts[part as usize] += points;
-        if let Some(i) = word {
-            self.per_word[i] += points;
+        match word {
+            Some(i) => self.per_word[i] += points,
+            None => self.sequence += points,
         }
     }
 }
@@ -176,10 +181,10 @@ pub fn score_breakdown(prompt: &str, response: &str) -> Breakdown {
             Role::Closer if !last => t.add(Part::Grammar, Some(i), GRAMMAR),
             Role::Noun { kind, .. } => match i.checked_sub(1).and_then(|p| roles[p]) {
                 // Credited to the noun: the pair is complete only once the noun is there.
+                // An agreeing pair with a repeated/forbidden word earns nothing (not −0.40).
                 Some(Role::Adjective(class)) if class.agrees_with(kind) => {
-                    if !blocked[i] && !blocked[i - 1] {
-                        t.add(Part::Pairing, Some(i), PAIR_AGREE)
-                    }
+                    let creditable = !blocked[i] && !blocked[i - 1];
+                    t.add(Part::Pairing, Some(i), if creditable { PAIR_AGREE } else { 0 })
                 }
                 Some(Role::Adjective(_)) => t.add(Part::Pairing, Some(i), PAIR_DISAGREE),
                 Some(Role::Noun { .. }) => t.add(Part::Grammar, Some(i), GRAMMAR),
@@ -210,6 +215,7 @@ pub fn score_breakdown(prompt: &str, response: &str) -> Breakdown {
         unknown: p(Part::Unknown),
         ending: p(Part::Ending),
         length: p(Part::Length),
+        sequence: points(t.sequence),
         n_words: words.len(),
         words: words
             .iter()

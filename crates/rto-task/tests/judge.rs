@@ -7,14 +7,14 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
 
-/// total == sum of parts == sum of word scores + length.
+/// total == sum of parts == sum of word scores + sequence-level points.
 fn check_sums(b: &Breakdown) {
     let parts = b.topic + b.avoid + b.mood + b.repeat + b.pairing + b.grammar + b.unknown + b.ending + b.length;
     assert!(close(parts, b.total), "{b:?}");
     // Per-word scores carry everything but the length term, except for an empty response,
     // whose missing-ending penalty has no word to sit on.
     if !b.words.is_empty() {
-        let words: f64 = b.words.iter().map(|w| w.score).sum::<f64>() + b.length;
+        let words: f64 = b.words.iter().map(|w| w.score).sum::<f64>() + b.sequence;
         assert!(close(words, b.total), "{b:?}");
     }
 }
@@ -151,4 +151,8 @@ fn any_input_scores_without_panicking() {
         check_sums(&b);
     }
     assert_eq!(gold_score("", ""), 0.0);
+    // An empty response misses a requested ending; no word carries that penalty.
+    let b = score_breakdown("write 16 words and end with done", "");
+    // length −0.25·16 = −4.00, ending −1.00.
+    assert!(close(b.total, -5.0) && close(b.sequence, -5.0) && b.words.is_empty(), "{b:?}");
 }

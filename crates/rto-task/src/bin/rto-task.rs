@@ -121,7 +121,7 @@ fn main() -> Result<()> {
             for w in &b.words {
                 println!("{:>12} {:+.2}", w.word, w.score);
             }
-            println!("{:>12} {:+.2}", "(length)", b.length);
+            println!("{:>12} {:+.2}", "(sequence)", b.sequence);
             println!(
                 "total {:+.2} = topic {:+.2} avoid {:+.2} mood {:+.2} repeat {:+.2} pairing {:+.2} grammar {:+.2} unknown {:+.2} ending {:+.2} length {:+.2}",
                 b.total, b.topic, b.avoid, b.mood, b.repeat, b.pairing, b.grammar, b.unknown, b.ending, b.length
