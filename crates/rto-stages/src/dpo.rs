@@ -145,6 +145,7 @@ pub fn cli(args: DpoArgs) -> Result<()> {
 }
 
 /// The `dpo-ref-logps` artifact for `reference`: reused when it exists, computed otherwise.
+/// `--force` recomputes the `dpo` stage only: the reference artifact is verified on reuse.
 /// The policy folder's tokenizer encodes the pairs, exactly as the `dpo` stage will.
 fn reference_logps(args: &DpoArgs, reference: &Path) -> Result<PathBuf> {
     let settings = &args.settings;

@@ -41,6 +41,9 @@ fn encode(tokenizer: &TextTokenizer, prompt: &str, response: &str) -> (Vec<i64>,
     (prompt, response)
 }
 
+/// (loss flags, expected loss of pair i, expected implicit reward of batch row j).
+type Case<'a> = (&'a [&'a str], &'a dyn Fn(usize) -> f64, &'a dyn Fn(usize) -> f64);
+
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = v.collect();
     v.iter().sum::<f64>() / v.len() as f64
@@ -78,10 +81,9 @@ fn reported_metrics_equal_hand_computed_values_from_transformers_logprobs() {
     let (store_s, policy_s, ref_s, data_s) = (store.to_str().unwrap(), policy.to_str().unwrap(), reference_dir.to_str().unwrap(), data.to_str().unwrap());
     let common = ["--model", policy_s, "--ref", ref_s, "--data", data_s, "--store", store_s, "--batch-size", "3", "--max-steps", "1", "--eval-fraction", "0", "--checkpoint-every", "0", "--learning-rate", "1e-3"];
 
-    // (flags, expected per-pair loss, reward of response i at β)
     let (beta, eps, gamma) = (0.5, 0.1, 0.3);
     let delta = |i: usize| (pi[i] - pi[n + i]) - (rf[i] - rf[n + i]);
-    let cases: [(&[&str], &dyn Fn(usize) -> f64, &dyn Fn(usize) -> f64); 3] = [
+    let cases: [Case; 3] = [
         (
             &["--loss", "sigmoid", "--beta", "0.5", "--label-smoothing", "0.1"],
             &(|i: usize| -(1.0 - eps) * log_sigmoid(beta * delta(i)) - eps * log_sigmoid(-beta * delta(i))),
@@ -100,8 +102,8 @@ fn reported_metrics_equal_hand_computed_values_from_transformers_logprobs() {
         let out = outputs(&store, "dpo").into_iter().find(|d| manifest(d)["settings"]["stage"]["loss"]["type"] == flags[1]).unwrap();
         let first = &metrics(&out)[0];
         let got = |key: &str| first[format!("train/{key}")].as_f64().unwrap_or_else(|| panic!("{key} missing in {first}"));
-        assert_close("loss", got("loss"), mean((0..n).map(|i| loss(i))));
-        assert_close("rewards/chosen", got("rewards/chosen"), mean((0..n).map(|i| reward(i))));
+        assert_close("loss", got("loss"), mean((0..n).map(loss)));
+        assert_close("rewards/chosen", got("rewards/chosen"), mean((0..n).map(reward)));
         assert_close("rewards/rejected", got("rewards/rejected"), mean((0..n).map(|i| reward(n + i))));
         assert_close("rewards/margins", got("rewards/margins"), mean((0..n).map(|i| reward(i) - reward(n + i))));
         assert_close("rewards/accuracies", got("rewards/accuracies"), mean((0..n).map(|i| f64::from(u8::from(reward(i) > reward(n + i))))));
@@ -124,13 +126,13 @@ fn policy_learns_a_planted_preference() {
     let store = work.path().join("runs");
     run_dpo(&[
         "--model", policy.to_str().unwrap(), "--data", data.to_str().unwrap(), "--store", store.to_str().unwrap(),
-        "--learning-rate", "3e-3", "--beta", "0.1", "--batch-size", "8", "--epochs", "5", "--eval-fraction", "0.125",
+        "--learning-rate", "3e-3", "--beta", "0.1", "--batch-size", "8", "--epochs", "3", "--eval-fraction", "0.125",
         "--eval-every", "0", "--checkpoint-every", "0", "--warmup-ratio", "0",
     ])
     .unwrap();
     let out = output(&store, "dpo");
     let lines = metrics(&out);
-    assert_eq!(lines.len(), 35, "7 steps per epoch x 5 epochs");
+    assert_eq!(lines.len(), 21, "7 steps per epoch x 3 epochs");
     let train_accuracy = tail_mean(&lines, "train/rewards/accuracies", 5);
     assert!(train_accuracy > 0.9, "train accuracy over the last 5 steps is {train_accuracy}");
     let eval_accuracy = lines.last().unwrap()["eval/rewards/accuracies"].as_f64().unwrap();

@@ -68,8 +68,9 @@ pub fn write_jsonl(path: &Path, rows: &[Value]) -> PathBuf {
     path.to_path_buf()
 }
 
-/// `n` pairs whose chosen response always contains "fox" and whose rejected one never does
-/// (and no other word has an 'x'): a preference a tiny model learns in a few dozen steps.
+/// `n` pairs whose chosen response contains "fox" where the rejected one has "cat" (no other
+/// word has an 'x', and lengths match in distribution, so only the token tells them apart): a
+/// preference a tiny model learns in a few dozen steps.
 pub fn learnable_pairs(n: usize, seed: u64) -> Vec<Value> {
     const WORDS: [&str; 10] = ["the", "quick", "brown", "jumps", "over", "lazy", "dog", "hello", "world", "tokens"];
     let mut rng = rto_data::dataset::SplitMix64::new(seed);
@@ -77,9 +78,10 @@ pub fn learnable_pairs(n: usize, seed: u64) -> Vec<Value> {
     (0..n)
         .map(|i| {
             let prompt = words(3).join(" ");
-            let mut chosen = words(3);
+            let (mut chosen, mut rejected) = (words(3), words(3));
             chosen.insert(i % 4, "fox");
-            pair(&format!("say {prompt}"), &chosen.join(" "), &words(4).join(" "))
+            rejected.insert((i + 1) % 4, "cat");
+            pair(&format!("say {prompt}"), &chosen.join(" "), &rejected.join(" "))
         })
         .collect()
 }
