@@ -28,8 +28,10 @@ setup: $(VENV)/.ready $(CARGO_CONFIG)
 build: setup
 	cargo build --release
 
+# One test thread: libtorch's random generator is process-global, so tests that seed it and
+# sample must not interleave with tests that draw from it (e.g. random model init).
 test: build
-	cargo test --release -- --test-threads=2
+	cargo test --release -- --test-threads=1
 
 # The toy replication chain on the shipped data: SFT → pairs → DPO → RM → annotate → PPO and
 # RTO → eval, ending with a table. Every stage is cached in runs/: a second run is a no-op.
