@@ -5,6 +5,10 @@ Pairs (workspace issue, config vocab 4096 / hidden 256 / intermediate 688 / 4 la
   generate  32 prompts x 32 tokens -> 64 sampled tokens: rto KV-cache sampler vs HF generate
   dpo_step  policy fwd+bwd on 2x16 sequences of 128 tokens + reference fwd + AdamW:
             rto vs PyTorch eager
+  mfu       model FLOPs utilisation of both rows above against the fp32 GEMM peak measured
+            here (a 2048^3 matmul in the same libtorch/MKL both sides use)
+  stages    dpo-train vs TRL DPOTrainer, ppo-train vs TRL PPO, token-reward-annotate vs a
+            PyTorch script (bench/bench_stages.py; skipped with --no-stages)
 Each side runs `--reps` times after a warm-up, alternating, in this process pool; we print
 medians and the ratio ours/theirs. Timings are printed, never asserted.
 """
@@ -31,6 +35,51 @@ SIZES = {
 }
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 ARGS = None
+
+
+def gemm_peak(reps=5, n=2048):
+    """Median fp32 FLOP/s of an n^3 matmul: the ceiling MFU is measured against."""
+    a, b = torch.randn(n, n, device=ARGS.device), torch.randn(n, n, device=ARGS.device)
+    a @ b
+    rates = []
+    for _ in range(reps):
+        sync()
+        start = time.perf_counter()
+        a @ b
+        sync()
+        rates.append(2 * n ** 3 / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def matmul_params(size):
+    """Weights that take part in matrix products for every token (the embedding lookup does not)."""
+    c = SIZES[size]
+    head_dim = c["hidden_size"] // c["num_attention_heads"]
+    attention = c["hidden_size"] * head_dim * (2 * c["num_attention_heads"] + 2 * c["num_key_value_heads"])
+    mlp = 3 * c["hidden_size"] * c["intermediate_size"]
+    return c["num_hidden_layers"] * (attention + mlp) + c["vocab_size"] * c["hidden_size"]
+
+
+def attention_flops(size, context):
+    """Forward FLOPs of q·k and p·v for one query over `context` keys, all layers."""
+    c = SIZES[size]
+    return 4 * c["num_hidden_layers"] * c["hidden_size"] * context
+
+
+def generate_flops_per_token(args):
+    # Each generated token: a full forward (lm head included) over a context that grows from
+    # the prompt; the prefill's prompt tokens add their decoder forward, spread over the output.
+    mean_context = args.prompt_len + args.new_tokens / 2
+    per_token = 2 * matmul_params(args.size) + attention_flops(args.size, mean_context)
+    c = SIZES[args.size]
+    prefill = args.prompt_len * (2 * (matmul_params(args.size) - c["vocab_size"] * c["hidden_size"])
+                                 + attention_flops(args.size, args.prompt_len / 2))
+    return per_token + prefill / args.new_tokens
+
+
+def dpo_flops_per_token(args):
+    # Policy forward + backward (3x forward) and the reference forward: 4 forwards per token.
+    return 4 * (2 * matmul_params(args.size) + attention_flops(args.size, args.seq_len / 2))
 
 
 def hf_model(seed, dtype=torch.float32):
@@ -131,9 +180,11 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--no-stages", action="store_true", help="only the model-core rows")
     ARGS = args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
     rows = []
+    peak = gemm_peak()
     for name, mine, peer, peer_name in [
         ("generate (tok/s)", "generate", theirs_generate, "transformers generate"),
         ("dpo_step (tok/s)", "dpo-step", theirs_dpo, "PyTorch eager"),
@@ -143,12 +194,19 @@ def main():
             a += ours(mine, 3)
             b += peer(3)
         rows.append((name, statistics.median(a), statistics.median(b), peer_name))
+    for (name, rto, peer, _), flops in zip(list(rows), [generate_flops_per_token(args), dpo_flops_per_token(args)]):
+        rows.append((f"MFU {name.split()[0]} (%)", 100 * rto * flops / peak, 100 * peer * flops / peak,
+                     f"same FLOPs at the peer's speed; peak {peak / 1e9:.0f} GFLOP/s"))
+    if not args.no_stages and args.device == "cpu":
+        import bench_stages
+        for row in bench_stages.rows(args.reps):
+            rows.append((f"{row['bench']} ({row['unit']})", row["rto"], row["peer"], row["peer_name"]))
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}; "
           f"device {args.device}, size {args.size}, generation dtype {args.dtype}")
-    print(f"{'bench':<20} {'rto':>10} {'peer':>10} {'ratio':>7}  peer")
+    print(f"{'bench':<28} {'rto':>10} {'peer':>10} {'ratio':>7}  peer")
     for name, a, b, peer_name in rows:
-        print(f"{name:<20} {a:>10.0f} {b:>10.0f} {a / b:>6.2f}x  {peer_name}")
+        print(f"{name:<28} {a:>10.4g} {b:>10.4g} {a / b:>6.2f}x  {peer_name}")
     if args.json:
         json.dump([dict(bench=r[0], rto=r[1], peer=r[2], ratio=r[1] / r[2], peer_name=r[3]) for r in rows],
                   open(args.json, "w"), indent=1)
