@@ -4,6 +4,7 @@
 //! Everything that touches libtorch for a *model* lives here; the algorithms (losses, rewards,
 //! PPO) live in `rto-algo` and use only the functions exported below.
 
+pub mod allocator;
 pub mod batch;
 pub mod config;
 pub mod device;

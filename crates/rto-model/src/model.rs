@@ -47,6 +47,8 @@ impl CausalLm {
     /// A model with random weights (normal, std 0.02), seeded through libtorch's generator.
     pub fn random(config: ModelConfig, head: Head, device: Device, kind: Kind) -> Result<Self> {
         config.validate()?;
+        // Every process that builds a model runs tensor work worth keeping memory for.
+        crate::allocator::retain_freed_memory();
         let mut vs = nn::VarStore::new(device);
         let root = vs.root();
         let decoder = Llama::new(&root / "model", &config)?;

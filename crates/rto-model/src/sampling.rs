@@ -117,8 +117,12 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
             }
             // Finished rows keep decoding a pad token whose output is discarded: keeping the
             // batch rectangular is cheaper than compacting the cache.
-            let done = Tensor::from_slice(&finished).to_device(device);
-            let step_ids = tokens.masked_fill(&done, pad_id).view([batch, 1]);
+            let step_ids = if finished.iter().any(|&f| f) {
+                let done = Tensor::from_slice(&finished).to_device(device);
+                tokens.masked_fill(&done, pad_id).view([batch, 1])
+            } else {
+                tokens.view([batch, 1])
+            };
             let bias = decode_bias.narrow(3, 0, cache.len() as i64 + 1);
             let hidden = model.decoder.forward_with_bias(&step_ids, &bias, &next_positions, Some(&mut cache));
             next_positions += 1;
@@ -155,7 +159,7 @@ fn pick_tokens(logits: &Tensor, config: &SamplingConfig) -> Tensor {
     if config.greedy {
         return logits.argmax(-1, false);
     }
-    let mut logits = logits / config.temperature;
+    let mut logits = if config.temperature == 1.0 { logits.shallow_clone() } else { logits / config.temperature };
     let vocab = logits.size()[1];
     if config.top_k > 0 && config.top_k < vocab {
         let (kth, _) = logits.topk(config.top_k, -1, true, true);
