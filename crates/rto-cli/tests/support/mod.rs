@@ -1,0 +1,218 @@
+//! Shared fixtures of the binary-level tests (`bad_input`, `tampering`, kill/concurrency tests):
+//! the paths of the stage binaries, a runner that captures (status, stdout, stderr), a tiny
+//! real pipeline built once per test process, and a store snapshot for "nothing changed".
+//!
+//! Each test file uses only part of this module, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::OnceLock;
+
+/// The repository root (where `data/toy` and `pipelines/` live).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// Path of a stage binary built with this test (cargo builds them before the tests run).
+pub fn bin(name: &str) -> &'static str {
+    match name {
+        "sft-train" => env!("CARGO_BIN_EXE_sft-train"),
+        "make-pairs" => env!("CARGO_BIN_EXE_make-pairs"),
+        "dpo-train" => env!("CARGO_BIN_EXE_dpo-train"),
+        "rm-train" => env!("CARGO_BIN_EXE_rm-train"),
+        "token-reward-annotate" => env!("CARGO_BIN_EXE_token-reward-annotate"),
+        "ppo-train" => env!("CARGO_BIN_EXE_ppo-train"),
+        "rto-eval" => env!("CARGO_BIN_EXE_rto-eval"),
+        "rto-sample" => env!("CARGO_BIN_EXE_rto-sample"),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+/// What one binary run gave back.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The last line of stdout: every stage prints its output folder there.
+    pub fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+}
+
+/// Runs binary `name` with `args` in the repository root, with RUST_BACKTRACE/RUST_LIB_BACKTRACE
+/// removed (so a backtrace in stderr means the binary forced one, which the tests reject).
+pub fn run<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> Output {
+    let out = Command::new(bin(name))
+        .args(args)
+        .current_dir(repo_root())
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Output {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Like [`run`], but panics with the captured output unless the run succeeds; returns the
+/// output folder (last stdout line).
+pub fn run_ok<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> PathBuf {
+    let out = run(name, args);
+    assert!(out.status.success(), "{name} failed: {}\nstdout:\n{}\nstderr:\n{}", out.status, out.stdout, out.stderr);
+    PathBuf::from(out.last_line())
+}
+
+/// A tiny but real pipeline: every folder and file comes from the real binaries, so tests
+/// see exactly the artifacts users get. Built once per test process by [`fixture`].
+#[derive(Debug)]
+pub struct Fixture {
+    /// Scratch root of this fixture (holds the inputs and the store).
+    pub dir: PathBuf,
+    /// The store every fixture stage wrote to. Tests must not write here (use their own store).
+    pub store: PathBuf,
+    /// Tiny model config (hidden 32, 2 layers) and the toy tokenizer folder.
+    pub model_config: PathBuf,
+    pub tokenizer: PathBuf,
+    /// JSONL slices of data/toy: SFT demonstrations (prompt/response) and prompts.
+    pub sft_data: PathBuf,
+    pub prompts: PathBuf,
+    /// Stage outputs: model folders, the pairs file and the token-reward output folder.
+    pub sft: PathBuf,
+    pub pairs: PathBuf,
+    pub pairs_file: PathBuf,
+    pub dpo: PathBuf,
+    pub rm: PathBuf,
+    pub annotate: PathBuf,
+}
+
+/// Flags that keep every stage of the fixture (and of tests reusing them) to seconds.
+pub const SFT_FLAGS: &[&str] = &["--max-steps", "3", "--batch-size", "8", "--eval-every", "100", "--checkpoint-every", "100", "--max-prompt-len", "48", "--max-response-len", "48"];
+pub const GEN_FLAGS: &[&str] = &["--num-prompts", "8", "--max-new-tokens", "12", "--generation-batch-size", "16", "--max-prompt-len", "48", "--max-response-len", "48"];
+pub const PREF_FLAGS: &[&str] = &["--max-steps", "2", "--batch-size", "4", "--eval-every", "100", "--checkpoint-every", "100", "--max-prompt-len", "48", "--max-response-len", "48"];
+pub const ANNOTATE_FLAGS: &[&str] = &["--batch-size", "8", "--max-prompt-len", "48", "--max-response-len", "48"];
+
+/// A tiny config of the toy model's shape family: vocabulary of data/toy's tokenizer (256).
+pub const TINY_CONFIG: &str = r#"{
+  "model_type": "llama", "architectures": ["LlamaForCausalLM"],
+  "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
+  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+  "max_position_embeddings": 160, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+  "tie_word_embeddings": false, "hidden_act": "silu",
+  "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0
+}"#;
+
+/// First `n` lines of a repository file, written to `dest`.
+pub fn head_lines(src: &Path, n: usize, dest: &Path) {
+    let text = fs::read_to_string(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    let lines: Vec<&str> = text.lines().take(n).collect();
+    fs::write(dest, lines.join("\n") + "\n").unwrap();
+}
+
+/// The process-wide fixture, built on first use (a few seconds on 2 CPU cores).
+pub fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(build_fixture)
+}
+
+/// A fresh scratch directory under cargo's target tmpdir, removed when the value drops.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("rto-cli-test-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+fn build_fixture() -> Fixture {
+    let root = repo_root();
+    // One folder per test binary, recreated per process: statics are never dropped, so a
+    // TempDir would leak; a fixed name keeps at most one stale copy per test file.
+    let exe = std::env::current_exe().unwrap();
+    let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fixture-{stem}"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("store");
+    let model_config = dir.join("tiny.json");
+    fs::write(&model_config, TINY_CONFIG).unwrap();
+    let tokenizer = root.join("data/toy");
+    let sft_data = dir.join("sft.jsonl");
+    head_lines(&root.join("data/toy/sft.jsonl"), 48, &sft_data);
+    let prompts = dir.join("prompts.jsonl");
+    head_lines(&root.join("data/toy/rl_prompts.jsonl"), 8, &prompts);
+
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let with = |base: &[&str], extra: &[String]| -> Vec<String> {
+        base.iter().map(|x| x.to_string()).chain(extra.iter().cloned()).collect()
+    };
+    let sft = run_ok("sft-train", &with(SFT_FLAGS, &["--store".into(), s(&store), "--init-config".into(), s(&model_config), "--tokenizer".into(), s(&tokenizer), "--data".into(), s(&sft_data)]));
+    let pairs = run_ok("make-pairs", &with(GEN_FLAGS, &["--store".into(), s(&store), "--model".into(), s(&sft), "--prompts".into(), s(&sft_data)]));
+    let pairs_file = pairs.join("pairs.jsonl");
+    let dpo = run_ok("dpo-train", &with(PREF_FLAGS, &["--store".into(), s(&store), "--model".into(), s(&sft), "--data".into(), s(&pairs_file)]));
+    let rm = run_ok("rm-train", &with(PREF_FLAGS, &["--store".into(), s(&store), "--model".into(), s(&sft), "--data".into(), s(&pairs_file)]));
+    let annotate = run_ok("token-reward-annotate", &with(ANNOTATE_FLAGS, &["--store".into(), s(&store), "--ref".into(), s(&sft), "--dpo".into(), s(&dpo), "--reward-model".into(), s(&rm), "--data".into(), s(&pairs_file)]));
+    Fixture { dir, store, model_config, tokenizer, sft_data, prompts, sft, pairs, pairs_file, dpo, rm, annotate }
+}
+
+/// Copies a folder (flat or nested) to `dest`, e.g. to tamper with a model folder without
+/// touching the fixture's store.
+pub fn copy_dir(src: &Path, dest: &Path) {
+    fs::create_dir_all(dest).unwrap();
+    for entry in fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dest.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+}
+
+/// Every file and folder under `dir` (relative path → blake3 of the content, or "<dir>" /
+/// "<link> target"), sorted; a missing `dir` is an empty snapshot. Equal snapshots mean the
+/// store is unchanged, including no new empty folder or lock file.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if dir.symlink_metadata().is_ok() {
+        walk(dir, dir, &mut out);
+    }
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            out.insert(rel, format!("<link> {}", fs::read_link(&path).unwrap().display()));
+        } else if kind.is_dir() {
+            out.insert(rel, "<dir>".into());
+            walk(root, &path, out);
+        } else {
+            out.insert(rel, blake3::hash(&fs::read(&path).unwrap()).to_hex().to_string());
+        }
+    }
+}
+
+/// The differences between two snapshots, one line each (empty when equal).
+pub fn snapshot_diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut diff = Vec::new();
+    for (k, v) in before {
+        match after.get(k) {
+            None => diff.push(format!("removed {k}")),
+            Some(w) if w != v => diff.push(format!("changed {k}")),
+            _ => {}
+        }
+    }
+    diff.extend(after.keys().filter(|k| !before.contains_key(*k)).map(|k| format!("added {k}")));
+    diff
+}
