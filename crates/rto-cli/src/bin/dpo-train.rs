@@ -1,4 +1,4 @@
 //! dpo-train: see `rto_stages::dpo`.
-fn main() -> anyhow::Result<()> {
-    rto_stages::dpo::cli(rto_data::cli::parse_with_config()?)
+fn main() {
+    rto_cli::main_with(|| rto_stages::dpo::cli(rto_data::cli::parse_with_config()?))
 }

@@ -1,4 +1,4 @@
 //! make-pairs: see `rto_stages::pairs`.
-fn main() -> anyhow::Result<()> {
-    rto_stages::pairs::cli(rto_data::cli::parse_with_config()?)
+fn main() {
+    rto_cli::main_with(|| rto_stages::pairs::cli(rto_data::cli::parse_with_config()?))
 }

@@ -1,4 +1,4 @@
 //! ppo-train: see `rto_stages::ppo`.
-fn main() -> anyhow::Result<()> {
-    rto_stages::ppo::cli(rto_data::cli::parse_with_config()?)
+fn main() {
+    rto_cli::main_with(|| rto_stages::ppo::cli(rto_data::cli::parse_with_config()?))
 }

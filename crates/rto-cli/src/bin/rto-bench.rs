@@ -47,7 +47,11 @@ enum What {
     },
 }
 
-fn main() -> Result<()> {
+fn main() {
+    rto_cli::main_with(run)
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let device = rto_model::parse_device(&args.device)?;
     let kind = rto_model::parse_kind(&args.dtype)?;

@@ -35,7 +35,11 @@ struct Args {
     device: String,
 }
 
-fn main() -> Result<()> {
+fn main() {
+    rto_cli::main_with(run)
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let device = parse_device(&args.device)?;
     let mut config = SamplingConfig {

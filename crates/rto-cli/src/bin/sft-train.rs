@@ -1,4 +1,4 @@
 //! sft-train: see `rto_stages::sft`.
-fn main() -> anyhow::Result<()> {
-    rto_stages::sft::cli(rto_data::cli::parse_with_config()?)
+fn main() {
+    rto_cli::main_with(|| rto_stages::sft::cli(rto_data::cli::parse_with_config()?))
 }

@@ -1,4 +1,4 @@
 //! token-reward-annotate: see `rto_stages::annotate` (and `rto_stages::inspect` for `show`).
-fn main() -> anyhow::Result<()> {
-    rto_stages::annotate::main_cli(rto_data::cli::parse_with_config()?)
+fn main() {
+    rto_cli::main_with(|| rto_stages::annotate::main_cli(rto_data::cli::parse_with_config()?))
 }
