@@ -5,6 +5,7 @@
 //! Each test file uses only part of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod compare;
 pub mod files;
 
 use std::collections::BTreeMap;

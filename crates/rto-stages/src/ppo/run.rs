@@ -39,11 +39,12 @@ struct PpoRun<'a> {
 
 pub(super) fn run(args: &PpoArgs, inputs: &Inputs, judge: Option<&dyn ResponseJudge>, out: &StageDir) -> Result<Value> {
     let (mut ppo, stats) = PpoRun::load(args, inputs, judge, out.scratch()?)?;
-    let (resumed_from, last) = ppo.train()?;
+    let last = ppo.train()?;
     ppo.publish(out)?;
+    // No `resumed_from` here: a resumed run's accepted folder must equal an uninterrupted
+    // run's byte for byte (the resume is reported on stderr).
     Ok(json!({
         "iterations": ppo.iterations,
-        "resumed_from": resumed_from,
         "dataset": stats,
         "eval_prompts": ppo.eval_prompts.len(),
         "last": last,
@@ -161,8 +162,8 @@ impl<'a> PpoRun<'a> {
         Ok((ppo, stats))
     }
 
-    /// Runs the iterations not yet done; returns where it resumed from and the last record.
-    fn train(&mut self) -> Result<(Option<usize>, Value)> {
+    /// Runs the iterations not yet done; returns the last record.
+    fn train(&mut self) -> Result<Value> {
         let checkpointer = Checkpointer::new(&self.scratch);
         let restored = self.learner.restore(&checkpointer)?;
         let start = restored.as_ref().map_or(0, |r| r.step);
@@ -185,7 +186,7 @@ impl<'a> PpoRun<'a> {
             last = record;
         }
         progress.finish();
-        Ok(((start > 0).then_some(start), last))
+        Ok(last)
     }
 
     fn rollout_config(&self, iteration: usize, weights: RewardWeights) -> RolloutConfig {
@@ -245,8 +246,10 @@ impl<'a> PpoRun<'a> {
         let config = self.rollout_config(iteration, s.reward.weights(kl_coef));
         let mut table = self.rollout_table(iteration, &config.weights)?;
         let models = RolloutModels { policy: &self.learner.policy, critic: self.learner.critic.as_ref(), scorers: &self.scorers, tokenizer: &self.tokenizer };
-        let (mut experience, stats) = rollout::collect(&models, prompts, &config, table.as_mut(), self.judge)
-            .with_context(|| format!("iteration {iteration}: rollout ({})", self.describe_models()))?;
+        // A non-finite policy, reward or value stops here; the checkpoint before it is intact.
+        let (mut experience, stats) = rollout::collect(&models, prompts, &config, table.as_mut(), self.judge).with_context(|| {
+            format!("iteration {iteration}: rollout ({}); the last good checkpoint is in {}", self.describe_models(), self.scratch.display())
+        })?;
         if let Some(table) = table {
             table.finish()?;
         }
