@@ -57,6 +57,20 @@ impl RewardMode {
             Self::Rto | Self::Ddpo | Self::RsPpo => *weights,
         }
     }
+
+    /// [`RewardWeights::validate`], plus what only makes sense per mode: every mode but `ppo`
+    /// exists for the DPO token reward, so β1 = 0 there (whatever the clip, even 0) is a
+    /// setting mistake that would silently train the PPO baseline under another name.
+    pub fn check_weights(self, weights: &RewardWeights) -> Result<()> {
+        weights.validate()?;
+        if self != Self::Ppo && weights.beta1 == 0.0 {
+            bail!(
+                "beta1 = 0 (clip {}) turns off the DPO token reward that mode {self} is for: use mode ppo for a reward without it, or set beta1 > 0",
+                weights.clip
+            );
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for RewardMode {

@@ -80,12 +80,17 @@ impl TextTokenizer {
 
     /// Fails when the tokenizer can emit ids the model has no embedding for.
     pub fn check_fits(&self, model_vocab: i64, model_dir: &Path) -> Result<()> {
+        self.check_fits_config(model_vocab, &model_dir.join("config.json"))
+    }
+
+    /// [`Self::check_fits`] naming the model's config file itself (e.g. an `--init-config`).
+    pub fn check_fits_config(&self, model_vocab: i64, config: &Path) -> Result<()> {
         let max_id = self.inner.get_vocab(true).values().copied().max().unwrap_or(0) as i64;
         if max_id >= model_vocab {
             bail!(
-                "tokenizer {} has ids up to {max_id}, but model {} has vocab_size {model_vocab}: they do not belong together",
+                "tokenizer {} has ids up to {max_id}, but model {} has vocab_size {model_vocab}: they do not belong together (use the model's own tokenizer, or a config with vocab_size > {max_id})",
                 self.path.display(),
-                model_dir.join("config.json").display()
+                config.display()
             );
         }
         Ok(())

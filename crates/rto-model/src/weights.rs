@@ -68,7 +68,12 @@ pub fn load_into(dir: &Path, targets: &HashMap<String, Tensor>) -> Result<()> {
     let mut by_file: BTreeMap<&PathBuf, Vec<&String>> = BTreeMap::new();
     for name in targets.keys() {
         let file = locations.get(name).with_context(|| {
-            format!("checkpoint {}: tensor `{name}` is missing", dir.display())
+            let hint = match name.as_str() {
+                "score.weight" => "is this a reward model folder (written by rm-train)?",
+                "lm_head.weight" => "is this a language model folder (not a reward model)?",
+                _ => "the weights do not match its config.json",
+            };
+            format!("checkpoint {}: tensor `{name}` is missing from its {SINGLE_FILE} (or shards): {hint}", dir.display())
         })?;
         by_file.entry(file).or_default().push(name);
     }
@@ -85,7 +90,7 @@ pub fn load_into(dir: &Path, targets: &HashMap<String, Tensor>) -> Result<()> {
                 .with_context(|| format!("{}: tensor `{name}`", file.display()))?;
             if source.size() != target.size() {
                 bail!(
-                    "{}: tensor `{name}` has shape {:?}, the config expects {:?}",
+                    "{}: tensor `{name}` has shape {:?}, the config expects {:?} (the weights do not match config.json)",
                     file.display(),
                     source.size(),
                     target.size()

@@ -128,7 +128,7 @@ impl Rows {
 /// tokenizers, vocabularies, data columns) is checked before the store is touched.
 pub fn cli(args: AnnotateArgs) -> Result<()> {
     let settings = &args.settings;
-    settings.weights().validate()?;
+    settings.mode.check_weights(&settings.weights())?;
     if settings.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -305,7 +305,7 @@ impl Annotator<'_> {
         }
         bar.finish_and_clear();
         if tally.samples == 0 {
-            bail!("{}: no usable rows out of {} (skipped: {:?})", file.display(), rows.len(), stats.skipped);
+            bail!("{}: no usable rows out of {} (skipped: {:?}){}", file.display(), rows.len(), stats.skipped, crate::encode::skip_hint(&stats));
         }
         let summary = writer.finish()?;
         Ok((summary, tally, stats, started.elapsed().as_secs_f64()))

@@ -127,6 +127,7 @@ pub struct DpoArgs {
 pub fn cli(args: DpoArgs) -> Result<()> {
     let loss = args.settings.preference_loss()?;
     args.settings.train.validate()?;
+    stage::check_learning_rate("learning-rate", args.settings.learning_rate)?;
     let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings.key()?)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);

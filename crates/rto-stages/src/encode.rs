@@ -38,6 +38,23 @@ pub struct EncodedPair {
     pub rejected: Vec<i64>,
 }
 
+/// What to change when every row was skipped, from the skip reasons; appended to the
+/// "no usable rows" errors so the message says the fix, not only the counts.
+pub fn skip_hint(stats: &DatasetStats) -> String {
+    let hints: Vec<&str> = stats
+        .skipped
+        .keys()
+        .filter_map(|reason| match reason.as_str() {
+            "prompt_too_long" => Some("raise --max-prompt-len (within the model's max_position_embeddings) or shorten the prompts"),
+            "empty_response" => Some("fill the response column (or name another with --response-column)"),
+            "chosen_equals_rejected" => Some("chosen and rejected must differ"),
+            "empty_prompt" => Some("fill the prompt column (or name another with --prompt-column)"),
+            _ => None,
+        })
+        .collect();
+    if hints.is_empty() { String::new() } else { format!(": {}", hints.join("; ")) }
+}
+
 impl<'a> Encoder<'a> {
     pub fn new(tokenizer: &'a TextTokenizer, limits: LengthLimits) -> Result<Self> {
         if limits.max_prompt_len == 0 || limits.max_response_len == 0 {
@@ -90,7 +107,7 @@ impl<'a> Encoder<'a> {
             out.push(EncodedPair { row: pair.row, prompt, chosen, rejected });
         }
         if out.is_empty() {
-            bail!("{source}: no usable preference pairs out of {} rows (skipped: {:?})", pairs.len(), stats.skipped);
+            bail!("{source}: no usable preference pairs out of {} rows (skipped: {:?}){}", pairs.len(), stats.skipped, skip_hint(&stats));
         }
         Ok((out, stats))
     }

@@ -10,7 +10,7 @@
 use crate::generation::{generation_stage, read_generations, GenerationSettings, Generations};
 use crate::rollout::ResponseJudge;
 use crate::stage;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rto_data::cli::CommonArgs;
 use rto_data::records::{write_columns, Column};
 use rto_data::store::StageDir;
@@ -43,6 +43,11 @@ pub struct EvalArgs {
 
 pub fn cli(args: EvalArgs) -> Result<()> {
     let judge = crate::rollout::judge_named(&args.judge)?;
+    // Check both inputs before generating with either, so a wrong --baseline does not leave
+    // a finished generation of --model behind.
+    for (flag, path) in [("--model", &args.model), ("--baseline", &args.baseline), ("--prompts", &args.prompts)] {
+        std::fs::metadata(path).with_context(|| format!("{flag} {} does not exist or cannot be read", path.display()))?;
+    }
     let ours = generation_stage(&args.common, &args.generation, &args.model, &args.prompts)?;
     let baseline = generation_stage(&args.common, &args.generation, &args.baseline, &args.prompts)?;
     let settings = json!({"judge": judge.name()});

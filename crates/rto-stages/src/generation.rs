@@ -80,7 +80,7 @@ fn generate_all(common: &CommonArgs, settings: &GenerationSettings, model_dir: &
         }
     }
     if encoded.is_empty() {
-        bail!("{}: no usable prompts (skipped: {:?})", prompts_path.display(), stats.skipped);
+        bail!("{}: no usable prompts (skipped: {:?}){}", prompts_path.display(), stats.skipped, crate::encode::skip_hint(&stats));
     }
     let sampling = SamplingConfig {
         max_new_tokens: settings.max_new_tokens,

@@ -9,7 +9,7 @@
 pub mod html;
 pub mod terminal;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rto_data::token_table::{SampleRecord, TokenRecord, TokenTableReader};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -73,6 +73,10 @@ pub struct Selection {
 
 /// Reads the table once, streaming: the scale needs every token, the display only a few.
 pub fn select(args: &ShowArgs) -> Result<Selection> {
+    // A store folder is verified first: an edited table must not be shown as annotate's.
+    if args.folder.join(rto_data::store::MANIFEST_FILE).is_file() {
+        rto_data::store::verify(&args.folder).with_context(|| format!("{} no longer matches its manifest; recompute it (rerun the stage with --force)", args.folder.display()))?;
+    }
     let reader = TokenTableReader::open(&args.folder)?;
     let metadata = reader.metadata().clone();
     let keep = if args.html.is_some() { args.max_samples } else { 1 };

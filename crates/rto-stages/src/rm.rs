@@ -65,6 +65,7 @@ pub fn cli(args: RmArgs) -> Result<()> {
         bail!("--margin must be finite, got {}", args.settings.margin);
     }
     args.settings.train.validate()?;
+    stage::check_learning_rate("learning-rate", args.settings.learning_rate)?;
     let spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);

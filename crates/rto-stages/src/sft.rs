@@ -59,6 +59,17 @@ pub struct SftArgs {
 /// Entry point of the `sft-train` binary.
 pub fn cli(args: SftArgs) -> Result<()> {
     let tokenizer_dir = args.tokenizer.clone().or(args.model.clone()).context("--tokenizer or --model is required")?;
+    args.settings.train.validate()?;
+    stage::check_learning_rate("learning-rate", args.settings.learning_rate)?;
+    // Tokenizer against the model's vocabulary before the store is touched (the weights are
+    // checked against the config when they load).
+    let config_path = match (&args.model, &args.init_config) {
+        (Some(model), _) => model.join("config.json"),
+        (None, Some(config)) => config.clone(),
+        (None, None) => bail!("give --model or --init-config"),
+    };
+    let vocab = ModelConfig::from_file(&config_path)?.vocab_size;
+    TextTokenizer::from_dir(&tokenizer_dir)?.check_fits_config(vocab, &config_path)?;
     let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
         .with_input("data", &args.data)
         .with_input("tokenizer", tokenizer_dir.join("tokenizer.json"));
@@ -151,7 +162,7 @@ fn encode_rows(path: &Path, settings: &SftSettings, tokenizer: &TextTokenizer) -
         out.push((prompt, response));
     }
     if out.is_empty() {
-        bail!("{}: no usable rows out of {} (skipped: {:?})", path.display(), rows.len(), stats.skipped);
+        bail!("{}: no usable rows out of {} (skipped: {:?}){}", path.display(), rows.len(), stats.skipped, crate::encode::skip_hint(&stats));
     }
     Ok((out, stats))
 }

@@ -12,6 +12,13 @@ pub fn spec(stage: &str, schema_version: u32, common: &CommonArgs, settings: &im
     StageSpec::new(stage, schema_version, &settings)
 }
 
+/// Fails unless `--flag` holds a finite learning rate > 0. Stages call it (and their other
+/// setting checks) before [`run`], so a typo fails before the store or a model is touched.
+pub fn check_learning_rate(flag: &str, lr: f64) -> Result<()> {
+    anyhow::ensure!(lr.is_finite() && lr > 0.0, "--{flag} must be a finite number > 0, got {lr}");
+    Ok(())
+}
+
 /// Runs `compute` through the cache (no-op when a verified output exists), honours `--link`,
 /// and prints the output folder as the last line of stdout.
 pub fn run(common: &CommonArgs, spec: &StageSpec, compute: impl FnOnce(&StageDir) -> Result<Value>) -> Result<StageOutcome> {

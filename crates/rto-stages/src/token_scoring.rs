@@ -22,6 +22,11 @@ pub struct RewardModels {
 /// Fails unless every folder's tokenizer.json is byte-identical to the first one's: token ids
 /// from one tokenizer mean nothing to a model trained with another.
 pub fn check_same_tokenizer(folders: &[&Path]) -> Result<()> {
+    for dir in folders {
+        if !dir.join("config.json").is_file() {
+            bail!("{} is not a model folder (no config.json): give a folder printed by a training stage or a Hugging Face model folder", dir.display());
+        }
+    }
     let Some((first, rest)) = folders.split_first() else { return Ok(()) };
     let read = |dir: &Path| -> Result<Vec<u8>> {
         let path = dir.join("tokenizer.json");

@@ -53,6 +53,10 @@ fn run() -> Result<()> {
     };
     let (model, tokenizer) = match &args.model {
         Some(dir) => {
+            // A store folder is verified first, as the stages do with their inputs.
+            if dir.join(rto_data::store::MANIFEST_FILE).is_file() {
+                rto_data::store::verify(dir)?;
+            }
             let model = CausalLm::load(dir, Head::LanguageModel, device, tch::Kind::Float)?;
             let tokenizer = TextTokenizer::from_dir(dir)?;
             tokenizer.check_fits(model.config.vocab_size, dir)?;

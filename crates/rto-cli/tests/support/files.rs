@@ -1,6 +1,6 @@
 //! Writers of deliberately broken inputs for the bad-input and tampering tests.
 
-use arrow::array::{Array, ArrayRef, Float32Array, Int64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -17,11 +17,12 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) {
     writer.close().unwrap();
 }
 
-/// A Parquet file whose `prompt` column holds integers instead of strings.
+/// A Parquet file whose `prompt` column holds integers instead of strings (`response` is fine).
 pub fn int_prompt_parquet(path: &Path) {
-    let schema = Arc::new(Schema::new(vec![Field::new("prompt", DataType::Int64, false)]));
-    let col: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
-    write_parquet(path, &RecordBatch::try_new(schema, vec![col]).unwrap());
+    let schema = Arc::new(Schema::new(vec![Field::new("prompt", DataType::Int64, false), Field::new("response", DataType::Utf8, false)]));
+    let prompt: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+    let response: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
+    write_parquet(path, &RecordBatch::try_new(schema, vec![prompt, response]).unwrap());
 }
 
 /// Copies the Parquet file `src` to `dest` with `f32` column `column` set to `value` at `row`,

@@ -314,7 +314,7 @@ pub fn read_prompts(path: &Path, cols: &ColumnNames) -> Result<Vec<PromptRecord>
         &cols.prompt
     } else {
         bail!(
-            "{}: no column `{}` or `{}`; the file has columns: {}",
+            "{}: no column `{}` or `{}`; the file has columns: {} (name the prompt column with --prompt-column)",
             path.display(),
             cols.context_messages,
             cols.prompt,

@@ -114,13 +114,14 @@ impl RawTable {
     /// Error for a column that the loader needs and the file lacks.
     pub fn missing(&self, column: &str) -> anyhow::Error {
         anyhow!(
-            "{}: no column `{column}`; the file has columns: {}",
+            "{}: no column `{column}`; the file has columns: {} (if it has another name, pass that with the stage's --<role>-column flag, e.g. --{}-column)",
             self.file.display(),
             if self.available.is_empty() {
                 "(none)".to_string()
             } else {
                 self.available.join(", ")
-            }
+            },
+            column.replace('_', "-")
         )
     }
 }

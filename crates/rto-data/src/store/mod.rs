@@ -27,7 +27,9 @@ pub fn input_key(path: &Path) -> Result<ArtifactKey> {
     let meta = fs::metadata(path)
         .with_context(|| format!("input {} does not exist or cannot be read", path.display()))?;
     if meta.is_file() {
-        return hash_file(path);
+        let key = hash_file(path)?;
+        check_file_in_stage_folder(path, &key)?;
+        return Ok(key);
     }
     if !meta.is_dir() {
         bail!("input {} is neither a file nor a folder", path.display());
@@ -43,6 +45,32 @@ pub fn input_key(path: &Path) -> Result<ArtifactKey> {
         return Ok(manifest.key);
     }
     hash_folder_content(path)
+}
+
+/// A file inside a stage folder (e.g. `runs/pairs/<key>/pairs.jsonl` given as `--data`) must
+/// still be what that stage wrote: keyed by its bytes alone, an edit would silently become a
+/// new input that looks like the stage's output.
+fn check_file_in_stage_folder(path: &Path, key: &ArtifactKey) -> Result<()> {
+    let (Some(folder), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Ok(());
+    };
+    let manifest_path = folder.join(MANIFEST_FILE);
+    if name == MANIFEST_FILE || !manifest_path.is_file() {
+        return Ok(());
+    }
+    let Some(manifest) = manifest::read_manifest(&manifest_path)? else {
+        return Ok(());
+    };
+    match manifest.files.get(name) {
+        Some(expected) if expected != key => bail!(
+            "input {} was modified after stage {} wrote it (blake3 {}, its manifest says {}): rerun that stage with --force, or copy the file out of the store if the edit is intended",
+            path.display(),
+            manifest.stage,
+            key.short(),
+            expected.short()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Key of a stage from already-known input keys. Inputs are ordered by role (stable, so
@@ -269,24 +297,9 @@ impl Store {
             }
         }
 
-        fs::create_dir_all(&stage_root)
-            .with_context(|| format!("cannot create {}", stage_root.display()))?;
+        let root_created = !stage_root.exists();
         let lock_path = stage_root.join(format!("{key}.lock"));
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
-        if lock.try_lock().is_err() {
-            eprintln!(
-                "rto: {stage}: waiting for another run computing {} (lock {})",
-                key.short(),
-                lock_path.display()
-            );
-            lock.lock()
-                .with_context(|| format!("cannot lock {}", lock_path.display()))?;
-        }
+        let (lock, lock_created) = lock_stage(&stage_root, &lock_path, stage, &key)?;
         // Another process may have finished while we waited.
         if !force {
             if let Some(outcome) = self.try_reuse(stage, &key, &final_path)? {
@@ -308,8 +321,24 @@ impl Store {
         };
 
         let started = Instant::now();
-        let metrics =
-            compute(&dir).with_context(|| format!("stage {stage} failed; no output was stored"))?;
+        let metrics = match compute(&dir) {
+            Ok(metrics) => metrics,
+            Err(err) => {
+                // Leave the store as it was before this run (bad input must not litter it):
+                // the temporary folder, an empty scratch folder (one holding checkpoints stays
+                // for a resume), and the lock file and stage folder if this run created them.
+                drop(guard);
+                let _ = fs::remove_dir(&dir.scratch);
+                if lock_created {
+                    let _ = fs::remove_file(&lock_path);
+                }
+                drop(lock);
+                if root_created {
+                    let _ = fs::remove_dir(&stage_root);
+                }
+                return Err(err.context(format!("stage {stage} failed; no output was stored")));
+            }
+        };
         let wall_time_s = started.elapsed().as_secs_f64();
 
         if tmp.join(MANIFEST_FILE).exists() {
@@ -399,6 +428,61 @@ impl Store {
             reused: true,
             manifest,
         }))
+    }
+}
+
+/// Creates (if needed) and locks `lock_path`; returns the locked file and whether this call
+/// created it. A run that fails removes the lock file it created, so a waiter may end up
+/// holding the lock of a removed file: after locking, the path must still name the locked
+/// file, or the whole step is retried on the current one (the usual lock-file protocol).
+fn lock_stage(
+    stage_root: &Path,
+    lock_path: &Path,
+    stage: &str,
+    key: &ArtifactKey,
+) -> Result<(fs::File, bool)> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        fs::create_dir_all(stage_root)
+            .with_context(|| format!("cannot create {}", stage_root.display()))?;
+        let mut open = fs::OpenOptions::new();
+        open.write(true).truncate(false);
+        let (lock, created) = match open.clone().create_new(true).open(lock_path) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match open.open(lock_path) {
+                Ok(f) => (f, false),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot open lock file {}", lock_path.display())
+                    })
+                }
+            },
+            // The stage folder was removed by a failing run between our mkdir and open.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create lock file {}", lock_path.display()))
+            }
+        };
+        if lock.try_lock().is_err() {
+            eprintln!(
+                "rto: {stage}: waiting for another run computing {} (lock {})",
+                key.short(),
+                lock_path.display()
+            );
+            lock.lock()
+                .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        }
+        let held = lock
+            .metadata()
+            .with_context(|| format!("cannot stat {}", lock_path.display()))?;
+        match fs::metadata(lock_path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                return Ok((lock, created))
+            }
+            _ => continue,
+        }
     }
 }
 

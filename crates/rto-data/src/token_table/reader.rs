@@ -153,11 +153,25 @@ impl Batch<'_> {
             .collect()
     }
 
+    /// Every value the tables hold is a finite number by construction; a NaN or infinity
+    /// means the file was edited or written by something else, and would silently poison
+    /// whatever reads it (a colour scale, a PPO return).
+    fn finite_err(&self, name: &str, i: usize, v: f64) -> anyhow::Error {
+        anyhow!(
+            "{}: column `{name}` holds {v} at row {}; the table's values must be finite: recompute it (e.g. rerun the stage with --force)",
+            self.path.display(),
+            self.first_row + i
+        )
+    }
+
     fn opt_f32s(&self, name: &str) -> Result<Vec<Option<f32>>> {
         let a = self.col(name)?.as_primitive::<Float32Type>();
-        Ok((0..a.len())
-            .map(|i| (!a.is_null(i)).then(|| a.value(i)))
-            .collect())
+        (0..a.len())
+            .map(|i| match (!a.is_null(i)).then(|| a.value(i)) {
+                Some(v) if !v.is_finite() => Err(self.finite_err(name, i, v.into())),
+                v => Ok(v),
+            })
+            .collect()
     }
 
     fn f32s(&self, name: &str) -> Result<Vec<f32>> {
@@ -166,6 +180,8 @@ impl Batch<'_> {
             .map(|i| {
                 if a.is_null(i) {
                     Err(self.null_err(name, i))
+                } else if !a.value(i).is_finite() {
+                    Err(self.finite_err(name, i, a.value(i).into()))
                 } else {
                     Ok(a.value(i))
                 }
@@ -178,9 +194,12 @@ impl Batch<'_> {
             return Ok(vec![None; self.batch.num_rows()]);
         };
         let a = col.as_primitive::<Float64Type>();
-        Ok((0..a.len())
-            .map(|i| (!a.is_null(i)).then(|| a.value(i)))
-            .collect())
+        (0..a.len())
+            .map(|i| match (!a.is_null(i)).then(|| a.value(i)) {
+                Some(v) if !v.is_finite() => Err(self.finite_err(name, i, v)),
+                v => Ok(v),
+            })
+            .collect()
     }
 
     /// Strings of any Arrow width, normalized through a cast to Utf8.

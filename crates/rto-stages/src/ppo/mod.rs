@@ -209,7 +209,7 @@ impl PpoSettings {
         }
         GaeSettings { gamma: self.gamma, lambda: self.lambda }.validate()?;
         self.adam.validate()?;
-        self.reward.weights(self.reward.kl_coef).validate()?;
+        self.reward.mode.check_weights(&self.reward.weights(self.reward.kl_coef))?;
         self.reward.controller().validate()
     }
 }

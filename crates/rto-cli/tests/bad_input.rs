@@ -1,0 +1,285 @@
+//! Bad input gets one clear error and leaves the store as it was (DESIGN.md §6, issue 9 part 1).
+//!
+//! One table of cases over every binary; each case builds its arguments against a private copy
+//! of the fixture's store (so "unchanged" covers the inputs already there too), runs the real
+//! binary and checks: non-zero exit, exactly one `error:` line, no panic or backtrace, the
+//! expected substrings (file / field / row and the fix), and an identical store snapshot.
+//! Every case runs; the failure lists all failing cases at once.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use support::files::{edit_checkpoint, int_prompt_parquet, truncate_half, with_f32_cell};
+use support::{copy_dir, fixture, snapshot, snapshot_diff, ANNOTATE_FLAGS, GEN_FLAGS, PREF_FLAGS, SFT_FLAGS};
+
+/// Everything a case's argument builder may point at: copies of the fixture's artifacts in a
+/// private store, and a scratch folder (outside the store) for the broken inputs.
+struct Ctx {
+    dir: PathBuf,
+    store: PathBuf,
+    sft: PathBuf,
+    dpo: PathBuf,
+    rm: PathBuf,
+    pairs_file: PathBuf,
+    annotate: PathBuf,
+    sft_data: PathBuf,
+    prompts: PathBuf,
+    model_config: PathBuf,
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+impl Ctx {
+    fn new(dir: &Path) -> Ctx {
+        let f = fixture();
+        let store = dir.join("store");
+        copy_dir(&f.store, &store);
+        let moved = |p: &Path| store.join(p.strip_prefix(&f.store).unwrap());
+        let inputs = dir.join("inputs");
+        fs::create_dir_all(&inputs).unwrap();
+        Ctx {
+            dir: inputs,
+            sft: moved(&f.sft),
+            dpo: moved(&f.dpo),
+            rm: moved(&f.rm),
+            pairs_file: moved(&f.pairs_file),
+            annotate: moved(&f.annotate),
+            sft_data: f.sft_data.clone(),
+            prompts: f.prompts.clone(),
+            model_config: f.model_config.clone(),
+            store,
+        }
+    }
+
+    /// Writes a scratch input file and returns its path.
+    fn file(&self, name: &str, content: impl AsRef<[u8]>) -> String {
+        let p = self.dir.join(name);
+        fs::write(&p, content).unwrap();
+        s(&p)
+    }
+
+    /// A user-supplied copy of a model folder (no manifest: not a store artifact), edited by `f`.
+    fn model_copy(&self, src: &Path, name: &str, f: impl FnOnce(&Path)) -> String {
+        let dest = self.dir.join(name);
+        copy_dir(src, &dest);
+        fs::remove_file(dest.join("manifest.json")).unwrap();
+        f(&dest);
+        s(&dest)
+    }
+
+    /// `flags` + `--store <private store>` + `rest`.
+    fn args(&self, flags: &[&str], rest: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = flags.iter().map(|x| x.to_string()).collect();
+        v.extend(["--store".to_string(), s(&self.store)]);
+        v.extend(rest.iter().map(|x| x.to_string()));
+        v
+    }
+
+    fn sft_args(&self, rest: &[&str]) -> Vec<String> {
+        let mut v = vec!["--init-config".to_string(), s(&self.model_config), "--tokenizer".into(), s(&support::repo_root().join("data/toy"))];
+        v.extend(self.args(SFT_FLAGS, rest));
+        v
+    }
+
+    fn pref_args(&self, rest: &[&str]) -> Vec<String> {
+        let mut v = vec!["--model".to_string(), s(&self.sft)];
+        v.extend(self.args(PREF_FLAGS, rest));
+        v
+    }
+
+    fn annotate_args(&self, rest: &[&str]) -> Vec<String> {
+        let mut v = vec!["--ref".to_string(), s(&self.sft), "--dpo".into(), s(&self.dpo), "--reward-model".into(), s(&self.rm)];
+        v.extend(self.args(ANNOTATE_FLAGS, rest));
+        v
+    }
+
+    fn ppo_args(&self, rest: &[&str]) -> Vec<String> {
+        let mut v = vec!["--policy".to_string(), s(&self.sft), "--dpo".into(), s(&self.dpo), "--reward-model".into(), s(&self.rm), "--judge".into(), "toy".into(),
+            "--rollout-batch-size".into(), "4".into(), "--train-batch-size".into(), "4".into(), "--iterations".into(), "1".into(), "--max-new-tokens".into(), "8".into()];
+        v.extend(self.args(&[], rest));
+        v
+    }
+
+    fn eval_args(&self, rest: &[&str]) -> Vec<String> {
+        let mut v = vec!["--model".to_string(), s(&self.dpo), "--baseline".into(), s(&self.sft), "--max-new-tokens".into(), "8".into(), "--num-prompts".into(), "4".into()];
+        v.extend(self.args(&[], rest));
+        v
+    }
+}
+
+/// `args` with the value after `flag` replaced (clap rejects a flag given twice).
+fn set(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} not in {args:?}"));
+    args[i + 1] = value.to_string();
+    args
+}
+
+struct Case {
+    name: &'static str,
+    bin: &'static str,
+    args: fn(&Ctx) -> Vec<String>,
+    /// Substrings of stderr: what is wrong (file, field, row) and the fix.
+    expect: &'static [&'static str],
+}
+
+const SFT_ROW: &str = r#"{"prompt":"give me 8 words about the farm","response":"the cat sleeps near the red barn now"}"#;
+const PAIR_ROW: &str = r#"{"prompt":"give me 8 words about the farm","chosen":"the cat sleeps near the red barn now","rejected":"cat"}"#;
+
+fn cases() -> Vec<Case> {
+    vec![
+        // ---- sft-train
+        Case { name: "sft missing data file", bin: "sft-train", args: |c| c.sft_args(&["--data", &format!("{}/nope.jsonl", s(&c.dir))]), expect: &["nope.jsonl"] },
+        Case { name: "sft truncated parquet", bin: "sft-train", args: |c| {
+            let p = c.dir.join("half.parquet");
+            truncate_half(&c.annotate.join("samples.parquet"), &p);
+            c.sft_args(&["--data", &s(&p)])
+        }, expect: &["half.parquet", "Parquet"] },
+        Case { name: "sft text file named .parquet", bin: "sft-train", args: |c| c.sft_args(&["--data", &c.file("text.parquet", SFT_ROW)]), expect: &["text.parquet", "Parquet"] },
+        Case { name: "sft missing response column", bin: "sft-train", args: |c| c.sft_args(&["--data", &c.file("noresp.jsonl", r#"{"prompt":"hi"}"#)]), expect: &["noresp.jsonl", "no column `response`", "--response-column"] },
+        Case { name: "sft mistyped response", bin: "sft-train", args: |c| c.sft_args(&["--data", &c.file("num.jsonl", format!("{SFT_ROW}\n{{\"prompt\":\"a\",\"response\":5}}\n"))]), expect: &["num.jsonl", "row 1", "response"] },
+        Case { name: "sft mistyped prompt column (parquet)", bin: "sft-train", args: |c| {
+            let p = c.dir.join("intprompt.parquet");
+            int_prompt_parquet(&p);
+            c.sft_args(&["--data", &s(&p)])
+        }, expect: &["intprompt.parquet", "prompt"] },
+        Case { name: "sft empty dataset", bin: "sft-train", args: |c| c.sft_args(&["--data", &c.file("empty.jsonl", "")]), expect: &["empty.jsonl", "empty"] },
+        Case { name: "sft non-UTF-8 text", bin: "sft-train", args: |c| c.sft_args(&["--data", &c.file("latin1.jsonl", b"{\"prompt\":\"caf\xe9\",\"response\":\"ok\"}\n")]), expect: &["latin1.jsonl", "UTF-8"] },
+        Case { name: "sft every prompt over the limit", bin: "sft-train", args: |c| set(c.sft_args(&["--data", &s(&c.sft_data)]), "--max-prompt-len", "2"), expect: &["sft.jsonl", "no usable rows", "prompt_too_long", "raise --max-prompt-len"] },
+        Case { name: "sft vocab smaller than tokenizer", bin: "sft-train", args: |c| {
+            let cfg = fs::read_to_string(&c.model_config).unwrap().replace("\"vocab_size\": 256", "\"vocab_size\": 100");
+            set(c.sft_args(&["--data", &s(&c.sft_data)]), "--init-config", &c.file("vocab100.json", cfg))
+        }, expect: &["vocab100.json", "vocab_size 100", "tokenizer.json"] },
+        Case { name: "sft unknown YAML key", bin: "sft-train", args: |c| c.sft_args(&["--data", &s(&c.sft_data), "--config", &c.file("typo.yaml", "learning_rat: 0.1\n")]), expect: &["typo.yaml", "learning_rat", "valid keys"] },
+        Case { name: "sft batch not divisible by micro batch", bin: "sft-train", args: |c| c.sft_args(&["--data", &s(&c.sft_data), "--micro-batch-size", "3"]), expect: &["batch", "micro"] },
+        Case { name: "sft zero learning rate", bin: "sft-train", args: |c| c.sft_args(&["--data", &s(&c.sft_data), "--learning-rate", "0"]), expect: &["--learning-rate", "> 0, got 0"] },
+        Case { name: "sft zero epochs", bin: "sft-train", args: |c| c.sft_args(&["--data", &s(&c.sft_data), "--epochs", "0"]), expect: &["epochs"] },
+        Case { name: "sft missing init config", bin: "sft-train", args: |c| {
+            set(c.sft_args(&["--data", &s(&c.sft_data)]), "--init-config", &format!("{}/missing.json", s(&c.dir)))
+        }, expect: &["missing.json"] },
+        Case { name: "sft store under a regular file", bin: "sft-train", args: |c| {
+            let blocker = c.file("not-a-dir", "x");
+            set(c.sft_args(&["--data", &s(&c.sft_data)]), "--store", &format!("{blocker}/store"))
+        }, expect: &["not-a-dir"] },
+        Case { name: "sft checkpoint missing a tensor", bin: "sft-train", args: |c| {
+            let m = c.model_copy(&c.sft, "no-norm", |d| edit_checkpoint(d, "model.norm.weight", None));
+            c.args(SFT_FLAGS, &["--model", &m, "--data", &s(&c.sft_data)])
+        }, expect: &["model.safetensors", "model.norm.weight"] },
+        Case { name: "sft checkpoint mis-shaped tensor", bin: "sft-train", args: |c| {
+            let m = c.model_copy(&c.sft, "bad-shape", |d| edit_checkpoint(d, "model.embed_tokens.weight", Some(vec![32, 256])));
+            c.args(SFT_FLAGS, &["--model", &m, "--data", &s(&c.sft_data)])
+        }, expect: &["model.embed_tokens.weight", "256"] },
+        // ---- make-pairs
+        Case { name: "pairs missing prompts file", bin: "make-pairs", args: |c| { let mut v = c.args(GEN_FLAGS, &["--prompts", "/nonexistent/prompts.jsonl"]); v.extend(["--model".into(), s(&c.sft)]); v }, expect: &["/nonexistent/prompts.jsonl"] },
+        Case { name: "pairs prompts without prompt column", bin: "make-pairs", args: |c| { let mut v = c.args(GEN_FLAGS, &["--prompts", &c.file("q.jsonl", "{\"question\":\"hi\"}\n")]); v.extend(["--model".into(), s(&c.sft)]); v }, expect: &["q.jsonl", "no column", "--prompt-column"] },
+        Case { name: "pairs model folder without weights", bin: "make-pairs", args: |c| {
+            let m = c.model_copy(&c.sft, "noweights", |d| fs::remove_file(d.join("model.safetensors")).unwrap());
+            c.args(GEN_FLAGS, &["--model", &m, "--prompts", &s(&c.prompts)])
+        }, expect: &["noweights", "model.safetensors"] },
+        Case { name: "pairs zero generation batch", bin: "make-pairs", args: |c| c.args(GEN_FLAGS, &["--model", &s(&c.sft), "--prompts", &s(&c.prompts), "--generation-batch-size", "0"]), expect: &["generation-batch-size"] },
+        Case { name: "pairs negative temperature", bin: "make-pairs", args: |c| c.args(GEN_FLAGS, &["--model", &s(&c.sft), "--prompts", &s(&c.prompts), "--temperature=-1"]), expect: &["temperature"] },
+        // ---- dpo-train
+        Case { name: "dpo negative beta", bin: "dpo-train", args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--beta=-0.1"]), expect: &["beta", "-0.1"] },
+        Case { name: "dpo missing rejected column", bin: "dpo-train", args: |c| c.pref_args(&["--data", &c.file("norej.jsonl", r#"{"prompt":"a","chosen":"b"}"#)]), expect: &["norej.jsonl", "no column `rejected`", "--rejected-column"] },
+        Case { name: "dpo truncated parquet pairs", bin: "dpo-train", args: |c| {
+            let p = c.dir.join("pairs.parquet");
+            truncate_half(&c.annotate.join("samples.parquet"), &p);
+            c.pref_args(&["--data", &s(&p)])
+        }, expect: &["pairs.parquet"] },
+        Case { name: "dpo batch not divisible by micro batch", bin: "dpo-train", args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--micro-batch-size", "3"]), expect: &["batch", "micro"] },
+        Case { name: "dpo NaN score in pairs", bin: "dpo-train", args: |c| c.pref_args(&["--data", &c.file("nan.jsonl", format!("{PAIR_ROW}\n{{\"prompt\":\"a\",\"chosen\":\"b\",\"rejected\":\"c\",\"score_chosen\":\"NaN\"}}\n"))]), expect: &["nan.jsonl", "row 1", "score_chosen"] },
+        // ---- rm-train
+        Case { name: "rm empty pairs file", bin: "rm-train", args: |c| c.pref_args(&["--data", &c.file("empty.jsonl", "\n")]), expect: &["empty.jsonl"] },
+        Case { name: "rm non-UTF-8 pairs", bin: "rm-train", args: |c| c.pref_args(&["--data", &c.file("bin.jsonl", b"{\"prompt\":\"\xff\xfe\",\"chosen\":\"a\",\"rejected\":\"b\"}\n")]), expect: &["bin.jsonl", "UTF-8"] },
+        Case { name: "rm unknown YAML key", bin: "rm-train", args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--config", &c.file("rm.yaml", "epochs: 1\nwarmup: 3\n")]), expect: &["rm.yaml", "warmup", "valid keys"] },
+        Case { name: "rm negative learning rate", bin: "rm-train", args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--learning-rate=-0.001"]), expect: &["--learning-rate", "> 0, got -0.001"] },
+        // ---- token-reward-annotate
+        Case { name: "annotate clip 0 and beta1 0", bin: "token-reward-annotate", args: |c| c.annotate_args(&["--data", &s(&c.pairs_file), "--clip", "0", "--beta1", "0", "--mode", "rto"]), expect: &["beta1 = 0", "clip 0", "mode ppo"] },
+        Case { name: "annotate reward model without score head", bin: "token-reward-annotate", args: |c| {
+            set(c.annotate_args(&["--data", &s(&c.pairs_file)]), "--reward-model", &s(&c.sft))
+        }, expect: &["score"] },
+        Case { name: "annotate dpo folder is not a model", bin: "token-reward-annotate", args: |c| {
+            set(c.annotate_args(&["--data", &s(&c.pairs_file)]), "--dpo", &s(&c.dir))
+        }, expect: &["is not a model folder", "config.json"] },
+        Case { name: "annotate show NaN reward", bin: "token-reward-annotate", args: |c| {
+            let t = c.dir.join("table");
+            copy_dir(&c.annotate, &t);
+            fs::remove_file(t.join("manifest.json")).unwrap();
+            with_f32_cell(&c.annotate.join("tokens.parquet"), &t.join("tokens.parquet"), "reward", 3, f32::NAN);
+            vec!["show".into(), s(&t)]
+        }, expect: &["tokens.parquet", "column `reward` holds NaN at row 3", "--force"] },
+        Case { name: "annotate show infinite logp", bin: "token-reward-annotate", args: |c| {
+            let t = c.dir.join("table");
+            copy_dir(&c.annotate, &t);
+            fs::remove_file(t.join("manifest.json")).unwrap();
+            with_f32_cell(&c.annotate.join("tokens.parquet"), &t.join("tokens.parquet"), "logp_dpo", 0, f32::INFINITY);
+            vec!["show".into(), s(&t)]
+        }, expect: &["tokens.parquet", "column `logp_dpo` holds inf at row 0"] },
+        Case { name: "annotate show truncated table", bin: "token-reward-annotate", args: |c| {
+            let t = c.dir.join("table");
+            copy_dir(&c.annotate, &t);
+            fs::remove_file(t.join("manifest.json")).unwrap();
+            truncate_half(&c.annotate.join("tokens.parquet"), &t.join("tokens.parquet"));
+            vec!["show".into(), s(&t)]
+        }, expect: &["tokens.parquet"] },
+        // ---- ppo-train
+        Case { name: "ppo train batch not divisible by micro batch", bin: "ppo-train", args: |c| c.ppo_args(&["--prompts", &s(&c.prompts), "--micro-batch-size", "3"]), expect: &["micro_batch_size 3", "must divide train_batch_size 4"] },
+        Case { name: "ppo missing prompts", bin: "ppo-train", args: |c| c.ppo_args(&["--prompts", &format!("{}/gone.jsonl", s(&c.dir))]), expect: &["gone.jsonl"] },
+        Case { name: "ppo zero actor lr", bin: "ppo-train", args: |c| c.ppo_args(&["--prompts", &s(&c.prompts), "--actor-lr", "0"]), expect: &["actor_lr", "> 0"] },
+        Case { name: "ppo negative beta1", bin: "ppo-train", args: |c| c.ppo_args(&["--prompts", &s(&c.prompts), "--beta1=-1"]), expect: &["beta1"] },
+        Case { name: "ppo unknown judge", bin: "ppo-train", args: |c| set(c.ppo_args(&["--prompts", &s(&c.prompts)]), "--judge", "gpt5"), expect: &["gpt5", "toy"] },
+        // ---- rto-eval
+        Case { name: "eval unknown judge", bin: "rto-eval", args: |c| c.eval_args(&["--prompts", &s(&c.prompts), "--judge", "oracle"]), expect: &["oracle", "toy"] },
+        Case { name: "eval missing baseline", bin: "rto-eval", args: |c| set(c.eval_args(&["--prompts", &s(&c.prompts), "--judge", "toy"]), "--baseline", &format!("{}/nobase", s(&c.dir))), expect: &["nobase"] },
+        Case { name: "eval prompts longer than every limit", bin: "rto-eval", args: |c| c.eval_args(&["--prompts", &s(&c.prompts), "--judge", "toy", "--max-prompt-len", "1"]), expect: &["prompts.jsonl", "no usable prompts", "raise --max-prompt-len"] },
+        // ---- rto-sample
+        Case { name: "sample missing model folder", bin: "rto-sample", args: |c| vec!["--model".into(), format!("{}/nomodel", s(&c.dir))], expect: &["nomodel"] },
+        Case { name: "sample checkpoint missing lm_head", bin: "rto-sample", args: |c| vec!["--model".into(), c.model_copy(&c.sft, "nohead", |d| edit_checkpoint(d, "lm_head.weight", None)), "--max-new-tokens".into(), "2".into()], expect: &["lm_head.weight"] },
+    ]
+}
+
+/// Everything wrong with one case's run, or None when it behaved.
+fn check(case: &Case) -> Option<String> {
+    let tmp = support::scratch();
+    let ctx = Ctx::new(tmp.path());
+    let args = (case.args)(&ctx);
+    let before = snapshot(&ctx.store);
+    let out = support::run(case.bin, &args);
+    let after = snapshot(&ctx.store);
+    let mut problems = Vec::new();
+    if out.status.success() {
+        problems.push("exited 0".to_string());
+    }
+    let err = &out.stderr;
+    for bad in ["panicked", "stack backtrace", "Caused by", "RUST_BACKTRACE"] {
+        if err.contains(bad) {
+            problems.push(format!("stderr contains `{bad}`"));
+        }
+    }
+    let error_lines = err.lines().filter(|l| l.starts_with("error")).count();
+    if error_lines != 1 {
+        problems.push(format!("{error_lines} `error` lines instead of one"));
+    }
+    for want in case.expect {
+        if !err.contains(want) {
+            problems.push(format!("stderr lacks `{want}`"));
+        }
+    }
+    let diff = snapshot_diff(&before, &after);
+    if !diff.is_empty() {
+        problems.push(format!("store changed: {}", diff.join(", ")));
+    }
+    (!problems.is_empty()).then(|| format!("[{}] {}: {}\n    args: {}\n    stderr: {}", case.bin, case.name, problems.join("; "), args.join(" "), err.trim().replace('\n', "\n            ")))
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_and_leaves_the_store_unchanged() {
+    let cases = cases();
+    assert!(cases.len() >= 30, "the issue asks for at least 30 cases");
+    let bins: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.bin).collect();
+    assert_eq!(bins.len(), 8, "every binary has cases: {bins:?}");
+    let failures: Vec<String> = cases.iter().filter_map(check).collect();
+    assert!(failures.is_empty(), "{} of {} bad-input cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
