@@ -426,7 +426,9 @@ impl Tally {
             "samples": summary.samples,
             "tokens": summary.tokens,
             "row_groups": summary.row_groups,
-            "seconds": seconds,
+            // Wall-clock fields follow one naming rule (`time/*`, `*tokens_per_s`) so that
+            // reproducibility checks can drop them by name; everything else is deterministic.
+            "time/total": seconds,
             "tokens_per_s": self.tokens as f64 / seconds.max(1e-9),
             "mean_dpo_return": self.dpo_return / n,
             "mean_return": self.ret / n,
