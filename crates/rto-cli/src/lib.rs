@@ -7,7 +7,10 @@ pub mod bench;
 /// print the Debug form instead (a multi-line "Caused by" list, plus a backtrace whenever
 /// RUST_BACKTRACE is set), which is noise for someone who only gave a wrong file.
 pub fn main_with(body: impl FnOnce() -> anyhow::Result<()>) -> ! {
-    match body() {
+    let result = body();
+    // process::exit skips the buffered-stdout flush that returning from main would do.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    match result {
         Ok(()) => std::process::exit(0),
         Err(err) => {
             eprintln!("error: {err:#}");

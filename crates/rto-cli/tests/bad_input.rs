@@ -10,7 +10,7 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use support::files::{edit_checkpoint, int_prompt_parquet, truncate_half, with_f32_cell};
+use support::files::{edit_checkpoint, int_prompt_parquet, pairs_parquet_with_score, truncate_half, with_f32_cell};
 use support::{copy_dir, fixture, snapshot, snapshot_diff, ANNOTATE_FLAGS, GEN_FLAGS, PREF_FLAGS, SFT_FLAGS};
 
 /// Everything a case's argument builder may point at: copies of the fixture's artifacts in a
@@ -190,10 +190,24 @@ fn cases() -> Vec<Case> {
         }, expect: &["pairs.parquet"] },
         Case { name: "dpo batch not divisible by micro batch", bin: "dpo-train", args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--micro-batch-size", "3"]), expect: &["batch", "micro"] },
         Case { name: "dpo NaN score in pairs", bin: "dpo-train", args: |c| c.pref_args(&["--data", &c.file("nan.jsonl", format!("{PAIR_ROW}\n{{\"prompt\":\"a\",\"chosen\":\"b\",\"rejected\":\"c\",\"score_chosen\":\"NaN\"}}\n"))]), expect: &["nan.jsonl", "row 1", "score_chosen"] },
+        Case { name: "dpo infinite score in parquet pairs", bin: "dpo-train", args: |c| {
+            let p = c.dir.join("inf.parquet");
+            pairs_parquet_with_score(&p, f64::INFINITY);
+            c.pref_args(&["--data", &s(&p)])
+        }, expect: &["inf.parquet", "row 2", "score_chosen", "not a finite number"] },
         // ---- rm-train
         Case { name: "rm empty pairs file", bin: "rm-train", args: |c| c.pref_args(&["--data", &c.file("empty.jsonl", "\n")]), expect: &["empty.jsonl"] },
         Case { name: "rm non-UTF-8 pairs", bin: "rm-train", args: |c| c.pref_args(&["--data", &c.file("bin.jsonl", b"{\"prompt\":\"\xff\xfe\",\"chosen\":\"a\",\"rejected\":\"b\"}\n")]), expect: &["bin.jsonl", "UTF-8"] },
         Case { name: "rm unknown YAML key", bin: "rm-train", args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--config", &c.file("rm.yaml", "epochs: 1\nwarmup: 3\n")]), expect: &["rm.yaml", "warmup", "valid keys"] },
+        Case { name: "rm NaN score in parquet pairs", bin: "rm-train", args: |c| {
+            let p = c.dir.join("nan.parquet");
+            pairs_parquet_with_score(&p, f64::NAN);
+            c.pref_args(&["--data", &s(&p)])
+        }, expect: &["nan.parquet", "row 2", "score_chosen", "NaN is not a finite number"] },
+        Case { name: "rm store under a regular file", bin: "rm-train", args: |c| {
+            let blocker = c.file("blocker", "x");
+            set(c.pref_args(&["--data", &s(&c.pairs_file)]), "--store", &format!("{blocker}/runs"))
+        }, expect: &["blocker"] },
         Case { name: "rm negative learning rate", bin: "rm-train", args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--learning-rate=-0.001"]), expect: &["--learning-rate", "> 0, got -0.001"] },
         // ---- token-reward-annotate
         Case { name: "annotate clip 0 and beta1 0", bin: "token-reward-annotate", args: |c| c.annotate_args(&["--data", &s(&c.pairs_file), "--clip", "0", "--beta1", "0", "--mode", "rto"]), expect: &["beta1 = 0", "clip 0", "mode ppo"] },
@@ -282,4 +296,24 @@ fn bad_input_gets_one_clear_error_and_leaves_the_store_unchanged() {
     assert_eq!(bins.len(), 8, "every binary has cases: {bins:?}");
     let failures: Vec<String> = cases.iter().filter_map(check).collect();
     assert!(failures.is_empty(), "{} of {} bad-input cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// Users often run with RUST_BACKTRACE=1 set globally: the error must still be one line (a
+/// `fn main() -> Result` would print a Debug chain and a backtrace here).
+#[test]
+fn errors_stay_one_line_with_rust_backtrace_set() {
+    let tmp = support::scratch();
+    let ctx = Ctx::new(tmp.path());
+    let args = ctx.pref_args(&["--data", &format!("{}/absent.jsonl", s(&ctx.dir))]);
+    let out = std::process::Command::new(support::bin("rm-train"))
+        .args(&args)
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains("absent.jsonl"), "{stderr}");
 }

@@ -1,6 +1,6 @@
 //! Writers of deliberately broken inputs for the bad-input and tampering tests.
 
-use arrow::array::{Array, ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -23,6 +23,22 @@ pub fn int_prompt_parquet(path: &Path) {
     let prompt: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
     let response: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
     write_parquet(path, &RecordBatch::try_new(schema, vec![prompt, response]).unwrap());
+}
+
+/// Four preference pairs as Parquet with a `score_chosen` column holding `score` at row 2.
+pub fn pairs_parquet_with_score(path: &Path, score: f64) {
+    let text = |v: [&str; 4]| -> ArrayRef { Arc::new(StringArray::from(v.to_vec())) };
+    let fields = ["prompt", "chosen", "rejected"].map(|n| Field::new(n, DataType::Utf8, false));
+    let mut fields = fields.to_vec();
+    fields.push(Field::new("score_chosen", DataType::Float64, true));
+    let scores: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0, score, 3.0]));
+    let cols = vec![
+        text(["give me 8 words about the farm"; 4]),
+        text(["the cat sleeps near the red barn now"; 4]),
+        text(["cat"; 4]),
+        scores,
+    ];
+    write_parquet(path, &RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap());
 }
 
 /// Copies the Parquet file `src` to `dest` with `f32` column `column` set to `value` at `row`,

@@ -234,6 +234,12 @@ fn prompt_of(table: &RawTable, row: usize, column: &str) -> Result<Prompt> {
 fn optional_number(table: &RawTable, row: usize, column: &str) -> Result<Option<f64>> {
     match table.cell(column, row) {
         Cell::Null => Ok(None),
+        // A NaN or infinite score would poison every average and label computed from it.
+        Cell::Num(x) if !x.is_finite() => Err(table.err(
+            row,
+            column,
+            format!("{x} is not a finite number; fix the value or leave it empty (null)"),
+        )),
         Cell::Num(x) => Ok(Some(*x)),
         other => Err(table.err(
             row,
