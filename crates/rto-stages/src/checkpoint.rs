@@ -62,6 +62,12 @@ impl Checkpointer {
         Ok(())
     }
 
+    /// Is there a checkpoint to resume from (the current one, or the previous one left by a
+    /// kill between the two renames of [`Self::save`])?
+    pub fn exists(&self) -> bool {
+        self.current().join("state.json").exists() || self.dir.join("ckpt.old/state.json").exists()
+    }
+
     /// Restores the latest checkpoint into `models` and `optimizers`, if there is one.
     pub fn restore(&self, models: &mut [(&str, &mut VarStore)], optimizers: &mut [(&str, &mut AdamW)]) -> Result<Option<Restored>> {
         let mut current = self.current();
@@ -84,6 +90,16 @@ impl Checkpointer {
         let value: Value = serde_json::from_str(&text)?;
         let step = value["step"].as_u64().context("checkpoint state.json without step")? as usize;
         Ok(Some(Restored { step, state: value["state"].clone() }))
+    }
+}
+
+/// Where a failed run's last good checkpoint is, for its error message; a failure before the
+/// first checkpoint must not send the user looking for one.
+pub fn last_good(scratch: &Path) -> String {
+    if Checkpointer::new(scratch).exists() {
+        format!("the last good checkpoint is in {}", scratch.display())
+    } else {
+        "no checkpoint had been saved yet".to_string()
     }
 }
 

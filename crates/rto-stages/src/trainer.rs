@@ -2,7 +2,7 @@
 //! seeded order, gradient accumulation, cosine schedule, clipping, periodic eval, metrics,
 //! progress, and checkpoints that make a killed run resume to the same bits.
 
-use crate::checkpoint::{Checkpointer, MetricsLog};
+use crate::checkpoint::{last_good, Checkpointer, MetricsLog};
 use crate::optim::{AdamW, AdamWSettings};
 use anyhow::{bail, Result};
 use rto_algo::CosineSchedule;
@@ -126,12 +126,12 @@ pub fn train(task: &mut dyn SupervisedTask, settings: &LoopSettings, lr: f64, se
             }
         }
         if let Some((key, value)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
-            bail!("{label}: {key} is {value} at step {} (epoch {epoch}); the last good checkpoint is in {}", step + 1, scratch.display());
+            bail!("{label}: {key} is {value} at step {} (epoch {epoch}); {}", step + 1, last_good(scratch));
         }
         let lr_now = schedule.lr_at(step as u64);
         let grad_norm = optimizer
             .clip_and_step(lr_now)
-            .map_err(|e| anyhow::anyhow!("{label}: step {}: {e}; the last good checkpoint is in {}", step + 1, scratch.display()))?;
+            .map_err(|e| anyhow::anyhow!("{label}: step {}: {e}; {}", step + 1, last_good(scratch)))?;
         let secs = clock.elapsed().as_secs_f64();
         let mut record = json!({"step": step + 1, "epoch": epoch, "lr": lr_now, "grad_norm": grad_norm});
         for (key, value) in &metrics {

@@ -3,7 +3,7 @@
 
 use super::learner::{Learner, UpdateSettings};
 use super::{Algo, Inputs, PpoArgs, PpoSettings};
-use crate::checkpoint::{Checkpointer, MetricsLog};
+use crate::checkpoint::{last_good, Checkpointer, MetricsLog};
 use crate::encode::Encoder;
 use crate::rollout::{self, AdvantageEstimator, EncodedPrompt, ResponseJudge, RolloutConfig, RolloutModels, RolloutTable};
 use crate::token_scoring::{check_same_tokenizer, model_metadata, RewardModels, Sources};
@@ -248,7 +248,7 @@ impl<'a> PpoRun<'a> {
         let models = RolloutModels { policy: &self.learner.policy, critic: self.learner.critic.as_ref(), scorers: &self.scorers, tokenizer: &self.tokenizer };
         // A non-finite policy, reward or value stops here; the checkpoint before it is intact.
         let (mut experience, stats) = rollout::collect(&models, prompts, &config, table.as_mut(), self.judge).with_context(|| {
-            format!("iteration {iteration}: rollout ({}); the last good checkpoint is in {}", self.describe_models(), self.scratch.display())
+            format!("iteration {iteration}: rollout ({}); {}", self.describe_models(), last_good(&self.scratch))
         })?;
         if let Some(table) = table {
             table.finish()?;
@@ -259,11 +259,11 @@ impl<'a> PpoRun<'a> {
         self.kl.update(stats.kl_per_sample(), experience.len() as u64).with_context(|| format!("iteration {iteration}: KL controller"))?;
         let train_clock = Instant::now();
         let first_step = ((iteration - 1) * self.steps_per_iteration) as u64;
-        let scratch = self.scratch.display().to_string();
+        let scratch = last_good(&self.scratch);
         let update = self
             .learner
             .update(&experience, first_step, seed_of(self.args.common.seed, iteration, 0xA24B_AED4_963E_E407))
-            .with_context(|| format!("iteration {iteration}: update; the last good checkpoint is in {scratch}"))?;
+            .with_context(|| format!("iteration {iteration}: update; {scratch}"))?;
         let training_s = train_clock.elapsed().as_secs_f64();
         let eval = self.evaluate(iteration)?;
         let mut record = json!({"step": iteration, "iteration": iteration, "samples": iteration * s.rollout_batch_size, "kl_coef": kl_coef});
