@@ -291,8 +291,10 @@ impl Store {
         let stage_root = self.root.join(stage);
         let final_path = stage_root.join(key.as_str());
 
+        // Lock-free fast path. A verification failure here is no verdict: a --force run may be
+        // swapping the folder right now (under the lock), so it is checked again below.
         if !force {
-            if let Some(outcome) = self.try_reuse(stage, &key, &final_path)? {
+            if let Ok(Some(outcome)) = self.try_reuse(stage, &key, &final_path) {
                 return Ok(outcome);
             }
         }
@@ -300,10 +302,18 @@ impl Store {
         let root_created = !stage_root.exists();
         let lock_path = stage_root.join(format!("{key}.lock"));
         let (lock, lock_created) = lock_stage(&stage_root, &lock_path, stage, &key)?;
-        // Another process may have finished while we waited.
+        // Another process may have finished while we waited; under the lock nobody writes
+        // the folder, so what verification says now stands.
         if !force {
-            if let Some(outcome) = self.try_reuse(stage, &key, &final_path)? {
-                return Ok(outcome);
+            match self.try_reuse(stage, &key, &final_path) {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => {}
+                Err(err) => {
+                    if lock_created {
+                        let _ = fs::remove_file(&lock_path);
+                    }
+                    return Err(err);
+                }
             }
         }
         clean_stale(&stage_root, &key);
