@@ -492,3 +492,60 @@ fn stage_that_writes_its_own_manifest_is_rejected() {
         .key()
         .is_err());
 }
+
+#[test]
+fn failed_compute_leaves_the_store_as_it_was_except_resumable_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::new(tmp.path().join("runs"));
+    let input = write(&tmp.path().join("in.txt"), "x");
+    let spec = StageSpec::new("upper", 1, &json!({})).unwrap().with_input("data", &input);
+    let key = spec.key().unwrap();
+    let err = store
+        .run(&spec, false, |dir| {
+            dir.scratch()?; // created, but nothing saved in it yet
+            fs::write(dir.join("half.txt"), "partial")?;
+            Err(anyhow!("bad row 3"))
+        })
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("bad row 3"), "{err:#}");
+    assert!(!tmp.path().join("runs/upper").exists(), "no stage folder, lock or scratch is left");
+
+    // A scratch folder that holds state (a checkpoint) survives for the resume.
+    store
+        .run(&spec, false, |dir| {
+            fs::write(dir.scratch()?.join("checkpoint"), "step 3")?;
+            Err(anyhow!("diverged"))
+        })
+        .unwrap_err();
+    let names: Vec<String> = fs::read_dir(tmp.path().join("runs/upper"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec![format!(".work-{key}")]);
+}
+
+#[test]
+fn a_waiter_computes_after_the_holder_fails_and_removes_its_lock_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::new(tmp.path().join("runs"));
+    let input = write(&tmp.path().join("in.txt"), "abc");
+    let spec = StageSpec::new("upper", 1, &json!({})).unwrap().with_input("data", &input);
+    let barrier = Arc::new(Barrier::new(2));
+    let failing = {
+        let (store, spec, barrier) = (store.clone(), spec.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            store.run(&spec, false, |_| {
+                barrier.wait(); // the lock is held: let the other run start waiting on it
+                std::thread::sleep(Duration::from_millis(300));
+                Err(anyhow!("bad input"))
+            })
+        })
+    };
+    barrier.wait();
+    let calls = AtomicUsize::new(0);
+    let outcome = upper_stage(&store, &spec, &calls).unwrap();
+    assert!(failing.join().unwrap().is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    verify(&outcome.path).unwrap();
+    assert_eq!(fs::read_to_string(outcome.path.join("out.txt")).unwrap(), "ABC");
+}
