@@ -53,11 +53,17 @@ impl Checkpointer {
         let old = self.dir.join("ckpt.old");
         let current = self.current();
         if current.exists() {
-            std::fs::rename(&current, &old)?;
+            // A kill after the last publish but before its cleanup leaves `ckpt.old` too;
+            // `ckpt` only ever appears complete (by renaming a finished tmp), so the old one
+            // is stale, and renaming over a non-empty folder would fail every later save.
+            if old.exists() {
+                std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+            }
+            std::fs::rename(&current, &old).with_context(|| format!("moving {} aside", current.display()))?;
         }
         std::fs::rename(&tmp, &current).with_context(|| format!("publishing checkpoint {}", current.display()))?;
         if old.exists() {
-            std::fs::remove_dir_all(&old)?;
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
         }
         Ok(())
     }
