@@ -131,10 +131,17 @@ impl MetricsLog {
                 .collect(),
             Err(_) => vec![],
         };
-        let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        // Rewrite through a temporary file and a rename: truncating in place, a kill before the
+        // kept lines are back would lose the records up to the checkpoint for good.
+        let tmp = path.with_extension("jsonl.tmp");
+        let mut text = String::new();
         for line in kept {
-            writeln!(file, "{line}")?;
+            text.push_str(&line);
+            text.push('\n');
         }
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+        let file = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Self { file, path: path.to_path_buf() })
     }
 

@@ -24,3 +24,22 @@ fn a_kill_that_left_ckpt_and_ckpt_old_does_not_block_the_next_save() {
     assert_eq!(again.step, 6);
     assert!(!scratch.path().join("ckpt.old").exists(), "the stale ckpt.old is gone");
 }
+
+/// Reopening the metrics log for a resume keeps the records up to the checkpoint, drops later
+/// ones and a line cut by the kill, and appends after them; the rewrite goes through a
+/// temporary file (a kill mid-rewrite must not lose the kept records), which is gone after.
+#[test]
+fn reopening_the_metrics_log_keeps_records_up_to_the_checkpoint() {
+    use rto_stages::checkpoint::MetricsLog;
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("metrics.jsonl");
+    fs::write(&path, "{\"step\":1}\n{\"step\":2}\n{\"step\":3}\n{\"st").unwrap();
+    let mut log = MetricsLog::open(&path, 2).unwrap();
+    log.write(&json!({"step": 3, "x": 1})).unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "{\"step\":1}\n{\"step\":2}\n{\"step\":3,\"x\":1}\n");
+    let names: Vec<_> = fs::read_dir(scratch.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names.len(), 1, "a temporary file was left: {names:?}");
+    drop(log);
+    MetricsLog::open(&path, 0).unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "", "a fresh run starts an empty log");
+}
