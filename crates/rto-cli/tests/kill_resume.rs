@@ -79,7 +79,7 @@ fn kill_and_resume(name: &str, stage: &str, list: impl Fn(&Path) -> Vec<String>,
     assert_all_verify(&killed, "after the final rerun");
 }
 
-const TRAIN: &[&str] = &["--epochs", "8", "--max-steps", "10", "--batch-size", "4", "--eval-every", "4", "--checkpoint-every", "2", "--max-prompt-len", "48", "--max-response-len", "48"];
+const TRAIN: &[&str] = &["--epochs", "8", "--max-steps", "10", "--batch-size", "4", "--micro-batch-size", "2", "--eval-every", "4", "--checkpoint-every", "2", "--max-prompt-len", "48", "--max-response-len", "48"];
 
 #[test]
 fn sft_train_resumes_bitwise_after_kills() {

@@ -1,5 +1,6 @@
 //! dpo-train end to end on tiny random models: reported metrics against log-probs computed by
-//! transformers, learning a planted preference, kill-and-resume, and bad input.
+//! transformers, learning a planted preference and bad input
+//! (kill-and-resume is tested on the binaries: rto-cli/tests/kill_resume.rs).
 
 mod dpo_common;
 
@@ -144,47 +145,6 @@ fn policy_learns_a_planted_preference() {
     }
     let summary = &manifest(&out)["metrics"];
     assert!(summary["ref_logps"].is_string() && summary["eval"]["rewards/accuracies"].is_number(), "{summary}");
-}
-
-/// Entry of the child processes of the resume test (a no-op in a normal test run).
-#[test]
-fn child_entry() {
-    if let Some(list) = child_args() {
-        let list: Vec<&str> = list.iter().map(String::as_str).collect();
-        run_dpo(&list).unwrap();
-    }
-}
-
-#[test]
-fn killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run() {
-    let work = tempfile::tempdir().unwrap();
-    let policy = tiny_model(&work.path().join("policy"), 31, 32, 1, 1.0);
-    let data = write_jsonl(&work.path().join("pairs.jsonl"), &learnable_pairs(40, 3));
-    let run = |store: &Path| -> Vec<String> {
-        [
-            "--model", policy.to_str().unwrap(), "--data", data.to_str().unwrap(), "--store", store.to_str().unwrap(),
-            "--learning-rate", "1e-3", "--batch-size", "4", "--micro-batch-size", "2", "--epochs", "3",
-            "--eval-fraction", "0.1", "--eval-every", "5", "--checkpoint-every", "3",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let (killed, whole) = (work.path().join("killed"), work.path().join("whole"));
-    let killed_args = run(&killed);
-    let killed_args: Vec<&str> = killed_args.iter().map(String::as_str).collect();
-    kill_after_first_checkpoint("child_entry", &killed_args, &killed, "dpo");
-    assert!(outputs(&killed, "dpo").is_empty(), "a killed run must leave no accepted output");
-    let resumed = run_child("child_entry", &killed_args);
-    let stderr = String::from_utf8_lossy(&resumed.stderr);
-    assert!(stderr.contains("resuming from the checkpoint at step"), "the rerun did not resume:\n{stderr}");
-    let whole_args = run(&whole);
-    run_child("child_entry", &whole_args.iter().map(String::as_str).collect::<Vec<_>>());
-
-    let (a, b) = (output(&killed, "dpo"), output(&whole, "dpo"));
-    assert_eq!(a.file_name(), b.file_name(), "same inputs and settings give the same key");
-    let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
-    assert!(weights(&a) == weights(&b), "resumed weights differ from the uninterrupted run's");
-    assert_eq!(deterministic_metrics(&a), deterministic_metrics(&b));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! rm-train end to end on tiny random models: learning a planted preference, the output read
-//! by transformers as LlamaForSequenceClassification with our scores, kill-and-resume, and
-//! bad input.
+//! by transformers as LlamaForSequenceClassification with our scores, and bad input
+//! (kill-and-resume is tested on the binaries: rto-cli/tests/kill_resume.rs).
 
 mod dpo_common;
 
@@ -85,37 +85,6 @@ fn transformers_loads_the_reward_model_and_reproduces_its_scores() {
     let critic = CausalLm::load_as_value_model(&out, Device::Cpu).unwrap();
     let again = tch::no_grad(|| sequence_scores(&critic, &batch));
     assert!(again.equal(&ours));
-}
-
-/// Entry of the child processes of the resume test (a no-op in a normal test run).
-#[test]
-fn child_entry() {
-    if let Some(list) = child_args() {
-        run_rm(&strs(&list)).unwrap();
-    }
-}
-
-#[test]
-fn killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run() {
-    let work = tempfile::tempdir().unwrap();
-    let model = tiny_model(&work.path().join("base"), 91, 32, 1, 1.0);
-    let data = write_jsonl(&work.path().join("pairs.jsonl"), &learnable_pairs(40, 4));
-    let flags = ["--learning-rate", "1e-3", "--margin", "0.5", "--batch-size", "4", "--epochs", "3", "--eval-fraction", "0.1", "--eval-every", "5", "--checkpoint-every", "3"];
-    let (killed, whole) = (work.path().join("killed"), work.path().join("whole"));
-    let killed_args = rm_args(&model, &data, &killed, &flags);
-    kill_after_first_checkpoint("child_entry", &strs(&killed_args), &killed, "rm");
-    assert!(outputs(&killed, "rm").is_empty(), "a killed run must leave no accepted output");
-    let resumed = run_child("child_entry", &strs(&killed_args));
-    let stderr = String::from_utf8_lossy(&resumed.stderr);
-    assert!(stderr.contains("resuming from the checkpoint at step"), "the rerun did not resume:\n{stderr}");
-    run_child("child_entry", &strs(&rm_args(&model, &data, &whole, &flags)));
-
-    let (a, b) = (output(&killed, "rm"), output(&whole, "rm"));
-    assert_eq!(a.file_name(), b.file_name());
-    let bytes = |dir: &Path, file: &str| std::fs::read(dir.join(file)).unwrap();
-    assert!(bytes(&a, "model.safetensors") == bytes(&b, "model.safetensors"), "resumed weights differ");
-    assert!(bytes(&a, "config.json") == bytes(&b, "config.json"), "reward normalization differs");
-    assert_eq!(deterministic_metrics(&a), deterministic_metrics(&b));
 }
 
 #[test]

@@ -1,14 +1,13 @@
 //! Fixtures shared by the dpo-train and rm-train tests: a small byte-level tokenizer (from the
 //! venv's `tokenizers`, via tests/python/hf_reference.py), tiny random Llama folders, JSONL
-//! preference files, in-process and child-process stage runs, and store look-ups.
+//! preference files, in-process stage runs, and store look-ups.
 #![allow(dead_code)]
 
 use rto_model::{CausalLm, Head, ModelConfig};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 use tch::{Device, Kind};
 
 /// Tokenizer ids reach ~260 (256 byte symbols + specials), so the models need more rows.
@@ -133,60 +132,3 @@ pub fn tail_mean(lines: &[Value], key: &str, k: usize) -> f64 {
     tail.iter().sum::<f64>() / tail.len() as f64
 }
 
-/// Environment variable through which a test process hands stage arguments to a child copy
-/// of itself (see [`child`]); the child runs the stage in a fresh process that can be killed.
-pub const CHILD_ARGS: &str = "RTO_STAGE_TEST_CHILD_ARGS";
-
-/// This test binary re-run on its test `entry`, which reads [`CHILD_ARGS`].
-pub fn child(entry: &str, list: &[&str]) -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command.args(["--exact", entry, "--nocapture", "--test-threads=1"]);
-    command.env(CHILD_ARGS, serde_json::to_string(list).unwrap());
-    command
-}
-
-/// The stage arguments handed to a child, if this process is one.
-pub fn child_args() -> Option<Vec<String>> {
-    std::env::var(CHILD_ARGS).ok().map(|s| serde_json::from_str(&s).unwrap())
-}
-
-pub fn run_child(entry: &str, list: &[&str]) -> Output {
-    let output = child(entry, list).output().unwrap();
-    assert!(output.status.success(), "child run failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    output
-}
-
-/// Starts a child run, SIGKILLs it as soon as its first checkpoint exists under
-/// `<store>/<stage>/.work-*/ckpt`, and returns once it is dead.
-pub fn kill_after_first_checkpoint(entry: &str, list: &[&str], store: &Path, stage: &str) {
-    let mut process = child(entry, list).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    let started = Instant::now();
-    loop {
-        if checkpoint_exists(&store.join(stage)) {
-            process.kill().unwrap();
-            process.wait().unwrap();
-            return;
-        }
-        if let Some(status) = process.try_wait().unwrap() {
-            panic!("the run ended ({status}) before a checkpoint appeared: give it more steps");
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn checkpoint_exists(stage_root: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(stage_root) else { return false };
-    entries.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(".work-") && e.path().join("ckpt/state.json").exists())
-}
-
-/// metrics.jsonl lines without the wall-clock field, for run-to-run comparison.
-pub fn deterministic_metrics(dir: &Path) -> Vec<Value> {
-    metrics(dir)
-        .into_iter()
-        .map(|mut line| {
-            line.as_object_mut().unwrap().retain(|k, _| !k.ends_with("tokens_per_s"));
-            line
-        })
-        .collect()
-}
