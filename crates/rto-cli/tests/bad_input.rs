@@ -162,7 +162,7 @@ fn cases() -> Vec<Case> {
         Case { name: "sft store under a regular file", bin: "sft-train", args: |c| {
             let blocker = c.file("not-a-dir", "x");
             set(c.sft_args(&["--data", &s(&c.sft_data)]), "--store", &format!("{blocker}/store"))
-        }, expect: &["not-a-dir"] },
+        }, expect: &["not-a-dir/store/sft", "Not a directory", "--store"] },
         Case { name: "sft checkpoint missing a tensor", bin: "sft-train", args: |c| {
             let m = c.model_copy(&c.sft, "no-norm", |d| edit_checkpoint(d, "model.norm.weight", None));
             c.args(SFT_FLAGS, &["--model", &m, "--data", &s(&c.sft_data)])
@@ -207,7 +207,7 @@ fn cases() -> Vec<Case> {
         Case { name: "rm store under a regular file", bin: "rm-train", args: |c| {
             let blocker = c.file("blocker", "x");
             set(c.pref_args(&["--data", &s(&c.pairs_file)]), "--store", &format!("{blocker}/runs"))
-        }, expect: &["blocker"] },
+        }, expect: &["blocker/runs/rm", "--store"] },
         Case { name: "rm negative learning rate", bin: "rm-train", args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--learning-rate=-0.001"]), expect: &["--learning-rate", "> 0, got -0.001"] },
         // ---- token-reward-annotate
         Case { name: "annotate clip 0 and beta1 0", bin: "token-reward-annotate", args: |c| c.annotate_args(&["--data", &s(&c.pairs_file), "--clip", "0", "--beta1", "0", "--mode", "rto"]), expect: &["beta1 = 0", "clip 0", "mode ppo"] },

@@ -43,6 +43,18 @@ impl std::fmt::Debug for CausalLm {
     }
 }
 
+/// The `config.json` of model folder `dir`; a folder that does not exist gets its own message
+/// (a bare "No such file" about config.json hides that the whole path is wrong).
+fn folder_config(dir: &Path) -> Result<ModelConfig> {
+    if !dir.is_dir() {
+        bail!(
+            "model folder {} does not exist: give a folder printed by a training stage or a Hugging Face model folder",
+            dir.display()
+        );
+    }
+    ModelConfig::from_file(&dir.join("config.json"))
+}
+
 impl CausalLm {
     /// A model with random weights (normal, std 0.02), seeded through libtorch's generator.
     pub fn random(config: ModelConfig, head: Head, device: Device, kind: Kind) -> Result<Self> {
@@ -70,7 +82,7 @@ impl CausalLm {
     /// Loads an HF folder (`config.json` + safetensors) with the requested head, converting the
     /// weights to `kind`. A missing head tensor is an error naming the folder and tensor.
     pub fn load(dir: &Path, head: Head, device: Device, kind: Kind) -> Result<Self> {
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let config = folder_config(dir)?;
         let model = Self::random(config, head, device, kind)?;
         let targets: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         weights::load_into(dir, &targets).with_context(|| format!("loading model {}", dir.display()))?;
@@ -80,7 +92,7 @@ impl CausalLm {
     /// Loads a causal-LM folder as a value model: the decoder from the folder and a fresh score
     /// head of zeros, or the folder's own `score` when it has one (a reward model).
     pub fn load_as_value_model(dir: &Path, device: Device) -> Result<Self> {
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let config = folder_config(dir)?;
         let model = Self::random(config, Head::Score, device, Kind::Float)?;
         let mut targets: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         let has_score = weights::tensor_locations(dir)?.contains_key("score.weight");

@@ -49,9 +49,31 @@ pub struct GenerationSettings {
     pub columns: ColumnNames,
 }
 
+impl GenerationSettings {
+    /// The sampling settings of chunk 0 (each chunk offsets the seed).
+    fn sampling(&self, stop_ids: Vec<i64>, seed: u64) -> SamplingConfig {
+        SamplingConfig {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            greedy: self.greedy,
+            stop_ids,
+            seed,
+            ..Default::default()
+        }
+    }
+
+    /// Checked before the store is touched, so a bad flag fails before a model loads.
+    fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.generation_batch_size > 0, "generation_batch_size must be at least 1 (--generation-batch-size)");
+        self.sampling(Vec::new(), 0).validate()
+    }
+}
+
 /// Runs (or reuses) the "generate" stage for `model`; returns its folder. Not linked/printed:
 /// only the eval folder is the command's output.
 pub fn generation_stage(common: &CommonArgs, settings: &GenerationSettings, model: &Path, prompts: &Path) -> Result<PathBuf> {
+    settings.validate()?;
     let spec = stage::spec("generate", 1, common, settings)?.with_input("model", model).with_input("prompts", prompts);
     let outcome = common.store().run(&spec, common.force, |out| {
         tch::manual_seed(common.seed as i64);
@@ -82,18 +104,10 @@ fn generate_all(common: &CommonArgs, settings: &GenerationSettings, model_dir: &
     if encoded.is_empty() {
         bail!("{}: no usable prompts (skipped: {:?}){}", prompts_path.display(), stats.skipped, crate::encode::skip_hint(&stats));
     }
-    let sampling = SamplingConfig {
-        max_new_tokens: settings.max_new_tokens,
-        temperature: settings.temperature,
-        top_p: settings.top_p,
-        greedy: settings.greedy,
-        stop_ids: tokenizer.eos_id.into_iter().collect(),
-        seed: common.seed,
-        ..Default::default()
-    };
+    let sampling = settings.sampling(tokenizer.eos_id.into_iter().collect(), common.seed);
     let mut result = Generations { prompts: vec![], responses: vec![], lengths: vec![] };
     let progress = crate::progress::bar(encoded.len() as u64, "generate");
-    for (chunk_index, chunk) in encoded.chunks(settings.generation_batch_size.max(1)).enumerate() {
+    for (chunk_index, chunk) in encoded.chunks(settings.generation_batch_size).enumerate() {
         let prompts: Vec<Vec<i64>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
         let config = SamplingConfig { seed: sampling.seed.wrapping_add(chunk_index as u64), ..sampling.clone() };
         let generation = generate(&model, &prompts, &config, tokenizer.pad_id)?;

@@ -133,11 +133,21 @@ pub fn scratch() -> tempfile::TempDir {
 
 fn build_fixture() -> Fixture {
     let root = repo_root();
-    // One folder per test binary, recreated per process: statics are never dropped, so a
-    // TempDir would leak; a fixed name keeps at most one stale copy per test file.
+    // One folder per test process: statics are never dropped, so a TempDir would leak, and a
+    // name shared by two processes of the same test binary (two `cargo test` at once) lets
+    // one delete the other's store mid-run. Folders of processes that are gone are reaped.
     let exe = std::env::current_exe().unwrap();
     let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fixture-{stem}"));
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let prefix = format!("fixture-{stem}-");
+    for entry in fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = tmp.join(format!("{prefix}{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     let store = dir.join("store");
