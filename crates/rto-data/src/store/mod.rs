@@ -453,8 +453,9 @@ fn lock_stage(
 ) -> Result<(fs::File, bool)> {
     use std::os::unix::fs::MetadataExt;
     loop {
-        fs::create_dir_all(stage_root)
-            .with_context(|| format!("cannot create {}", stage_root.display()))?;
+        fs::create_dir_all(stage_root).with_context(|| {
+            format!("cannot create {} (is --store a writable folder?)", stage_root.display())
+        })?;
         let mut open = fs::OpenOptions::new();
         open.write(true).truncate(false);
         let (lock, created) = match open.clone().create_new(true).open(lock_path) {
