@@ -38,7 +38,7 @@ fn assert_good_checkpoint(ckpt: &Path, failed_step: usize, weights: &[&str]) {
     for name in weights {
         let bytes = fs::read(ckpt.join(name)).unwrap();
         let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{name} does not load: {e}"));
-        assert!(tensors.len() > 0, "{name} holds no tensor");
+        assert!(!tensors.is_empty(), "{name} holds no tensor");
         for (tensor, view) in tensors.tensors() {
             assert_eq!(view.dtype(), safetensors::Dtype::F32, "{tensor}");
             let finite = view.data().chunks_exact(4).all(|c| f32::from_le_bytes(c.try_into().unwrap()).is_finite());

@@ -53,7 +53,7 @@ impl LoopSettings {
         if self.batch_size == 0 || self.epochs == 0 {
             bail!("batch_size and epochs must be at least 1");
         }
-        if self.batch_size % self.micro_batch() != 0 {
+        if !self.batch_size.is_multiple_of(self.micro_batch()) {
             bail!("batch_size {} is not a multiple of micro_batch_size {}", self.batch_size, self.micro_batch());
         }
         self.adam.validate()

@@ -57,7 +57,7 @@ fn seed_of(seed: u64, iteration: usize, salt: u64) -> u64 {
 
 /// Every `every` iterations (0 = never), counting from 1.
 fn due(every: usize, iteration: usize) -> bool {
-    every > 0 && iteration % every == 0
+    every > 0 && iteration.is_multiple_of(every)
 }
 
 /// Prompt indices of `iteration` (from 1): consecutive slices of an endless series of seeded
