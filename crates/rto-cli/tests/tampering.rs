@@ -73,6 +73,8 @@ fn downstream_users_reject_an_edited_checkpoint() {
     assert_refused(&copy, "rto-sample", &["--model".into(), p(&copy.dpo).into(), "--max-new-tokens".into(), "2".into()], &expect);
     let eval = ["--store", p(&copy.store), "--model", p(&copy.dpo), "--baseline", p(&copy.sft), "--prompts", p(&fixture().prompts), "--judge", "toy", "--max-new-tokens", "4"].map(String::from);
     assert_refused(&copy, "rto-eval", &eval, &expect);
+    let ppo = ["--store", p(&copy.store), "--policy", p(&copy.sft), "--dpo", p(&copy.dpo), "--reward-model", p(&copy.rm), "--prompts", p(&fixture().prompts), "--judge", "toy", "--rollout-batch-size", "4", "--train-batch-size", "4", "--iterations", "1", "--max-new-tokens", "4"].map(String::from);
+    assert_refused(&copy, "ppo-train", &ppo, &expect);
 }
 
 #[test]
