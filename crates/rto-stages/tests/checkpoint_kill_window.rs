@@ -43,3 +43,17 @@ fn reopening_the_metrics_log_keeps_records_up_to_the_checkpoint() {
     MetricsLog::open(&path, 0).unwrap();
     assert_eq!(fs::read_to_string(&path).unwrap(), "", "a fresh run starts an empty log");
 }
+
+/// State saved in a checkpoint (PPO's adaptive KL coefficient) must come back bit for bit, or
+/// a resumed run drifts from an uninterrupted one. serde_json's default float parser may be
+/// off by one ulp; this value was (PPO's β2 after iteration 4 of the kill test:
+/// 0.009375196815359999 came back as 0.00937519681536).
+#[test]
+fn checkpoint_state_floats_come_back_bit_for_bit() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kl: f64 = "0.009375196815359999".parse().unwrap();
+    let checkpointer = Checkpointer::new(scratch.path());
+    checkpointer.save(4, &[], &[], json!({"kl": kl})).unwrap();
+    let restored = checkpointer.restore(&mut [], &mut []).unwrap().unwrap();
+    assert_eq!(restored.state["kl"].as_f64().unwrap().to_bits(), kl.to_bits());
+}
