@@ -15,7 +15,10 @@ final save included; for dpo the reference log-prob stage `dpo-ref-logps` runs t
 sides do the reference forward). Theirs: a child Python process per run (each peer has its
 own trl on sys.path); it imports, loads the models and builds the trainer untimed, then
 times trainer.train() (dpo, ppo) or the whole annotate work (tokenization, forwards, token
-rewards, Parquet write). Both sides use every core. Sides alternate, `reps` rounds, medians.
+rewards, Parquet write). Both sides use every core (--threads N sets OMP_NUM_THREADS for ours
+and torch.set_num_threads for theirs). Sides alternate, `reps` rounds, medians. Each row also
+carries the CPU-time ratio (child rusage for ours, process_time around the timed work for
+theirs), which moves less than wall time when other jobs share the cores.
 
 Standalone: .venv/bin/python bench/bench_stages.py --reps 3
 """
@@ -341,7 +344,9 @@ def rows(reps: int) -> list:
             f"TRL {info['dpo']['trl']} DPOTrainer",
             f"ours dpo-ref-logps + dpo binary wall; theirs train() ({info['dpo']['steps']} steps)"),
         row("ppo", f"PPO, {n} it of {PPO['rollout']} x {PPO['max_new_tokens']} tok", "it/s", n,
-            f"TRL {info['ppo']['trl']} PPOTrainer", "ours ppo-train --mode ppo binary wall; theirs train()"),
+            f"TRL {info['ppo']['trl']} PPOTrainer", "ours ppo-train --mode ppo binary wall (iterations: " +
+            ", ".join(f"{k.split('/')[1]} {statistics.median(r[k] for r in runs['ppo'][0]):.1f}s"
+                      for k in ("time/generation", "time/scoring", "time/training", "time/total")) + "); theirs train()"),
         row("rto", f"RTO mode vs PPO mode, {n} it", "it/s", n, "ppo-train --mode ppo (ours)",
             "the DPO model's extra forward"),
         row("annotate", f"annotate, {2 * pairs} seqs, batch {ANNOTATE['batch_size']}", "tok/s", tokens,
@@ -372,7 +377,8 @@ def main():
     print(f"{'bench':<40} {'rto':>9} {'peer':>9} {'ratio':>7}  {'unit':<8} peer / note")
     for r in table:
         print(f"{r['bench']:<40} {r['rto']:>9.4g} {r['peer']:>9.4g} {r['ratio']:>6.2f}x  {r['unit']:<8} {r['peer_name']}; {r['note']}")
-    print(f"({args.reps} rounds, medians; {time.perf_counter() - start:.0f}s)")
+    print(f"({args.reps} rounds, medians; {THREADS} threads each side; {os.cpu_count()} cores; "
+          f"load average {os.getloadavg()[0]:.1f} at the end; {time.perf_counter() - start:.0f}s)")
     if args.json:
         json.dump(table, open(args.json, "w"), indent=1)
 
