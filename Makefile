@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 TORCH_VERSION := 2.11.0
+# The version the parity tests were written against; pinned so a fresh machine gets the same.
+TRANSFORMERS_VERSION := 5.24.0
 CARGO_CONFIG := .cargo/config.toml
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -15,7 +17,7 @@ all: build
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check \
-		torch==$(TORCH_VERSION) transformers pyarrow safetensors
+		torch==$(TORCH_VERSION) transformers==$(TRANSFORMERS_VERSION) pyarrow safetensors
 	touch $@
 
 # Generated, not committed: it holds this checkout's absolute libtorch path, so that
@@ -44,8 +46,19 @@ replicate: build
 	$(VPY) -m pip install --quiet --disable-pip-version-check matplotlib
 	$(VPY) pipelines/replicate.py
 
-bench: build
-	$(VPY) bench/bench_model.py
+# TRL is for the bench only. 1.16 (DPOTrainer) goes into the venv with torch and transformers
+# pinned, so the peers the tests compare against stay as they are; 0.29.1, the last release
+# with a PPO trainer, goes apart into bench/.trl-ppo (no deps) for the PPO row only.
+$(VENV)/.bench-ready: $(VENV)/.ready
+	$(VPY) -m pip install --quiet --disable-pip-version-check \
+		trl==1.16.0 torch==$(TORCH_VERSION) transformers==$(TRANSFORMERS_VERSION)
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps --target bench/.trl-ppo trl==0.29.1
+	touch $@
+
+# Model-core rows (sampling, DPO-shaped step, MFU) and stage rows (dpo/ppo/annotate vs TRL and
+# PyTorch), each pair measured in this one run; about 15 minutes on 2 cores.
+bench: build $(VENV)/.bench-ready
+	$(VPY) bench/bench_model.py --json bench/latest.json
 
 clean-runs:
 	rm -rf runs
