@@ -200,16 +200,19 @@ def main():
     if not args.no_stages and args.device == "cpu":
         import bench_stages
         for row in bench_stages.rows(args.reps):
-            rows.append((f"{row['bench']} ({row['unit']})", row["rto"], row["peer"], row["peer_name"]))
+            rows.append((f"{row['bench']} ({row['unit']})", row["rto"], row["peer"], row["peer_name"], row["note"]))
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}; "
           f"device {args.device}, size {args.size}, generation dtype {args.dtype}")
-    print(f"{'bench':<28} {'rto':>10} {'peer':>10} {'ratio':>7}  peer")
-    for name, a, b, peer_name in rows:
-        print(f"{name:<28} {a:>10.4g} {b:>10.4g} {a / b:>6.2f}x  {peer_name}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"{'bench':<52} {'rto':>10} {'peer':>10} {'ratio':>7}  peer")
+    for name, a, b, peer_name, *note in rows:
+        print(f"{name:<52} {a:>10.4g} {b:>10.4g} {a / b:>6.2f}x  {peer_name}")
+    for name, *_, note in [r for r in rows if len(r) == 5]:
+        print(f"  {name}: {note}")
     if args.json:
-        json.dump([dict(bench=r[0], rto=r[1], peer=r[2], ratio=r[1] / r[2], peer_name=r[3]) for r in rows],
-                  open(args.json, "w"), indent=1)
+        json.dump([dict(bench=r[0], rto=r[1], peer=r[2], ratio=r[1] / r[2], peer_name=r[3], note=(r[4:] or [""])[0])
+                   for r in rows], open(args.json, "w"), indent=1)
 
 
 if __name__ == "__main__":
