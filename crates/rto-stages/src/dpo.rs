@@ -291,19 +291,11 @@ impl SupervisedTask for DpoTask {
     }
 
     fn train_micro_batch(&mut self, items: &[usize], scale: f64) -> Result<Metrics> {
-        let examples: Vec<&DpoExample> = items.iter().map(|&i| &self.train[i]).collect();
-        let (loss, metrics) = self.forward(&examples)?;
-        (loss * scale).backward();
-        Ok(metrics)
+        preference::train_micro_batch(&self.train, items, scale, |batch| self.forward(batch))
     }
 
     fn evaluate(&mut self) -> Result<Metrics> {
-        let mut metrics = preference::evaluate_in_chunks(&self.eval, self.micro_batch, |chunk| {
-            let examples: Vec<&DpoExample> = chunk.iter().collect();
-            Ok(self.forward(&examples)?.1)
-        })?;
-        metrics.remove("tokens");
-        Ok(metrics)
+        preference::evaluate_pairs(&self.eval, self.micro_batch, |batch| self.forward(batch))
     }
 }
 

@@ -72,6 +72,25 @@ pub fn evaluate_in_chunks<T>(items: &[T], chunk: usize, mut f: impl FnMut(&[T]) 
     Ok(total)
 }
 
+/// One training micro batch of a pair task (dpo, rm): `forward` on the `items` of `train`, its
+/// loss scaled by the micro batch's share of the batch, then backward. Returns its metrics.
+pub fn train_micro_batch<T>(train: &[T], items: &[usize], scale: f64, forward: impl Fn(&[&T]) -> Result<(Tensor, Metrics)>) -> Result<Metrics> {
+    let picked: Vec<&T> = items.iter().map(|&i| &train[i]).collect();
+    let (loss, metrics) = forward(&picked)?;
+    (loss * scale).backward();
+    Ok(metrics)
+}
+
+/// Held-out metrics of a pair task in chunks of `chunk`; the `tokens` count is a training-only figure.
+pub fn evaluate_pairs<T>(eval: &[T], chunk: usize, forward: impl Fn(&[&T]) -> Result<(Tensor, Metrics)>) -> Result<Metrics> {
+    let mut metrics = evaluate_in_chunks(eval, chunk, |part| {
+        let refs: Vec<&T> = part.iter().collect();
+        Ok(forward(&refs)?.1)
+    })?;
+    metrics.remove("tokens");
+    Ok(metrics)
+}
+
 /// Metrics from any serializable struct of numbers (e.g. `PreferenceMetrics`, whose serde
 /// names are TRL's).
 pub fn metrics_of(value: &impl serde::Serialize) -> Result<Metrics> {

@@ -135,19 +135,11 @@ impl SupervisedTask for RmTask {
     }
 
     fn train_micro_batch(&mut self, items: &[usize], scale: f64) -> Result<Metrics> {
-        let pairs: Vec<&EncodedPair> = items.iter().map(|&i| &self.train[i]).collect();
-        let (loss, metrics) = self.forward(&pairs)?;
-        (loss * scale).backward();
-        Ok(metrics)
+        preference::train_micro_batch(&self.train, items, scale, |batch| self.forward(batch))
     }
 
     fn evaluate(&mut self) -> Result<Metrics> {
-        let mut metrics = preference::evaluate_in_chunks(&self.eval, self.micro_batch, |chunk| {
-            let pairs: Vec<&EncodedPair> = chunk.iter().collect();
-            Ok(self.forward(&pairs)?.1)
-        })?;
-        metrics.remove("tokens");
-        Ok(metrics)
+        preference::evaluate_pairs(&self.eval, self.micro_batch, |batch| self.forward(batch))
     }
 }
 
