@@ -18,8 +18,8 @@
 //! - [`schedule`]: cosine learning-rate schedule with warmup, global grad-norm clipping.
 //! - [`masked`]: masked reductions the other modules share.
 
-mod check;
 pub mod advantage;
+mod check;
 pub mod kl_control;
 pub mod masked;
 pub mod ppo_loss;

@@ -99,7 +99,9 @@ impl PreferenceOutputs {
 impl PreferenceLoss {
     pub fn beta(&self) -> f64 {
         match *self {
-            Self::Sigmoid { beta, .. } | Self::Ipo { beta } | Self::Simpo { beta, .. } | Self::Rdpo { beta, .. } => beta,
+            Self::Sigmoid { beta, .. } | Self::Ipo { beta } | Self::Simpo { beta, .. } | Self::Rdpo { beta, .. } => {
+                beta
+            }
         }
     }
 
@@ -211,7 +213,11 @@ pub struct BradleyTerryOutputs {
 
 /// DESIGN.md §4 "Reward model": −logσ(r(x,y_w) − r(x,y_l) − margin); `margin` `[B]` is optional
 /// (e.g. the score gap of a judged pair, as in Llama-2's margin loss). Accuracy ignores it.
-pub fn bradley_terry_loss(r_chosen: &Tensor, r_rejected: &Tensor, margin: Option<&Tensor>) -> Result<BradleyTerryOutputs> {
+pub fn bradley_terry_loss(
+    r_chosen: &Tensor,
+    r_rejected: &Tensor,
+    margin: Option<&Tensor>,
+) -> Result<BradleyTerryOutputs> {
     let shape = r_chosen.size();
     if shape.len() != 1 {
         bail!("r_chosen must be per-sequence [B], got shape {shape:?}");

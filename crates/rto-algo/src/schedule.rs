@@ -46,7 +46,13 @@ impl CosineSchedule {
 }
 
 /// One-shot form of [`CosineSchedule::lr_at`], validating the settings.
-pub fn cosine_with_warmup(step: u64, total_steps: u64, warmup_ratio: f64, peak_lr: f64, min_lr_ratio: f64) -> Result<f64> {
+pub fn cosine_with_warmup(
+    step: u64,
+    total_steps: u64,
+    warmup_ratio: f64,
+    peak_lr: f64,
+    min_lr_ratio: f64,
+) -> Result<f64> {
     let schedule = CosineSchedule { total_steps, warmup_ratio, peak_lr, min_lr_ratio };
     schedule.validate()?;
     Ok(schedule.lr_at(step))
@@ -60,10 +66,7 @@ pub fn cosine_with_warmup(step: u64, total_steps: u64, warmup_ratio: f64, peak_l
 pub fn clip_grad_norm(vars: &[Tensor], max_norm: f64) -> Result<f64> {
     check::positive("max_norm", max_norm)?;
     let mut grads: Vec<Tensor> = vars.iter().map(Tensor::grad).filter(Tensor::defined).collect();
-    let squared: f64 = grads
-        .iter()
-        .map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]))
-        .sum();
+    let squared: f64 = grads.iter().map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum();
     let total = squared.sqrt();
     let coef = max_norm / (total + 1e-6);
     if total.is_finite() && coef < 1.0 {

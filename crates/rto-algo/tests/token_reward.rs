@@ -150,8 +150,13 @@ fn reward_model_score_is_clamped_and_scaled() {
     let lp = t2(&[[-1.0, -1.0], [-1.0, -1.0], [-1.0, -1.0]]);
     let mask = t2(&[[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]);
     let score = t1(&[25.0, -10.5, 3.0]);
-    let inputs =
-        TokenRewardInputs { logp_ref: &lp, logp_dpo: None, logp_policy: None, sentence_reward: Some(&score), mask: &mask };
+    let inputs = TokenRewardInputs {
+        logp_ref: &lp,
+        logp_dpo: None,
+        logp_policy: None,
+        sentence_reward: Some(&score),
+        mask: &mask,
+    };
     let out = compose(RewardMode::Rto, &RewardWeights::default(), &inputs).unwrap();
     // clamp([25, −10.5, 3], ±10) = [10, −10, 3]; row 1's last real token is column 0
     assert_rows_close(&out.reward, &[[0.0, 10.0], [-10.0, 0.0], [0.0, 3.0]], 0.0, "clamped");

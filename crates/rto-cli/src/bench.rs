@@ -38,7 +38,14 @@ fn random_tokens(rows: usize, len: usize, vocab: i64, seed: i64) -> Vec<Vec<i64>
 }
 
 /// Generated tokens per second: `batch` prompts of `prompt_len` tokens, `new_tokens` each.
-pub fn generation(config: ModelConfig, batch: usize, prompt_len: usize, new_tokens: usize, device: Device, kind: Kind) -> Result<f64> {
+pub fn generation(
+    config: ModelConfig,
+    batch: usize,
+    prompt_len: usize,
+    new_tokens: usize,
+    device: Device,
+    kind: Kind,
+) -> Result<f64> {
     tch::manual_seed(0);
     let model = CausalLm::random(config, Head::LanguageModel, device, kind)?;
     let prompts = random_tokens(batch, prompt_len, model.config.vocab_size, 1);
@@ -84,8 +91,18 @@ impl DpoStepBench {
 
     /// One step; returns the loss so the work cannot be optimised away.
     pub fn step(&mut self) -> f64 {
-        let reference = tch::no_grad(|| response_logprobs(&self.reference, &self.batch, false).logprobs.sum_dim_intlist([1].as_slice(), false, Kind::Float));
-        let policy = response_logprobs(&self.policy, &self.batch, false).logprobs.sum_dim_intlist([1].as_slice(), false, Kind::Float);
+        let reference = tch::no_grad(|| {
+            response_logprobs(&self.reference, &self.batch, false).logprobs.sum_dim_intlist(
+                [1].as_slice(),
+                false,
+                Kind::Float,
+            )
+        });
+        let policy = response_logprobs(&self.policy, &self.batch, false).logprobs.sum_dim_intlist(
+            [1].as_slice(),
+            false,
+            Kind::Float,
+        );
         let delta = (&policy - &reference).view([2, self.pairs]);
         let margin = delta.get(0) - delta.get(1);
         let loss = -(margin * 0.1).log_sigmoid().mean(Kind::Float);

@@ -28,7 +28,13 @@ struct Running {
 }
 
 fn start(name: &str, list: &[String]) -> Running {
-    let mut child = Command::new(bin(name)).args(list).current_dir(repo_root()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(bin(name))
+        .args(list)
+        .current_dir(repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stderr = Arc::new(Mutex::new(String::new()));
     let (pipe, sink) = (child.stderr.take().unwrap(), stderr.clone());
     let reader = std::thread::spawn(move || {
@@ -58,7 +64,12 @@ fn two_at_once(name: &str, stage: &str, list: impl Fn(&Path) -> Vec<String>, exp
     let store = work.path().join("store");
     let key = expected.file_name().unwrap().to_string_lossy().into_owned();
     fs::create_dir_all(store.join(stage)).unwrap();
-    let held = fs::OpenOptions::new().create(true).truncate(false).write(true).open(store.join(stage).join(format!("{key}.lock"))).unwrap();
+    let held = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(store.join(stage).join(format!("{key}.lock")))
+        .unwrap();
     held.lock().unwrap();
     let runs = [start(name, &list(&store)), start(name, &list(&store))];
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -67,7 +78,10 @@ fn two_at_once(name: &str, stage: &str, list: impl Fn(&Path) -> Vec<String>, exp
         assert!(Instant::now() < deadline, "both {name} runs should wait for the held lock within 120 s");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(published(&store).keys().all(|k| !k.starts_with(&format!("{stage}/"))), "a run published while the lock was held");
+    assert!(
+        published(&store).keys().all(|k| !k.starts_with(&format!("{stage}/"))),
+        "a run published while the lock was held"
+    );
     held.unlock().unwrap();
     let [first, second] = runs;
     let outs = [finish(first), finish(second)];
@@ -79,7 +93,13 @@ fn two_at_once(name: &str, stage: &str, list: impl Fn(&Path) -> Vec<String>, exp
     assert_eq!(path, store.join(stage).join(&key));
     let computed = outs.iter().filter(|o| o.2.contains(&format!("rto: {stage}: computed"))).count();
     let reused = outs.iter().filter(|o| o.2.contains(&format!("rto: {stage}: reusing cached output"))).count();
-    assert_eq!((computed, reused), (1, 1), "exactly one run computes and the other reuses:\n{}\n---\n{}", outs[0].2, outs[1].2);
+    assert_eq!(
+        (computed, reused),
+        (1, 1),
+        "exactly one run computes and the other reuses:\n{}\n---\n{}",
+        outs[0].2,
+        outs[1].2
+    );
     assert_all_verify(&store, "after two concurrent runs");
     // Same bytes as the fixture's output of this key; the manifests differ in input paths
     // (this store's and the fixture's), so they are compared by verification only.
@@ -88,7 +108,12 @@ fn two_at_once(name: &str, stage: &str, list: impl Fn(&Path) -> Vec<String>, exp
     for (rel, bytes) in ours.iter().filter(|(rel, _)| rel.as_str() != "manifest.json") {
         assert!(bytes == &theirs[rel], "{rel} differs from the fixture's output of the same key");
     }
-    let leftovers: Vec<String> = fs::read_dir(store.join(stage)).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".tmp-") || n.starts_with(".work-")).collect();
+    let leftovers: Vec<String> = fs::read_dir(store.join(stage))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-") || n.starts_with(".work-"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary folders left behind: {leftovers:?}");
 }
 
@@ -97,7 +122,16 @@ fn two_sft_runs_on_one_key_compute_once() {
     let f = fixture();
     let list = |store: &Path| {
         let mut a: Vec<String> = SFT_FLAGS.iter().map(|x| x.to_string()).collect();
-        a.extend(["--store".into(), s(store), "--init-config".into(), s(&f.model_config), "--tokenizer".into(), s(&f.tokenizer), "--data".into(), s(&f.sft_data)]);
+        a.extend([
+            "--store".into(),
+            s(store),
+            "--init-config".into(),
+            s(&f.model_config),
+            "--tokenizer".into(),
+            s(&f.tokenizer),
+            "--data".into(),
+            s(&f.sft_data),
+        ]);
         a
     };
     two_at_once("sft-train", "sft", list, &f.sft);

@@ -24,16 +24,80 @@ fn pipeline(store: &Path) -> Vec<PathBuf> {
     let f = fixture();
     let st = || vec!["--store".to_string(), s(store)];
     let arg = |xs: &[(&str, &Path)]| -> Vec<String> { xs.iter().flat_map(|(k, v)| [k.to_string(), s(v)]).collect() };
-    let sft = run_ok("sft-train", &with(SFT_FLAGS, &[st(), arg(&[("--init-config", &f.model_config), ("--tokenizer", &f.tokenizer), ("--data", &f.sft_data)])].concat()));
-    let pairs = run_ok("make-pairs", &with(GEN_FLAGS, &[st(), arg(&[("--model", &sft), ("--prompts", &f.sft_data)])].concat()));
+    let sft = run_ok(
+        "sft-train",
+        &with(
+            SFT_FLAGS,
+            &[st(), arg(&[("--init-config", &f.model_config), ("--tokenizer", &f.tokenizer), ("--data", &f.sft_data)])]
+                .concat(),
+        ),
+    );
+    let pairs =
+        run_ok("make-pairs", &with(GEN_FLAGS, &[st(), arg(&[("--model", &sft), ("--prompts", &f.sft_data)])].concat()));
     let data = pairs.join("pairs.jsonl");
     let dpo = run_ok("dpo-train", &with(PREF_FLAGS, &[st(), arg(&[("--model", &sft), ("--data", &data)])].concat()));
     let rm = run_ok("rm-train", &with(PREF_FLAGS, &[st(), arg(&[("--model", &sft), ("--data", &data)])].concat()));
-    let annotate = run_ok("token-reward-annotate", &with(ANNOTATE_FLAGS, &[st(), arg(&[("--ref", &sft), ("--dpo", &dpo), ("--reward-model", &rm), ("--data", &data)])].concat()));
-    let ppo_flags = ["--rollout-batch-size", "8", "--train-batch-size", "4", "--micro-batch-size", "2", "--max-new-tokens", "8", "--max-prompt-len", "48", "--iterations", "2", "--eval-every", "2", "--save-rollouts-every", "1"];
-    let ppo = run_ok("ppo-train", &with(&ppo_flags, &[st(), arg(&[("--policy", &sft), ("--dpo", &dpo), ("--reward-model", &rm), ("--prompts", &f.prompts), ("--eval-prompts", &f.prompts)])].concat()));
-    let eval_flags = ["--num-prompts", "8", "--max-new-tokens", "8", "--generation-batch-size", "8", "--max-prompt-len", "48", "--judge", "toy"];
-    let eval = run_ok("rto-eval", &with(&eval_flags, &[st(), arg(&[("--model", &ppo), ("--baseline", &sft), ("--prompts", &f.prompts)])].concat()));
+    let annotate = run_ok(
+        "token-reward-annotate",
+        &with(
+            ANNOTATE_FLAGS,
+            &[st(), arg(&[("--ref", &sft), ("--dpo", &dpo), ("--reward-model", &rm), ("--data", &data)])].concat(),
+        ),
+    );
+    let ppo_flags = [
+        "--rollout-batch-size",
+        "8",
+        "--train-batch-size",
+        "4",
+        "--micro-batch-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--max-prompt-len",
+        "48",
+        "--iterations",
+        "2",
+        "--eval-every",
+        "2",
+        "--save-rollouts-every",
+        "1",
+    ];
+    let ppo = run_ok(
+        "ppo-train",
+        &with(
+            &ppo_flags,
+            &[
+                st(),
+                arg(&[
+                    ("--policy", &sft),
+                    ("--dpo", &dpo),
+                    ("--reward-model", &rm),
+                    ("--prompts", &f.prompts),
+                    ("--eval-prompts", &f.prompts),
+                ]),
+            ]
+            .concat(),
+        ),
+    );
+    let eval_flags = [
+        "--num-prompts",
+        "8",
+        "--max-new-tokens",
+        "8",
+        "--generation-batch-size",
+        "8",
+        "--max-prompt-len",
+        "48",
+        "--judge",
+        "toy",
+    ];
+    let eval = run_ok(
+        "rto-eval",
+        &with(
+            &eval_flags,
+            &[st(), arg(&[("--model", &ppo), ("--baseline", &sft), ("--prompts", &f.prompts)])].concat(),
+        ),
+    );
     vec![sft, pairs, dpo, rm, annotate, ppo, eval]
 }
 
@@ -43,10 +107,18 @@ fn every_stage_gives_the_same_keys_and_bytes_in_two_stores() {
     let (a, b) = (work.path().join("a"), work.path().join("b"));
     let (outs_a, outs_b) = (pipeline(&a), pipeline(&b));
     for (x, y) in outs_a.iter().zip(&outs_b) {
-        assert_eq!(x.strip_prefix(&a).unwrap(), y.strip_prefix(&b).unwrap(), "same seed and inputs, different cache key");
+        assert_eq!(
+            x.strip_prefix(&a).unwrap(),
+            y.strip_prefix(&b).unwrap(),
+            "same seed and inputs, different cache key"
+        );
     }
     let (pa, pb) = (published(&a), published(&b));
-    assert_eq!(pa.keys().collect::<Vec<_>>(), pb.keys().collect::<Vec<_>>(), "the two stores hold different stage/key folders");
+    assert_eq!(
+        pa.keys().collect::<Vec<_>>(),
+        pb.keys().collect::<Vec<_>>(),
+        "the two stores hold different stage/key folders"
+    );
     assert!(pa.len() >= 7, "expected every stage in the store: {:?}", pa.keys().collect::<Vec<_>>());
     for (name, path) in &pa {
         assert_same_outputs(path, &a, &pb[name], &b);

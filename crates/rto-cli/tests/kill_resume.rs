@@ -42,7 +42,13 @@ fn records_done(store: &Path, stage: &str) -> usize {
 
 /// Starts `name` and SIGKILLs it once `stage` has written `records` metrics records.
 fn kill_at(name: &str, list: &[String], store: &Path, stage: &str, records: usize) {
-    let mut child = Command::new(bin(name)).args(list).current_dir(repo_root()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(bin(name))
+        .args(list)
+        .current_dir(repo_root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     while records_done(store, stage) < records {
         if let Some(status) = child.try_wait().unwrap() {
@@ -69,25 +75,58 @@ fn kill_and_resume(name: &str, stage: &str, list: impl Fn(&Path) -> Vec<String>,
     for &point in &points {
         kill_at(name, &list(&killed), &killed, stage, point as usize);
         assert_all_verify(&killed, &format!("{name} killed after record {point}"));
-        assert!(!published(&killed).keys().any(|k| k.starts_with(&format!("{stage}/"))), "{name} killed after record {point} left an accepted {stage} folder");
+        assert!(
+            !published(&killed).keys().any(|k| k.starts_with(&format!("{stage}/"))),
+            "{name} killed after record {point} left an accepted {stage} folder"
+        );
     }
     let out = run(name, &list(&killed));
     assert!(out.status.success(), "{name} rerun failed:\n{}", out.stderr);
-    assert!(out.stderr.contains("resuming from the checkpoint"), "{name}: the last rerun did not resume:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("resuming from the checkpoint"),
+        "{name}: the last rerun did not resume:\n{}",
+        out.stderr
+    );
     let resumed = PathBuf::from(out.last_line());
     assert_eq!(resumed.file_name(), reference.file_name(), "same inputs and settings, same key");
     assert_same_outputs(&resumed, &killed, &reference, &whole);
     assert_all_verify(&killed, "after the final rerun");
 }
 
-const TRAIN: &[&str] = &["--epochs", "8", "--max-steps", "10", "--batch-size", "4", "--micro-batch-size", "2", "--eval-every", "4", "--checkpoint-every", "2", "--max-prompt-len", "48", "--max-response-len", "48"];
+const TRAIN: &[&str] = &[
+    "--epochs",
+    "8",
+    "--max-steps",
+    "10",
+    "--batch-size",
+    "4",
+    "--micro-batch-size",
+    "2",
+    "--eval-every",
+    "4",
+    "--checkpoint-every",
+    "2",
+    "--max-prompt-len",
+    "48",
+    "--max-response-len",
+    "48",
+];
 
 #[test]
 fn sft_train_resumes_bitwise_after_kills() {
     let f = fixture();
     let list = |store: &Path| {
         let mut a = args(TRAIN);
-        a.extend(["--store".into(), s(store), "--init-config".into(), s(&f.model_config), "--tokenizer".into(), s(&f.tokenizer), "--data".into(), s(&f.sft_data)]);
+        a.extend([
+            "--store".into(),
+            s(store),
+            "--init-config".into(),
+            s(&f.model_config),
+            "--tokenizer".into(),
+            s(&f.tokenizer),
+            "--data".into(),
+            s(&f.sft_data),
+        ]);
         a
     };
     kill_and_resume("sft-train", "sft", list, SEED);
@@ -119,8 +158,44 @@ fn rm_train_resumes_bitwise_after_kills() {
 fn ppo_train_resumes_bitwise_after_kills() {
     let f = fixture();
     let list = |store: &Path| {
-        let mut a = args(&["--rollout-batch-size", "8", "--train-batch-size", "4", "--micro-batch-size", "2", "--max-new-tokens", "8", "--max-prompt-len", "48", "--iterations", "8", "--checkpoint-every", "2", "--save-rollouts-every", "3", "--actor-lr", "1e-3", "--critic-lr", "1e-3", "--kl-target", "2", "--kl-horizon", "100"]);
-        a.extend(["--store".into(), s(store), "--policy".into(), s(&f.sft), "--dpo".into(), s(&f.dpo), "--reward-model".into(), s(&f.rm), "--prompts".into(), s(&f.prompts)]);
+        let mut a = args(&[
+            "--rollout-batch-size",
+            "8",
+            "--train-batch-size",
+            "4",
+            "--micro-batch-size",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--max-prompt-len",
+            "48",
+            "--iterations",
+            "8",
+            "--checkpoint-every",
+            "2",
+            "--save-rollouts-every",
+            "3",
+            "--actor-lr",
+            "1e-3",
+            "--critic-lr",
+            "1e-3",
+            "--kl-target",
+            "2",
+            "--kl-horizon",
+            "100",
+        ]);
+        a.extend([
+            "--store".into(),
+            s(store),
+            "--policy".into(),
+            s(&f.sft),
+            "--dpo".into(),
+            s(&f.dpo),
+            "--reward-model".into(),
+            s(&f.rm),
+            "--prompts".into(),
+            s(&f.prompts),
+        ]);
         a
     };
     kill_and_resume("ppo-train", "ppo", list, SEED + 3);

@@ -54,18 +54,54 @@ fn a_killed_lock_holder_hands_over_to_the_waiter() {
     let f = fixture();
     let work = scratch();
     let (store, logs) = (work.path().join("store"), work.path());
-    let mut args: Vec<String> = ["--epochs", "100", "--max-steps", "40", "--batch-size", "4", "--eval-every", "100", "--checkpoint-every", "2", "--max-prompt-len", "48", "--max-response-len", "48"].iter().map(|x| x.to_string()).collect();
-    args.extend(["--store".into(), s(&store), "--init-config".into(), s(&f.model_config), "--tokenizer".into(), s(&f.tokenizer), "--data".into(), s(&f.sft_data)]);
+    let mut args: Vec<String> = [
+        "--epochs",
+        "100",
+        "--max-steps",
+        "40",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "100",
+        "--checkpoint-every",
+        "2",
+        "--max-prompt-len",
+        "48",
+        "--max-response-len",
+        "48",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    args.extend([
+        "--store".into(),
+        s(&store),
+        "--init-config".into(),
+        s(&f.model_config),
+        "--tokenizer".into(),
+        s(&f.tokenizer),
+        "--data".into(),
+        s(&f.sft_data),
+    ]);
     let mut holder = start("sft-train", &args, logs, "holder");
     // The scratch folder exists once the holder has the lock and trains.
-    let training = || fs::read_dir(store.join("sft")).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".work-"))).unwrap_or(false);
+    let training = || {
+        fs::read_dir(store.join("sft"))
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".work-")))
+            .unwrap_or(false)
+    };
     wait_until("the holder's scratch folder", training);
     // Freeze the holder (it keeps the lock) so the waiter surely queues behind it whatever
     // the machine's speed; SIGKILL works on a stopped process.
     signal(&holder, "STOP");
-    assert!(holder.try_wait().unwrap().is_none(), "the holder ended before it could be stopped; the test needs a longer run");
+    assert!(
+        holder.try_wait().unwrap().is_none(),
+        "the holder ended before it could be stopped; the test needs a longer run"
+    );
     let mut waiter = start("sft-train", &args, logs, "waiter");
-    wait_until("the waiter to report waiting", || read(logs, "waiter.err").contains("rto: sft: waiting for another run"));
+    wait_until("the waiter to report waiting", || {
+        read(logs, "waiter.err").contains("rto: sft: waiting for another run")
+    });
     holder.kill().unwrap();
     holder.wait().unwrap();
     assert_all_verify(&store, "right after killing the lock holder");
@@ -78,6 +114,11 @@ fn a_killed_lock_holder_hands_over_to_the_waiter() {
     let folders: Vec<PathBuf> = published(&store).into_values().collect();
     assert_eq!(folders, vec![PathBuf::from(last)], "exactly the printed folder is accepted");
     assert_all_verify(&store, "after the waiter finished");
-    let leftovers: Vec<String> = fs::read_dir(store.join("sft")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".tmp-") || n.starts_with(".work-")).collect();
+    let leftovers: Vec<String> = fs::read_dir(store.join("sft"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-") || n.starts_with(".work-"))
+        .collect();
     assert!(leftovers.is_empty(), "the waiter left the holder's temporaries behind: {leftovers:?}");
 }

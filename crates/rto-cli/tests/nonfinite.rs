@@ -19,12 +19,22 @@ fn s(p: &Path) -> String {
 fn number_after(text: &str, word: &str) -> usize {
     let pattern = format!("{word} ");
     let at = text.find(&pattern).unwrap_or_else(|| panic!("no `{word} N` in: {text}")) + pattern.len();
-    text[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or_else(|_| panic!("no number after `{word}` in: {text}"))
+    text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after `{word}` in: {text}"))
 }
 
 /// The one scratch checkpoint of `stage` in `store`.
 fn checkpoint(store: &Path, stage: &str) -> PathBuf {
-    let work: Vec<PathBuf> = fs::read_dir(store.join(stage)).unwrap().flatten().map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".work-")).collect();
+    let work: Vec<PathBuf> = fs::read_dir(store.join(stage))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".work-"))
+        .collect();
     assert_eq!(work.len(), 1, "expected one scratch folder in {}", store.join(stage).display());
     work[0].join("ckpt")
 }
@@ -37,7 +47,8 @@ fn assert_good_checkpoint(ckpt: &Path, failed_step: usize, weights: &[&str]) {
     assert!((1..failed_step).contains(&step), "checkpoint step {step} is not before the failing step {failed_step}");
     for name in weights {
         let bytes = fs::read(ckpt.join(name)).unwrap();
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+        let tensors =
+            safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{name} does not load: {e}"));
         assert!(!tensors.is_empty(), "{name} holds no tensor");
         for (tensor, view) in tensors.tensors() {
             assert_eq!(view.dtype(), safetensors::Dtype::F32, "{tensor}");
@@ -54,16 +65,42 @@ fn assert_failed(out: &support::Output, store: &Path, stage: &str, what: &[&str]
     assert_eq!(out.status.code(), Some(1), "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "expected one error line:\n{}", out.stderr);
-    assert!(what.iter().any(|w| errors[0].contains(w)), "the error does not say what was non-finite ({what:?}): {}", errors[0]);
-    let points = errors[0].contains("last good checkpoint is in") || errors[0].contains("no checkpoint had been saved yet");
+    assert!(
+        what.iter().any(|w| errors[0].contains(w)),
+        "the error does not say what was non-finite ({what:?}): {}",
+        errors[0]
+    );
+    let points =
+        errors[0].contains("last good checkpoint is in") || errors[0].contains("no checkpoint had been saved yet");
     assert!(points, "the error does not say where the last good checkpoint is: {}", errors[0]);
     let accepted = published(store);
-    assert!(!accepted.keys().any(|k| k.starts_with(&format!("{stage}/"))), "a failed run accepted {:?}", accepted.keys().collect::<Vec<_>>());
+    assert!(
+        !accepted.keys().any(|k| k.starts_with(&format!("{stage}/"))),
+        "a failed run accepted {:?}",
+        accepted.keys().collect::<Vec<_>>()
+    );
     assert_all_verify(store, "after a non-finite failure");
     errors[0].to_string()
 }
 
-const TRAIN: &[&str] = &["--max-steps", "10", "--epochs", "8", "--batch-size", "4", "--checkpoint-every", "1", "--eval-every", "100", "--learning-rate", "1e30", "--max-prompt-len", "48", "--max-response-len", "48"];
+const TRAIN: &[&str] = &[
+    "--max-steps",
+    "10",
+    "--epochs",
+    "8",
+    "--batch-size",
+    "4",
+    "--checkpoint-every",
+    "1",
+    "--eval-every",
+    "100",
+    "--learning-rate",
+    "1e30",
+    "--max-prompt-len",
+    "48",
+    "--max-response-len",
+    "48",
+];
 
 /// sft and dpo share the trainer loop; each is driven into a non-finite loss by its learning
 /// rate. (rm-train is not: its Bradley–Terry loss saturates to 0 with finite, huge scores.)
@@ -71,7 +108,18 @@ const TRAIN: &[&str] = &["--max-steps", "10", "--epochs", "8", "--batch-size", "
 fn a_non_finite_loss_stops_the_supervised_stages_at_a_named_step() {
     let f = fixture();
     let cases: [(&str, &str, Vec<String>); 2] = [
-        ("sft-train", "sft", vec!["--init-config".into(), s(&f.model_config), "--tokenizer".into(), s(&f.tokenizer), "--data".into(), s(&f.sft_data)]),
+        (
+            "sft-train",
+            "sft",
+            vec![
+                "--init-config".into(),
+                s(&f.model_config),
+                "--tokenizer".into(),
+                s(&f.tokenizer),
+                "--data".into(),
+                s(&f.sft_data),
+            ],
+        ),
         ("dpo-train", "dpo", vec!["--model".into(), s(&f.sft), "--data".into(), s(&f.pairs_file)]),
     ];
     for (name, stage, inputs) in cases {
@@ -108,8 +156,38 @@ fn an_inf_weight_in_the_input_model_stops_rm_train_at_step_1() {
 
 fn ppo_args(store: &Path, reward_model: &Path, extra: &[&str]) -> Vec<String> {
     let f = fixture();
-    let mut list: Vec<String> = ["--rollout-batch-size", "8", "--train-batch-size", "4", "--micro-batch-size", "2", "--max-new-tokens", "8", "--max-prompt-len", "48", "--iterations", "4", "--checkpoint-every", "1"].iter().chain(extra).map(|x| x.to_string()).collect();
-    list.extend(["--store".into(), s(store), "--policy".into(), s(&f.sft), "--dpo".into(), s(&f.dpo), "--reward-model".into(), s(reward_model), "--prompts".into(), s(&f.prompts)]);
+    let mut list: Vec<String> = [
+        "--rollout-batch-size",
+        "8",
+        "--train-batch-size",
+        "4",
+        "--micro-batch-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--max-prompt-len",
+        "48",
+        "--iterations",
+        "4",
+        "--checkpoint-every",
+        "1",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|x| x.to_string())
+    .collect();
+    list.extend([
+        "--store".into(),
+        s(store),
+        "--policy".into(),
+        s(&f.sft),
+        "--dpo".into(),
+        s(&f.dpo),
+        "--reward-model".into(),
+        s(reward_model),
+        "--prompts".into(),
+        s(&f.prompts),
+    ]);
     list
 }
 
@@ -128,7 +206,17 @@ fn fill_tensor(model_dir: &Path, name: &str, value: f32) {
         views.push((n, view));
     }
     assert!(!filled.is_empty(), "{name} is not in {}", path.display());
-    let views: Vec<(String, TensorView)> = views.into_iter().map(|(n, v)| if n == name { let t = TensorView::new(v.dtype(), v.shape().to_vec(), &filled).unwrap(); (n, t) } else { (n, v) }).collect();
+    let views: Vec<(String, TensorView)> = views
+        .into_iter()
+        .map(|(n, v)| {
+            if n == name {
+                let t = TensorView::new(v.dtype(), v.shape().to_vec(), &filled).unwrap();
+                (n, t)
+            } else {
+                (n, v)
+            }
+        })
+        .collect();
     fs::write(&path, safetensors::tensor::serialize(views, &None).unwrap()).unwrap();
 }
 

@@ -28,7 +28,15 @@ impl Copy {
         let store = tmp.path().join("store");
         copy_dir(&f.store, &store);
         let moved = |p: &Path| store.join(p.strip_prefix(&f.store).unwrap());
-        Copy { sft: moved(&f.sft), dpo: moved(&f.dpo), rm: moved(&f.rm), pairs_file: moved(&f.pairs_file), annotate: moved(&f.annotate), store, _tmp: tmp }
+        Copy {
+            sft: moved(&f.sft),
+            dpo: moved(&f.dpo),
+            rm: moved(&f.rm),
+            pairs_file: moved(&f.pairs_file),
+            annotate: moved(&f.annotate),
+            store,
+            _tmp: tmp,
+        }
     }
 
     /// The exact flags the fixture ran a stage with, pointed at this copy (paths never enter
@@ -41,7 +49,21 @@ impl Copy {
 
     fn annotate_args(&self) -> Vec<String> {
         let mut v: Vec<String> = ANNOTATE_FLAGS.iter().map(|s| s.to_string()).collect();
-        v.extend(["--store", p(&self.store), "--ref", p(&self.sft), "--dpo", p(&self.dpo), "--reward-model", p(&self.rm), "--data", p(&self.pairs_file)].map(String::from));
+        v.extend(
+            [
+                "--store",
+                p(&self.store),
+                "--ref",
+                p(&self.sft),
+                "--dpo",
+                p(&self.dpo),
+                "--reward-model",
+                p(&self.rm),
+                "--data",
+                p(&self.pairs_file),
+            ]
+            .map(String::from),
+        );
         v
     }
 }
@@ -70,10 +92,51 @@ fn downstream_users_reject_an_edited_checkpoint() {
     flip_middle_byte(&copy.dpo.join("model.safetensors"));
     let expect = ["model.safetensors", "modified after the stage wrote it"];
     assert_refused(&copy, "token-reward-annotate", &copy.annotate_args(), &expect);
-    assert_refused(&copy, "rto-sample", &["--model".into(), p(&copy.dpo).into(), "--max-new-tokens".into(), "2".into()], &expect);
-    let eval = ["--store", p(&copy.store), "--model", p(&copy.dpo), "--baseline", p(&copy.sft), "--prompts", p(&fixture().prompts), "--judge", "toy", "--max-new-tokens", "4"].map(String::from);
+    assert_refused(
+        &copy,
+        "rto-sample",
+        &["--model".into(), p(&copy.dpo).into(), "--max-new-tokens".into(), "2".into()],
+        &expect,
+    );
+    let eval = [
+        "--store",
+        p(&copy.store),
+        "--model",
+        p(&copy.dpo),
+        "--baseline",
+        p(&copy.sft),
+        "--prompts",
+        p(&fixture().prompts),
+        "--judge",
+        "toy",
+        "--max-new-tokens",
+        "4",
+    ]
+    .map(String::from);
     assert_refused(&copy, "rto-eval", &eval, &expect);
-    let ppo = ["--store", p(&copy.store), "--policy", p(&copy.sft), "--dpo", p(&copy.dpo), "--reward-model", p(&copy.rm), "--prompts", p(&fixture().prompts), "--judge", "toy", "--rollout-batch-size", "4", "--train-batch-size", "4", "--iterations", "1", "--max-new-tokens", "4"].map(String::from);
+    let ppo = [
+        "--store",
+        p(&copy.store),
+        "--policy",
+        p(&copy.sft),
+        "--dpo",
+        p(&copy.dpo),
+        "--reward-model",
+        p(&copy.rm),
+        "--prompts",
+        p(&fixture().prompts),
+        "--judge",
+        "toy",
+        "--rollout-batch-size",
+        "4",
+        "--train-batch-size",
+        "4",
+        "--iterations",
+        "1",
+        "--max-new-tokens",
+        "4",
+    ]
+    .map(String::from);
     assert_refused(&copy, "ppo-train", &ppo, &expect);
 }
 
@@ -97,7 +160,12 @@ fn an_edited_token_table_is_caught_by_show_and_by_a_rerun() {
     let copy = Copy::new();
     let table = copy.annotate.join("tokens.parquet");
     truncate_half(&table, &table);
-    assert_refused(&copy, "token-reward-annotate", &["show".into(), p(&copy.annotate).into()], &["tokens.parquet", "no longer matches its manifest"]);
+    assert_refused(
+        &copy,
+        "token-reward-annotate",
+        &["show".into(), p(&copy.annotate).into()],
+        &["tokens.parquet", "no longer matches its manifest"],
+    );
     assert_refused(&copy, "token-reward-annotate", &copy.annotate_args(), &["damaged", "tokens.parquet"]);
 }
 
@@ -107,7 +175,12 @@ fn a_file_taken_from_a_stage_folder_must_still_match_its_manifest() {
     let mut text = fs::read_to_string(&copy.pairs_file).unwrap();
     text.push_str("{\"prompt\":\"x\",\"chosen\":\"a b\",\"rejected\":\"c\"}\n");
     fs::write(&copy.pairs_file, text).unwrap();
-    assert_refused(&copy, "dpo-train", &copy.dpo_args(), &["pairs.jsonl", "modified after stage pairs wrote it", "--force"]);
+    assert_refused(
+        &copy,
+        "dpo-train",
+        &copy.dpo_args(),
+        &["pairs.jsonl", "modified after stage pairs wrote it", "--force"],
+    );
 }
 
 #[test]

@@ -81,9 +81,7 @@ pub fn parse_with_config<T: Parser>() -> Result<T> {
 pub fn parse_with_config_from<T: Parser>(args: Vec<OsString>) -> Result<T> {
     let cmd = T::command();
     let mut args = args.into_iter();
-    let bin = args
-        .next()
-        .unwrap_or_else(|| OsString::from(cmd.get_name().to_string()));
+    let bin = args.next().unwrap_or_else(|| OsString::from(cmd.get_name().to_string()));
     let user: Vec<OsString> = args.collect();
 
     let mut full = vec![bin];
@@ -128,10 +126,10 @@ fn supplied_ids(cmd: &clap::Command, user: &[OsString]) -> BTreeSet<String> {
         }
         if let Some(long) = s.strip_prefix("--") {
             let name = long.split('=').next().unwrap_or(long);
-            if let Some(a) = cmd.get_arguments().find(|a| {
-                a.get_long() == Some(name)
-                    || a.get_all_aliases().is_some_and(|al| al.contains(&name))
-            }) {
+            if let Some(a) = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(name) || a.get_all_aliases().is_some_and(|al| al.contains(&name)))
+            {
                 ids.insert(a.get_id().to_string());
             }
         } else if let Some(shorts) = s.strip_prefix('-') {
@@ -150,22 +148,14 @@ fn supplied_ids(cmd: &clap::Command, user: &[OsString]) -> BTreeSet<String> {
 }
 
 /// Turns the YAML mapping in `path` into `--flag=value` arguments.
-fn config_args(
-    cmd: &clap::Command,
-    path: &Path,
-    supplied: &BTreeSet<String>,
-) -> Result<Vec<OsString>> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let doc: Yaml = serde_yaml::from_str(&text)
-        .with_context(|| format!("config file {} is not valid YAML", path.display()))?;
+fn config_args(cmd: &clap::Command, path: &Path, supplied: &BTreeSet<String>) -> Result<Vec<OsString>> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let doc: Yaml =
+        serde_yaml::from_str(&text).with_context(|| format!("config file {} is not valid YAML", path.display()))?;
     let map = match doc {
         Yaml::Mapping(m) => m,
         Yaml::Null => return Ok(Vec::new()), // an empty file sets nothing
-        _ => bail!(
-            "config file {} must be a YAML mapping of flag names to values (key: value lines)",
-            path.display()
-        ),
+        _ => bail!("config file {} must be a YAML mapping of flag names to values (key: value lines)", path.display()),
     };
     let mut out = Vec::new();
     for (k, v) in map {
@@ -174,16 +164,11 @@ fn config_args(
         };
         let flag = key.replace('_', "-");
         if flag == "config" {
-            bail!(
-                "config file {}: key `{key}`: a config file cannot include another",
-                path.display()
-            );
+            bail!("config file {}: key `{key}`: a config file cannot include another", path.display());
         }
         let arg = cmd
             .get_arguments()
-            .find(|a| {
-                a.get_long() == Some(flag.as_str()) && !matches!(flag.as_str(), "help" | "version")
-            })
+            .find(|a| a.get_long() == Some(flag.as_str()) && !matches!(flag.as_str(), "help" | "version"))
             .ok_or_else(|| {
                 let valid: Vec<String> = cmd
                     .get_arguments()
@@ -215,10 +200,7 @@ fn config_args(
                 }
             }
             (Yaml::Number(n), ArgAction::Count) => {
-                let times = n
-                    .as_u64()
-                    .ok_or_else(|| anyhow!("expected a count"))
-                    .with_context(ctx)?;
+                let times = n.as_u64().ok_or_else(|| anyhow!("expected a count")).with_context(ctx)?;
                 out.extend((0..times).map(|_| OsString::from(format!("--{flag}"))));
             }
             (Yaml::Sequence(items), a) if a.takes_values() => {
@@ -252,8 +234,7 @@ fn scalar(v: &Yaml) -> Result<String> {
 /// Prints the absolute path of a stage's output folder. By convention it is the last line a
 /// stage writes to stdout, so Makefiles can capture it with `$(shell ... | tail -n1)`.
 pub fn print_output(path: &Path) -> Result<()> {
-    let abs =
-        fs::canonicalize(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    let abs = fs::canonicalize(path).with_context(|| format!("cannot resolve {}", path.display()))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", abs.display()).context("cannot write to stdout")?;
     out.flush().context("cannot write to stdout")?;

@@ -26,10 +26,7 @@ struct StageArgs {
 }
 
 fn args(list: &[&str]) -> Vec<OsString> {
-    std::iter::once("stage")
-        .chain(list.iter().copied())
-        .map(OsString::from)
-        .collect()
+    std::iter::once("stage").chain(list.iter().copied()).map(OsString::from).collect()
 }
 
 fn config(dir: &Path, text: &str) -> PathBuf {
@@ -70,10 +67,7 @@ fn config_values_apply_and_flags_override_them() {
     assert_eq!(a.common.link.as_deref(), Some("dpo"));
     assert_eq!(a.common.store, PathBuf::from("/tmp/store"));
     assert_eq!(a.common.config.as_deref(), Some(cfg.as_path()));
-    assert_eq!(
-        a.common.key_settings(),
-        serde_json::json!({"seed": 7, "device": "cuda:0"})
-    );
+    assert_eq!(a.common.key_settings(), serde_json::json!({"seed": 7, "device": "cuda:0"}));
 
     // Flags on the command line win, before or after --config; a list flag replaces the list.
     let b: StageArgs = parse_with_config_from(args(&[
@@ -90,19 +84,14 @@ fn config_values_apply_and_flags_override_them() {
     assert_eq!(b.stop, vec!["END"]);
     assert_eq!(b.common.seed, 1);
     assert!(b.common.force);
-    assert_eq!(
-        b.eval_fraction,
-        Some(0.05),
-        "untouched keys still come from the file"
-    );
+    assert_eq!(b.eval_fraction, Some(0.05), "untouched keys still come from the file");
 }
 
 #[test]
 fn unknown_key_names_key_and_file() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "beta: 0.5\nbeta_2: 3\n");
-    let err = parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()]))
-        .unwrap_err();
+    let err = parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()])).unwrap_err();
     let msg = chain(&err);
     assert!(msg.contains("beta_2"), "{msg}");
     assert!(msg.contains(&cfg.display().to_string()), "{msg}");
@@ -113,49 +102,28 @@ fn unknown_key_names_key_and_file() {
 fn non_mapping_and_bad_values_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "- beta\n- 0.5\n");
-    let msg = chain(
-        &parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()]))
-            .unwrap_err(),
-    );
-    assert!(
-        msg.contains(&cfg.display().to_string()) && msg.contains("mapping"),
-        "{msg}"
-    );
+    let msg = chain(&parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()])).unwrap_err());
+    assert!(msg.contains(&cfg.display().to_string()) && msg.contains("mapping"), "{msg}");
 
     let cfg = config(tmp.path(), "ipo: \"yes please\"\n");
-    let msg = chain(
-        &parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()]))
-            .unwrap_err(),
-    );
-    assert!(
-        msg.contains("ipo") && msg.contains(&cfg.display().to_string()),
-        "{msg}"
-    );
+    let msg = chain(&parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()])).unwrap_err());
+    assert!(msg.contains("ipo") && msg.contains(&cfg.display().to_string()), "{msg}");
 
     let cfg = config(tmp.path(), "beta: {nested: 1}\n");
-    let msg = chain(
-        &parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()]))
-            .unwrap_err(),
-    );
+    let msg = chain(&parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()])).unwrap_err());
     assert!(msg.contains("beta"), "{msg}");
 
     // A value clap rejects is a usage error, as if typed on the command line.
     let cfg = config(tmp.path(), "beta: high\n");
-    let err = parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()]))
-        .unwrap_err();
+    let err = parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()])).unwrap_err();
     assert!(err.downcast_ref::<clap::Error>().is_some(), "{err:#}");
 
     let missing = tmp.path().join("nope.yaml");
-    let msg = chain(
-        &parse_with_config_from::<StageArgs>(args(&["--config", missing.to_str().unwrap()]))
-            .unwrap_err(),
-    );
+    let msg = chain(&parse_with_config_from::<StageArgs>(args(&["--config", missing.to_str().unwrap()])).unwrap_err());
     assert!(msg.contains("nope.yaml"), "{msg}");
 
     let cfg = config(tmp.path(), "config: other.yaml\n");
-    assert!(
-        parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()])).is_err()
-    );
+    assert!(parse_with_config_from::<StageArgs>(args(&["--config", cfg.to_str().unwrap()])).is_err());
 }
 
 #[test]

@@ -4,17 +4,14 @@ mod common;
 
 use common::{chain, run_python};
 use rto_data::dataset::{
-    read_preference_pairs, read_prompts, read_responses, shuffle, split, ColumnNames, DatasetStats,
-    EvalSize, Message, Prompt, SplitMix64,
+    read_preference_pairs, read_prompts, read_responses, shuffle, split, ColumnNames, DatasetStats, EvalSize, Message,
+    Prompt, SplitMix64,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
 
 fn msg(role: &str, content: &str) -> Message {
-    Message {
-        role: role.into(),
-        content: content.into(),
-    }
+    Message { role: role.into(), content: content.into() }
 }
 
 /// Rows in the shape of HuggingFaceH4/ultrafeedback_binarized, written by pyarrow with its
@@ -51,10 +48,7 @@ fn ultrafeedback_shape_parses() {
     let pairs = read_preference_pairs(&path, &ColumnNames::default()).unwrap();
     assert_eq!(pairs.len(), 3);
     assert_eq!(pairs[0].row, 0);
-    assert_eq!(
-        pairs[0].prompt,
-        Prompt::Messages(vec![msg("user", "What is 2+2?")])
-    );
+    assert_eq!(pairs[0].prompt, Prompt::Messages(vec![msg("user", "What is 2+2?")]));
     assert_eq!(pairs[0].chosen, "4");
     assert_eq!(pairs[0].rejected, "5");
     assert_eq!(pairs[0].score_chosen, Some(9.0));
@@ -69,16 +63,10 @@ fn ultrafeedback_shape_parses() {
     assert_eq!(prompts[1].reference, None);
 
     // And as (prompt, response) rows with a renamed response column.
-    let cols = ColumnNames {
-        response: "messages".into(),
-        ..ColumnNames::default()
-    };
+    let cols = ColumnNames { response: "messages".into(), ..ColumnNames::default() };
     let responses = read_responses(&path, &cols).unwrap();
     assert_eq!(responses[2].response, "Bonjour ! éè");
-    assert_eq!(
-        responses[2].prompt,
-        Prompt::Messages(vec![msg("user", "Say hi in French.")])
-    );
+    assert_eq!(responses[2].prompt, Prompt::Messages(vec![msg("user", "Say hi in French.")]));
 }
 
 #[test]
@@ -103,35 +91,19 @@ t = pa.table({
 })
 pq.write_table(t, sys.argv[2], compression="none")
 "#;
-    run_python(
-        script,
-        &[prompts_path.to_str().unwrap(), pairs_path.to_str().unwrap()],
-    );
+    run_python(script, &[prompts_path.to_str().unwrap(), pairs_path.to_str().unwrap()]);
     let prompts = read_prompts(&prompts_path, &ColumnNames::default()).unwrap();
     assert_eq!(prompts.len(), 2);
-    assert_eq!(
-        prompts[0].prompt,
-        Prompt::Messages(vec![msg("user", "Write a haiku.")])
-    );
-    assert_eq!(
-        prompts[1].prompt.to_messages(),
-        vec![msg("system", "Be brief."), msg("user", "Why?")]
-    );
+    assert_eq!(prompts[0].prompt, Prompt::Messages(vec![msg("user", "Write a haiku.")]));
+    assert_eq!(prompts[1].prompt.to_messages(), vec![msg("system", "Be brief."), msg("user", "Why?")]);
     assert_eq!(prompts[1].prompt.display_text(), "Why?");
 
     let pairs = read_preference_pairs(&pairs_path, &ColumnNames::default()).unwrap();
     assert_eq!(
         pairs[0].prompt,
-        Prompt::Messages(vec![
-            msg("user", "hi"),
-            msg("assistant", "hello"),
-            msg("user", "and?")
-        ])
+        Prompt::Messages(vec![msg("user", "hi"), msg("assistant", "hello"), msg("user", "and?")])
     );
-    assert_eq!(
-        (pairs[0].chosen.as_str(), pairs[0].rejected.as_str()),
-        ("good", "bad")
-    );
+    assert_eq!((pairs[0].chosen.as_str(), pairs[0].rejected.as_str()), ("good", "bad"));
 }
 
 #[test]
@@ -154,11 +126,7 @@ fn jsonl_plain_strings_and_messages() {
     assert_eq!(pairs[1].prompt, Prompt::Text("p1".into()));
 
     let arr = tmp.path().join("prompts.json");
-    fs::write(
-        &arr,
-        r#"[{"prompt": "x", "reference": "y"}, {"prompt": "z"}]"#,
-    )
-    .unwrap();
+    fs::write(&arr, r#"[{"prompt": "x", "reference": "y"}, {"prompt": "z"}]"#).unwrap();
     let prompts = read_prompts(&arr, &ColumnNames::default()).unwrap();
     assert_eq!(prompts[0].reference.as_deref(), Some("y"));
     assert_eq!(prompts[1].reference, None);
@@ -182,16 +150,9 @@ fn bad_inputs_name_file_row_and_column() {
     let d = tmp.path();
 
     // Missing column: lists what the file has.
-    let p = write_bytes(
-        d,
-        "nochosen.jsonl",
-        b"{\"prompt\": \"p\", \"answer\": \"a\", \"rejected\": \"b\"}\n",
-    );
+    let p = write_bytes(d, "nochosen.jsonl", b"{\"prompt\": \"p\", \"answer\": \"a\", \"rejected\": \"b\"}\n");
     let m = err_of(read_preference_pairs(&p, &cols));
-    assert!(
-        m.contains("nochosen.jsonl") && m.contains("`chosen`") && m.contains("answer"),
-        "{m}"
-    );
+    assert!(m.contains("nochosen.jsonl") && m.contains("`chosen`") && m.contains("answer"), "{m}");
 
     // Wrong type in JSON lines.
     let p = write_bytes(d, "wrongtype.jsonl", b"{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\"}\n{\"prompt\": \"p\", \"chosen\": 5, \"rejected\": \"b\"}\n");
@@ -208,13 +169,7 @@ fn bad_inputs_name_file_row_and_column() {
     // Non-UTF-8 text.
     let p = write_bytes(d, "latin1.jsonl", b"{\"prompt\": \"ok\", \"chosen\": \"a\", \"rejected\": \"b\"}\n{\"prompt\": \"caf\xe9\", \"chosen\": \"a\", \"rejected\": \"b\"}\n");
     let m = err_of(read_preference_pairs(&p, &cols));
-    assert!(
-        m.contains("latin1.jsonl")
-            && m.contains("row 1")
-            && m.contains("`prompt`")
-            && m.contains("UTF-8"),
-        "{m}"
-    );
+    assert!(m.contains("latin1.jsonl") && m.contains("row 1") && m.contains("`prompt`") && m.contains("UTF-8"), "{m}");
 
     // Empty files.
     for name in ["empty.parquet", "empty.jsonl"] {
@@ -226,22 +181,20 @@ fn bad_inputs_name_file_row_and_column() {
     // Not a Parquet file.
     let p = write_bytes(d, "fake.parquet", b"prompt,chosen,rejected\nx,y,z\n");
     let m = err_of(read_preference_pairs(&p, &cols));
-    assert!(
-        m.contains("fake.parquet") && m.contains("not a Parquet file"),
-        "{m}"
-    );
+    assert!(m.contains("fake.parquet") && m.contains("not a Parquet file"), "{m}");
 
     // Unknown extension.
     let p = write_bytes(d, "data.csv", b"a,b\n");
     assert!(err_of(read_prompts(&p, &cols)).contains(".csv"));
 
     // A last message that is not the assistant's.
-    let p = write_bytes(d, "turns.jsonl", b"{\"chosen\": [{\"role\":\"user\",\"content\":\"q\"}], \"rejected\": \"b\", \"prompt\": \"q\"}\n");
-    let m = err_of(read_preference_pairs(&p, &cols));
-    assert!(
-        m.contains("row 0") && m.contains("`chosen`") && m.contains("assistant"),
-        "{m}"
+    let p = write_bytes(
+        d,
+        "turns.jsonl",
+        b"{\"chosen\": [{\"role\":\"user\",\"content\":\"q\"}], \"rejected\": \"b\", \"prompt\": \"q\"}\n",
     );
+    let m = err_of(read_preference_pairs(&p, &cols));
+    assert!(m.contains("row 0") && m.contains("`chosen`") && m.contains("assistant"), "{m}");
 
     // Parquet: wrong column type, zero rows, binary columns that are not UTF-8.
     let wrong = d.join("wrong.parquet");
@@ -253,40 +206,24 @@ pq.write_table(pa.table({"prompt": ["a", "b"], "chosen": pa.array([1, 2], type=p
 pq.write_table(pa.table({"prompt": pa.array([], type=pa.string())}), sys.argv[2])
 pq.write_table(pa.table({"prompt": pa.array([b"ok", b"caf\xe9"], type=pa.binary())}), sys.argv[3])
 "#;
-    run_python(
-        script,
-        &[
-            wrong.to_str().unwrap(),
-            zero.to_str().unwrap(),
-            binary.to_str().unwrap(),
-        ],
-    );
+    run_python(script, &[wrong.to_str().unwrap(), zero.to_str().unwrap(), binary.to_str().unwrap()]);
     let m = err_of(read_preference_pairs(&wrong, &cols));
     assert!(
-        m.contains("wrong.parquet")
-            && m.contains("row 0")
-            && m.contains("`chosen`")
-            && m.contains("found a number"),
+        m.contains("wrong.parquet") && m.contains("row 0") && m.contains("`chosen`") && m.contains("found a number"),
         "{m}"
     );
     let m = err_of(read_prompts(&zero, &cols));
     assert!(m.contains("zero.parquet") && m.contains("no rows"), "{m}");
     let m = err_of(read_prompts(&binary, &cols));
     assert!(
-        m.contains("binary.parquet")
-            && m.contains("`prompt`")
-            && m.contains("row 1")
-            && m.contains("UTF-8"),
+        m.contains("binary.parquet") && m.contains("`prompt`") && m.contains("row 1") && m.contains("UTF-8"),
         "{m}"
     );
 
     // Prompt-only data without either prompt column.
     let p = write_bytes(d, "noprompt.jsonl", b"{\"text\": \"x\"}\n");
     let m = err_of(read_prompts(&p, &cols));
-    assert!(
-        m.contains("context_messages") && m.contains("`prompt`") && m.contains("text"),
-        "{m}"
-    );
+    assert!(m.contains("context_messages") && m.contains("`prompt`") && m.contains("text"), "{m}");
 }
 
 #[test]
@@ -308,11 +245,7 @@ fn splitmix_matches_reference_and_split_is_reproducible() {
     let (t, e) = split(items.clone(), EvalSize::Count(7), 1).unwrap();
     assert_eq!((t.len(), e.len()), (93, 7));
     let (t, e) = split(vec![1, 2, 3], EvalSize::Fraction(0.01), 1).unwrap();
-    assert_eq!(
-        (t.len(), e.len()),
-        (2, 1),
-        "a positive fraction holds out at least one row"
-    );
+    assert_eq!((t.len(), e.len()), (2, 1), "a positive fraction holds out at least one row");
     assert!(split(vec![1, 2], EvalSize::Count(2), 1).is_err());
     assert!(split(vec![1, 2], EvalSize::Fraction(1.0), 1).is_err());
 
@@ -341,8 +274,5 @@ fn stats_and_prompt_ids() {
     assert_eq!(a.id(), Prompt::Text("hi".into()).id());
     assert_ne!(a.id(), b.id());
     assert_eq!(a.id().len(), 16);
-    assert_eq!(
-        serde_json::to_string(&b).unwrap(),
-        r#"[{"role":"user","content":"hi"}]"#
-    );
+    assert_eq!(serde_json::to_string(&b).unwrap(), r#"[{"role":"user","content":"hi"}]"#);
 }

@@ -19,11 +19,7 @@ fn write(path: &Path, text: &str) -> PathBuf {
 }
 
 /// A stage that copies its input upper-cased into `out.txt`, counting its calls.
-fn upper_stage(
-    store: &Store,
-    spec: &StageSpec,
-    calls: &AtomicUsize,
-) -> Result<rto_data::store::StageOutcome> {
+fn upper_stage(store: &Store, spec: &StageSpec, calls: &AtomicUsize) -> Result<rto_data::store::StageOutcome> {
     let input = spec.inputs[0].1.clone();
     store.run(spec, false, |dir| {
         calls.fetch_add(1, Ordering::SeqCst);
@@ -38,28 +34,16 @@ fn cache_hit_does_no_work_and_manifest_records_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::new(tmp.path().join("runs"));
     let input = write(&tmp.path().join("data/in.txt"), "hello");
-    let spec = StageSpec::new("upper", 1, &json!({"mode": "x", "n": 3}))
-        .unwrap()
-        .with_input("data", &input);
+    let spec = StageSpec::new("upper", 1, &json!({"mode": "x", "n": 3})).unwrap().with_input("data", &input);
     let calls = AtomicUsize::new(0);
 
     let first = upper_stage(&store, &spec, &calls).unwrap();
     assert!(!first.reused);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(
-        first.path,
-        tmp.path().join("runs/upper").join(first.key.as_str())
-    );
-    assert_eq!(
-        fs::read_to_string(first.path.join("out.txt")).unwrap(),
-        "HELLO"
-    );
+    assert_eq!(first.path, tmp.path().join("runs/upper").join(first.key.as_str()));
+    assert_eq!(fs::read_to_string(first.path.join("out.txt")).unwrap(), "HELLO");
 
-    let second = store
-        .run(&spec, false, |_| -> Result<serde_json::Value> {
-            panic!("must not run")
-        })
-        .unwrap();
+    let second = store.run(&spec, false, |_| -> Result<serde_json::Value> { panic!("must not run") }).unwrap();
     assert!(second.reused);
     assert_eq!(second.path, first.path);
     assert_eq!(second.key, first.key);
@@ -73,15 +57,9 @@ fn cache_hit_does_no_work_and_manifest_records_everything() {
     assert_eq!(m.inputs.len(), 1);
     assert_eq!(m.inputs[0].role, "data");
     assert_eq!(m.inputs[0].path, input.display().to_string());
-    assert_eq!(
-        m.inputs[0].key.as_str(),
-        blake3::hash(b"hello").to_hex().as_str()
-    );
+    assert_eq!(m.inputs[0].key.as_str(), blake3::hash(b"hello").to_hex().as_str());
     assert_eq!(m.files.keys().collect::<Vec<_>>(), vec!["out.txt"]);
-    assert_eq!(
-        m.files["out.txt"].as_str(),
-        blake3::hash(b"HELLO").to_hex().as_str()
-    );
+    assert_eq!(m.files["out.txt"].as_str(), blake3::hash(b"HELLO").to_hex().as_str());
     assert_eq!(m.tool_version, env!("CARGO_PKG_VERSION"));
     assert!(m.created > 1_600_000_000);
     // Nothing but the output folder and its lock file are left in the stage folder.
@@ -90,10 +68,7 @@ fn cache_hit_does_no_work_and_manifest_records_everything() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        vec![first.key.to_string(), format!("{}.lock", first.key)]
-    );
+    assert_eq!(names, vec![first.key.to_string(), format!("{}.lock", first.key)]);
 }
 
 #[test]
@@ -104,18 +79,11 @@ fn same_content_under_new_path_hits_and_changed_bytes_miss() {
     let b = write(&tmp.path().join("elsewhere/renamed.jsonl"), "{\"x\": 1}\n");
     let c = write(&tmp.path().join("a/changed.jsonl"), "{\"x\": 2}\n");
     let calls = AtomicUsize::new(0);
-    let spec = |p: &Path| {
-        StageSpec::new("upper", 1, &json!({}))
-            .unwrap()
-            .with_input("data", p)
-    };
+    let spec = |p: &Path| StageSpec::new("upper", 1, &json!({})).unwrap().with_input("data", p);
 
     let first = upper_stage(&store, &spec(&a), &calls).unwrap();
     let moved = upper_stage(&store, &spec(&b), &calls).unwrap();
-    assert!(
-        moved.reused,
-        "same bytes under another path must hit the cache"
-    );
+    assert!(moved.reused, "same bytes under another path must hit the cache");
     assert_eq!(moved.key, first.key);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
@@ -125,18 +93,10 @@ fn same_content_under_new_path_hits_and_changed_bytes_miss() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
     // Settings and schema version are part of the key too; settings key order is not.
-    let s1 = StageSpec::new("upper", 1, &json!({"a": 1, "b": {"y": 2, "x": 1}}))
-        .unwrap()
-        .with_input("data", &a);
-    let s2 = StageSpec::new("upper", 1, &json!({"b": {"x": 1, "y": 2}, "a": 1}))
-        .unwrap()
-        .with_input("data", &b);
-    let s3 = StageSpec::new("upper", 2, &json!({"a": 1, "b": {"y": 2, "x": 1}}))
-        .unwrap()
-        .with_input("data", &a);
-    let s4 = StageSpec::new("upper", 1, &json!({"a": 2, "b": {"y": 2, "x": 1}}))
-        .unwrap()
-        .with_input("data", &a);
+    let s1 = StageSpec::new("upper", 1, &json!({"a": 1, "b": {"y": 2, "x": 1}})).unwrap().with_input("data", &a);
+    let s2 = StageSpec::new("upper", 1, &json!({"b": {"x": 1, "y": 2}, "a": 1})).unwrap().with_input("data", &b);
+    let s3 = StageSpec::new("upper", 2, &json!({"a": 1, "b": {"y": 2, "x": 1}})).unwrap().with_input("data", &a);
+    let s4 = StageSpec::new("upper", 1, &json!({"a": 2, "b": {"y": 2, "x": 1}})).unwrap().with_input("data", &a);
     assert_eq!(s1.key().unwrap(), s2.key().unwrap());
     assert_ne!(s1.key().unwrap(), s3.key().unwrap());
     assert_ne!(s1.key().unwrap(), s4.key().unwrap());
@@ -153,11 +113,7 @@ fn foreign_folders_are_keyed_by_relative_paths_and_bytes() {
     }
     assert_eq!(input_key(&m1).unwrap(), input_key(&m2).unwrap());
     fs::rename(m2.join("sub/weights.bin"), m2.join("sub/other.bin")).unwrap();
-    assert_ne!(
-        input_key(&m1).unwrap(),
-        input_key(&m2).unwrap(),
-        "a renamed file inside changes the key"
-    );
+    assert_ne!(input_key(&m1).unwrap(), input_key(&m2).unwrap(), "a renamed file inside changes the key");
     let err = input_key(&tmp.path().join("nope")).unwrap_err();
     assert!(chain(&err).contains("nope"), "{err:#}");
 }
@@ -170,9 +126,7 @@ fn upstream_change_changes_downstream_key() {
     let calls = AtomicUsize::new(0);
 
     let run_a = |setting: u32| {
-        let spec = StageSpec::new("a", 1, &json!({"repeat": setting}))
-            .unwrap()
-            .with_input("data", &input);
+        let spec = StageSpec::new("a", 1, &json!({"repeat": setting})).unwrap().with_input("data", &input);
         store
             .run(&spec, false, |dir| {
                 fs::write(dir.join("a.txt"), "abc".repeat(setting as usize))?;
@@ -180,18 +134,10 @@ fn upstream_change_changes_downstream_key() {
             })
             .unwrap()
     };
-    let b_spec = |upstream: &Path| {
-        StageSpec::new("b", 1, &json!({}))
-            .unwrap()
-            .with_input("model", upstream)
-    };
+    let b_spec = |upstream: &Path| StageSpec::new("b", 1, &json!({})).unwrap().with_input("model", upstream);
 
     let a1 = run_a(1);
-    assert_eq!(
-        input_key(&a1.path).unwrap(),
-        a1.key,
-        "a stage folder is keyed by its manifest key"
-    );
+    assert_eq!(input_key(&a1.path).unwrap(), a1.key, "a stage folder is keyed by its manifest key");
     let b1 = store
         .run(&b_spec(&a1.path), false, |dir| {
             calls.fetch_add(1, Ordering::SeqCst);
@@ -225,16 +171,12 @@ fn failing_or_panicking_stage_leaves_no_accepted_folder_and_rerun_succeeds() {
     let err = store
         .run(&spec, false, |dir| {
             fs::write(dir.join("half.bin"), "partial")?;
-            dir.scratch()
-                .map(|s| fs::write(s.join("step-10.ckpt"), "resume me"))??;
+            dir.scratch().map(|s| fs::write(s.join("step-10.ckpt"), "resume me"))??;
             Err(anyhow!("loss is NaN at step 11"))
         })
         .unwrap_err();
     let msg = chain(&err);
-    assert!(
-        msg.contains("loss is NaN") && msg.contains("train"),
-        "{msg}"
-    );
+    assert!(msg.contains("loss is NaN") && msg.contains("train"), "{msg}");
     assert!(!root.join("train").join(key.as_str()).exists());
     assert!(store.lookup(&spec).unwrap().is_none());
     let leftovers: Vec<String> = fs::read_dir(root.join("train"))
@@ -245,10 +187,7 @@ fn failing_or_panicking_stage_leaves_no_accepted_folder_and_rerun_succeeds() {
     assert!(leftovers.is_empty(), "temp folders left: {leftovers:?}");
     // The scratch folder survives the failure, for resuming.
     let scratch = store.scratch_dir(&spec).unwrap();
-    assert_eq!(
-        fs::read_to_string(scratch.join("step-10.ckpt")).unwrap(),
-        "resume me"
-    );
+    assert_eq!(fs::read_to_string(scratch.join("step-10.ckpt")).unwrap(), "resume me");
 
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _ = store.run(&spec, false, |dir| -> Result<serde_json::Value> {
@@ -271,10 +210,7 @@ fn failing_or_panicking_stage_leaves_no_accepted_folder_and_rerun_succeeds() {
         })
         .unwrap();
     assert!(!ok.reused);
-    assert_eq!(
-        fs::read_to_string(ok.path.join("model.bin")).unwrap(),
-        "done after resume me"
-    );
+    assert_eq!(fs::read_to_string(ok.path.join("model.bin")).unwrap(), "done after resume me");
     assert!(!stale.exists(), "stale temp folder must be cleaned");
     assert!(!scratch.exists(), "scratch folder is deleted after success");
     verify(&ok.path).unwrap();
@@ -293,32 +229,20 @@ fn tampered_cached_folder_is_detected_and_force_recomputes() {
     let out = store.run(&spec, false, compute).unwrap();
 
     fs::write(out.path.join("sub/model.safetensors"), "weightz").unwrap();
-    let err = store
-        .run(&spec, false, |_| -> Result<serde_json::Value> {
-            panic!("must not run")
-        })
-        .unwrap_err();
+    let err = store.run(&spec, false, |_| -> Result<serde_json::Value> { panic!("must not run") }).unwrap_err();
     let msg = chain(&err);
-    assert!(
-        msg.contains("sub/model.safetensors") && msg.contains("--force"),
-        "{msg}"
-    );
+    assert!(msg.contains("sub/model.safetensors") && msg.contains("--force"), "{msg}");
     let err = verify(&out.path).unwrap_err();
     assert!(chain(&err).contains("sub/model.safetensors"));
     // A downstream stage using it as input is refused before any work.
-    let down = StageSpec::new("down", 1, &json!({}))
-        .unwrap()
-        .with_input("model", &out.path);
+    let down = StageSpec::new("down", 1, &json!({})).unwrap().with_input("model", &out.path);
     let err = down.key().unwrap_err();
     assert!(chain(&err).contains("sub/model.safetensors"), "{err:#}");
 
     let redone = store.run(&spec, true, compute).unwrap();
     assert!(!redone.reused);
     assert_eq!(redone.key, out.key);
-    assert_eq!(
-        fs::read_to_string(redone.path.join("sub/model.safetensors")).unwrap(),
-        "weights"
-    );
+    assert_eq!(fs::read_to_string(redone.path.join("sub/model.safetensors")).unwrap(), "weights");
     verify(&redone.path).unwrap();
 
     // Added and deleted files are caught too.
@@ -343,8 +267,7 @@ fn two_threads_on_one_key_compute_once() {
     let barrier = Arc::new(Barrier::new(2));
     let handles: Vec<_> = (0..2)
         .map(|_| {
-            let (store, spec, calls, barrier) =
-                (store.clone(), spec.clone(), calls.clone(), barrier.clone());
+            let (store, spec, calls, barrier) = (store.clone(), spec.clone(), calls.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
                 store
@@ -379,10 +302,7 @@ fn child_process_stage() {
     let out = store
         .run(&spec, false, |dir| {
             use std::io::Write;
-            let mut f = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)?;
+            let mut f = fs::OpenOptions::new().create(true).append(true).open(&log)?;
             writeln!(f, "{}", std::process::id())?;
             std::thread::sleep(Duration::from_millis(600));
             fs::write(dir.join("x"), "x")?;
@@ -401,12 +321,7 @@ fn two_processes_on_one_key_compute_once() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             std::process::Command::new(&exe)
-                .args([
-                    "child_process_stage",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+                .args(["child_process_stage", "--exact", "--nocapture", "--test-threads=1"])
                 .env(CHILD_ENV, &root)
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -422,16 +337,9 @@ fn two_processes_on_one_key_compute_once() {
         })
         .collect();
     let computed = fs::read_to_string(root.join("computed.log")).unwrap();
-    assert_eq!(
-        computed.lines().count(),
-        1,
-        "exactly one process computes: {computed}"
-    );
+    assert_eq!(computed.lines().count(), 1, "exactly one process computes: {computed}");
     let reused = outputs.iter().filter(|o| o.contains("REUSED=true")).count();
-    let fresh = outputs
-        .iter()
-        .filter(|o| o.contains("REUSED=false"))
-        .count();
+    let fresh = outputs.iter().filter(|o| o.contains("REUSED=false")).count();
     assert_eq!((reused, fresh), (1, 1), "{outputs:?}");
 }
 
@@ -440,35 +348,14 @@ fn link_points_latest_name_at_output_and_replaces_it() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("runs");
     let store = Store::new(&root);
-    let a = store
-        .run(
-            &StageSpec::new("s", 1, &json!({"v": 1})).unwrap(),
-            false,
-            |_| Ok(json!({})),
-        )
-        .unwrap();
-    let b = store
-        .run(
-            &StageSpec::new("s", 1, &json!({"v": 2})).unwrap(),
-            false,
-            |_| Ok(json!({})),
-        )
-        .unwrap();
+    let a = store.run(&StageSpec::new("s", 1, &json!({"v": 1})).unwrap(), false, |_| Ok(json!({}))).unwrap();
+    let b = store.run(&StageSpec::new("s", 1, &json!({"v": 2})).unwrap(), false, |_| Ok(json!({}))).unwrap();
     let l = link(&root, "dpo", &a.path).unwrap();
     assert_eq!(l, root.join("latest/dpo"));
-    assert!(
-        fs::read_link(&l).unwrap().is_relative(),
-        "links inside the store are relative"
-    );
-    assert_eq!(
-        fs::canonicalize(&l).unwrap(),
-        fs::canonicalize(&a.path).unwrap()
-    );
+    assert!(fs::read_link(&l).unwrap().is_relative(), "links inside the store are relative");
+    assert_eq!(fs::canonicalize(&l).unwrap(), fs::canonicalize(&a.path).unwrap());
     link(&root, "dpo", &b.path).unwrap();
-    assert_eq!(
-        fs::canonicalize(&l).unwrap(),
-        fs::canonicalize(&b.path).unwrap()
-    );
+    assert_eq!(fs::canonicalize(&l).unwrap(), fs::canonicalize(&b.path).unwrap());
     assert!(link(&root, "a/b", &b.path).is_err());
     // A linked folder used as an input keys like the folder itself.
     assert_eq!(input_key(&l).unwrap(), b.key);
@@ -487,10 +374,7 @@ fn stage_that_writes_its_own_manifest_is_rejected() {
         .unwrap_err();
     assert!(chain(&err).contains("manifest.json"));
     assert!(store.lookup(&spec).unwrap().is_none());
-    assert!(StageSpec::new("../evil", 1, &json!({}))
-        .unwrap()
-        .key()
-        .is_err());
+    assert!(StageSpec::new("../evil", 1, &json!({})).unwrap().key().is_err());
 }
 
 #[test]

@@ -36,7 +36,9 @@ fn a_reader_waits_for_a_force_run_repairing_the_folder_instead_of_failing() {
         });
         // The --force run now holds the stage lock; a plain run starts while it does.
         holding_rx.recv().unwrap();
-        let reader = scope.spawn(move || store.run(spec, false, |_| -> Result<serde_json::Value> { panic!("the reader must reuse, not compute") }));
+        let reader = scope.spawn(move || {
+            store.run(spec, false, |_| -> Result<serde_json::Value> { panic!("the reader must reuse, not compute") })
+        });
         // Give a reader that would fail on the fast path the time to do so (it has no lock to
         // wait for); a correct one blocks on the lock until `go`. Not a timing assertion: a
         // slow machine can only make a broken store pass, never a correct one fail.
@@ -46,7 +48,10 @@ fn a_reader_waits_for_a_force_run_repairing_the_folder_instead_of_failing() {
         }
         go_tx.send(()).unwrap();
         let written = writer.join().unwrap().expect("the --force run succeeds");
-        let read = reader.join().unwrap().expect("the reader must wait for the lock and reuse, not fail on the folder being replaced");
+        let read = reader
+            .join()
+            .unwrap()
+            .expect("the reader must wait for the lock and reuse, not fail on the folder being replaced");
         assert!(read.reused && !written.reused);
         assert_eq!(read.path, written.path);
         assert_eq!(fs::read_to_string(read.path.join("out.txt")).unwrap(), "HELLO");
@@ -60,10 +65,12 @@ fn a_damaged_folder_with_no_writer_is_still_an_error_naming_force() {
     let input = tmp.path().join("in.txt");
     fs::write(&input, "hello").unwrap();
     let spec = StageSpec::new("swap", 1, &json!({})).unwrap().with_input("data", &input);
-    let first = store.run(&spec, false, |dir| -> Result<serde_json::Value> {
-        fs::write(dir.join("out.txt"), "HELLO")?;
-        Ok(json!({}))
-    }).unwrap();
+    let first = store
+        .run(&spec, false, |dir| -> Result<serde_json::Value> {
+            fs::write(dir.join("out.txt"), "HELLO")?;
+            Ok(json!({}))
+        })
+        .unwrap();
     fs::write(first.path.join("out.txt"), "tampered").unwrap();
     let before: Vec<_> = fs::read_dir(tmp.path().join("runs/swap")).unwrap().flatten().map(|e| e.file_name()).collect();
     let err = store.run(&spec, false, |_| -> Result<serde_json::Value> { panic!("must not compute") }).unwrap_err();

@@ -5,8 +5,8 @@ mod common;
 
 use common::{chain, run_python};
 use rto_data::token_table::{
-    read_metadata, read_samples, read_table, read_tokens, sum_dpo_rewards, sum_rewards,
-    SampleRecord, TableLayout, TableOptions, TokenRecord, TokenTableReader, TokenTableWriter,
+    read_metadata, read_samples, read_table, read_tokens, sum_dpo_rewards, sum_rewards, SampleRecord, TableLayout,
+    TableOptions, TokenRecord, TokenTableReader, TokenTableWriter,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -23,11 +23,7 @@ fn make_sample(i: u64, n: usize, layout: TableLayout) -> (SampleRecord, Vec<Toke
             let lp_pol = lp_ref + 0.013 * h as f32;
             let dpo = (0.05 * (lp_dpo - lp_ref)).clamp(-0.05, 0.05);
             let kl = -0.01 * (lp_pol - lp_ref);
-            let sent = if h + 1 == n {
-                0.37 * i as f32 - 1.0
-            } else {
-                0.0
-            };
+            let sent = if h + 1 == n { 0.37 * i as f32 - 1.0 } else { 0.0 };
             TokenRecord {
                 position: h as u32,
                 token_id: (1000 * i as u32 + h as u32) % 32000,
@@ -38,11 +34,7 @@ fn make_sample(i: u64, n: usize, layout: TableLayout) -> (SampleRecord, Vec<Toke
                 dpo_reward: if i % 3 == 2 { None } else { Some(dpo) },
                 kl_penalty: Some(kl),
                 sentence_reward: Some(sent),
-                reward: if i % 3 == 2 {
-                    kl + sent
-                } else {
-                    dpo + kl + sent
-                },
+                reward: if i % 3 == 2 { kl + sent } else { dpo + kl + sent },
             }
         })
         .collect();
@@ -55,41 +47,19 @@ fn make_sample(i: u64, n: usize, layout: TableLayout) -> (SampleRecord, Vec<Toke
         dpo_return: sum_dpo_rewards(&tokens),
         sentence_reward: tokens.last().and_then(|t| t.sentence_reward),
         ret: sum_rewards(&tokens),
-        gold_score: if layout.gold_score && i != 1 {
-            Some(i as f64 * 0.1 + 1e-12)
-        } else {
-            None
-        },
+        gold_score: if layout.gold_score && i != 1 { Some(i as f64 * 0.1 + 1e-12) } else { None },
         iteration: layout.iteration.then_some(i as u32 / 2),
-        side: layout.side.then(|| {
-            if i.is_multiple_of(2) {
-                "chosen".to_string()
-            } else {
-                "rejected".to_string()
-            }
-        }),
+        side: layout.side.then(|| if i.is_multiple_of(2) { "chosen".to_string() } else { "rejected".to_string() }),
     };
     (sample, tokens)
 }
 
-fn write_table(
-    dir: &Path,
-    layout: TableLayout,
-    lengths: &[usize],
-) -> Vec<(SampleRecord, Vec<TokenRecord>)> {
+fn write_table(dir: &Path, layout: TableLayout, lengths: &[usize]) -> Vec<(SampleRecord, Vec<TokenRecord>)> {
     let mut metadata = BTreeMap::new();
     metadata.insert("rto.beta1".to_string(), "0.05".to_string());
     metadata.insert("rto.clip".to_string(), "0.05".to_string());
     metadata.insert("rto.dpo_model".to_string(), "ab".repeat(32));
-    let mut w = TokenTableWriter::create(
-        dir,
-        TableOptions {
-            layout,
-            row_group_tokens: 8,
-            metadata,
-        },
-    )
-    .unwrap();
+    let mut w = TokenTableWriter::create(dir, TableOptions { layout, row_group_tokens: 8, metadata }).unwrap();
     let mut all = Vec::new();
     for (i, &n) in lengths.iter().enumerate() {
         let (s, t) = make_sample(i as u64, n, layout);
@@ -105,27 +75,16 @@ fn write_table(
 #[test]
 fn round_trip_with_row_groups_and_no_partial_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let layout = TableLayout {
-        iteration: true,
-        side: false,
-        gold_score: true,
-    };
+    let layout = TableLayout { iteration: true, side: false, gold_score: true };
     let written = write_table(tmp.path(), layout, &[3, 1, 13, 6, 9, 2]);
-    let mut names: Vec<String> = fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, vec!["samples.parquet", "tokens.parquet"]);
 
     let read = read_table(tmp.path()).unwrap();
     assert_eq!(read, written);
-    assert_eq!(
-        read_samples(&tmp.path().join("samples.parquet"))
-            .unwrap()
-            .len(),
-        6
-    );
+    assert_eq!(read_samples(&tmp.path().join("samples.parquet")).unwrap().len(), 6);
     let tokens = read_tokens(&tmp.path().join("tokens.parquet")).unwrap();
     assert_eq!(tokens.len(), 34);
     assert_eq!(tokens[0].0, u64::MAX);
@@ -172,14 +131,9 @@ fn f32_bits(v: Option<f32>) -> Value {
 #[test]
 fn pyarrow_reads_the_same_values_and_metadata() {
     let tmp = tempfile::tempdir().unwrap();
-    let layout = TableLayout {
-        iteration: true,
-        side: true,
-        gold_score: true,
-    };
+    let layout = TableLayout { iteration: true, side: true, gold_score: true };
     let written = write_table(tmp.path(), layout, &[4, 7, 1, 12, 5]);
-    let dump: Value =
-        serde_json::from_str(&run_python(PYARROW_DUMP, &[tmp.path().to_str().unwrap()])).unwrap();
+    let dump: Value = serde_json::from_str(&run_python(PYARROW_DUMP, &[tmp.path().to_str().unwrap()])).unwrap();
 
     let tok = &dump["tokens"];
     let expect_types = [
@@ -227,17 +181,10 @@ fn pyarrow_reads_the_same_values_and_metadata() {
         assert_eq!(kv["rto.table"], name);
         assert_eq!(kv["rto.beta1"], "0.05");
         assert_eq!(kv["rto.dpo_model"], "ab".repeat(32));
-        assert_eq!(
-            dump[name]["schema_md"]["rto.clip"], "0.05",
-            "visible as pyarrow schema metadata too"
-        );
+        assert_eq!(dump[name]["schema_md"]["rto.clip"], "0.05", "visible as pyarrow schema metadata too");
         assert_eq!(dump[name]["compression"], serde_json::json!(["ZSTD"]));
     }
-    assert!(
-        tok["row_groups"].as_u64().unwrap() >= 3,
-        "{}",
-        tok["row_groups"]
-    );
+    assert!(tok["row_groups"].as_u64().unwrap() >= 3, "{}", tok["row_groups"]);
 
     // Every token value, exactly (floats compared bit for bit).
     let cols = &tok["cols"];
@@ -272,18 +219,10 @@ fn pyarrow_reads_the_same_values_and_metadata() {
         assert_eq!(sc["dpo_return"][i], f32_bits(s.dpo_return));
         assert_eq!(sc["sentence_reward"][i], f32_bits(s.sentence_reward));
         assert_eq!(sc["return"][i], f32_bits(Some(s.ret)));
-        assert_eq!(
-            sc["gold_score"][i],
-            s.gold_score
-                .map_or(Value::Null, |g| Value::from(g.to_bits()))
-        );
+        assert_eq!(sc["gold_score"][i], s.gold_score.map_or(Value::Null, |g| Value::from(g.to_bits())));
         // Per-sample Σ tokens.reward, computed by pyarrow, equals samples.return.
         let py_sum = dump["sums"][s.sample_id.to_string()].as_f64().unwrap();
-        assert!(
-            (py_sum - s.ret as f64).abs() <= 1e-5 * (s.ret.abs() as f64).max(1.0),
-            "{py_sum} vs {}",
-            s.ret
-        );
+        assert!((py_sum - s.ret as f64).abs() <= 1e-5 * (s.ret.abs() as f64).max(1.0), "{py_sum} vs {}", s.ret);
     }
 }
 
@@ -294,15 +233,9 @@ fn writer_rejects_inconsistent_samples_and_leaves_nothing_when_dropped() {
     let mut w = TokenTableWriter::create(tmp.path(), TableOptions::default()).unwrap();
     let (s, t) = make_sample(0, 4, layout);
 
-    let bad = SampleRecord {
-        n_tokens: 3,
-        ..s.clone()
-    };
+    let bad = SampleRecord { n_tokens: 3, ..s.clone() };
     assert!(chain(&w.push_sample(bad, &t).unwrap_err()).contains("n_tokens"));
-    let bad = SampleRecord {
-        ret: s.ret + 1.0,
-        ..s.clone()
-    };
+    let bad = SampleRecord { ret: s.ret + 1.0, ..s.clone() };
     assert!(chain(&w.push_sample(bad, &t).unwrap_err()).contains("sum of its token rewards"));
     let mut nan = t.clone();
     nan[2].reward = f32::NAN;
@@ -310,32 +243,18 @@ fn writer_rejects_inconsistent_samples_and_leaves_nothing_when_dropped() {
     let mut shuffled = t.clone();
     shuffled.swap(0, 1);
     assert!(chain(&w.push_sample(s.clone(), &shuffled).unwrap_err()).contains("position"));
-    let bad = SampleRecord {
-        iteration: Some(1),
-        ..s.clone()
-    };
+    let bad = SampleRecord { iteration: Some(1), ..s.clone() };
     assert!(chain(&w.push_sample(bad, &t).unwrap_err()).contains("iteration"));
     w.push_sample(s.clone(), &t).unwrap();
     assert!(chain(&w.push_sample(s.clone(), &t).unwrap_err()).contains("already written"));
 
     assert!(tmp.path().join("tokens.parquet.partial").exists());
     drop(w);
-    assert_eq!(
-        fs::read_dir(tmp.path()).unwrap().count(),
-        0,
-        "an unfinished table leaves no files"
-    );
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0, "an unfinished table leaves no files");
 
     let mut md = BTreeMap::new();
     md.insert("rto.schema_version".to_string(), "9".to_string());
-    assert!(TokenTableWriter::create(
-        tmp.path(),
-        TableOptions {
-            metadata: md,
-            ..Default::default()
-        }
-    )
-    .is_err());
+    assert!(TokenTableWriter::create(tmp.path(), TableOptions { metadata: md, ..Default::default() }).is_err());
 }
 
 #[test]
@@ -367,43 +286,28 @@ fn bad_tables_give_clear_errors() {
     let d = fresh("missing");
     mutate(&d.join("tokens.parquet"), "t = t.drop_columns(['reward'])");
     let m = chain(&read_table(&d).unwrap_err());
-    assert!(
-        m.contains("tokens.parquet") && m.contains("missing column `reward`"),
-        "{m}"
-    );
+    assert!(m.contains("tokens.parquet") && m.contains("missing column `reward`"), "{m}");
 
     let d = fresh("wrongtype");
-    mutate(&d.join("samples.parquet"), "t = t.set_column(t.schema.get_field_index('n_tokens'), 'n_tokens', pc.cast(t['n_tokens'], pa.int64()))");
+    mutate(
+        &d.join("samples.parquet"),
+        "t = t.set_column(t.schema.get_field_index('n_tokens'), 'n_tokens', pc.cast(t['n_tokens'], pa.int64()))",
+    );
     let m = chain(&read_table(&d).unwrap_err());
     assert!(
-        m.contains("samples.parquet")
-            && m.contains("`n_tokens`")
-            && m.contains("Int64")
-            && m.contains("UInt32"),
+        m.contains("samples.parquet") && m.contains("`n_tokens`") && m.contains("Int64") && m.contains("UInt32"),
         "{m}"
     );
 
     let d = fresh("order");
-    mutate(
-        &d.join("tokens.parquet"),
-        "t = t.take(list(range(t.num_rows))[::-1])",
-    );
+    mutate(&d.join("tokens.parquet"), "t = t.take(list(range(t.num_rows))[::-1])");
     let m = chain(&read_table(&d).unwrap_err());
-    assert!(
-        m.contains("tokens.parquet") && m.contains("belongs to sample"),
-        "{m}"
-    );
+    assert!(m.contains("tokens.parquet") && m.contains("belongs to sample"), "{m}");
 
     let d = fresh("nometa");
-    mutate(
-        &d.join("tokens.parquet"),
-        "t = t.replace_schema_metadata(None)",
-    );
+    mutate(&d.join("tokens.parquet"), "t = t.replace_schema_metadata(None)");
     let m = chain(&read_tokens(&d).unwrap_err());
-    assert!(
-        m.contains("tokens.parquet") && m.contains("rto.schema_version"),
-        "{m}"
-    );
+    assert!(m.contains("tokens.parquet") && m.contains("rto.schema_version"), "{m}");
 
     let d = fresh("empty");
     fs::write(d.join("tokens.parquet"), b"").unwrap();
@@ -413,10 +317,7 @@ fn bad_tables_give_clear_errors() {
     let d = fresh("notparquet");
     fs::write(d.join("samples.parquet"), b"sample_id,return\n1,0.5\n").unwrap();
     let m = chain(&read_samples(&d).unwrap_err());
-    assert!(
-        m.contains("samples.parquet") && m.contains("Parquet"),
-        "{m}"
-    );
+    assert!(m.contains("samples.parquet") && m.contains("Parquet"), "{m}");
 
     let m = chain(&read_samples(&tmp.path().join("nowhere")).unwrap_err());
     assert!(m.contains("nowhere"), "{m}");

@@ -26,7 +26,11 @@ impl SequenceBatch {
     /// Packs token lists into the shared layout. Every response must hold at least one token.
     pub fn new(prompts: &[Vec<i64>], responses: &[Vec<i64>], pad_id: i64, device: Device) -> Result<Self> {
         if prompts.len() != responses.len() || prompts.is_empty() {
-            bail!("batch needs as many responses as prompts, and at least one ({} vs {})", prompts.len(), responses.len());
+            bail!(
+                "batch needs as many responses as prompts, and at least one ({} vs {})",
+                prompts.len(),
+                responses.len()
+            );
         }
         if let Some(i) = prompts.iter().position(Vec::is_empty) {
             bail!("batch row {i}: empty prompt");

@@ -81,10 +81,9 @@ fn default_max_positions() -> i64 {
 impl ModelConfig {
     /// Reads and validates `config.json`; every error names the file and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading model config {}", path.display()))?;
-        let config: ModelConfig = serde_json::from_str(&text)
-            .with_context(|| format!("parsing model config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading model config {}", path.display()))?;
+        let config: ModelConfig =
+            serde_json::from_str(&text).with_context(|| format!("parsing model config {}", path.display()))?;
         config.validate().with_context(|| format!("invalid model config {}", path.display()))?;
         Ok(config)
     }
@@ -187,15 +186,13 @@ impl ModelConfig {
         let Some(scaling) = scaling.and_then(Value::as_object) else {
             return Ok((theta, RopeScaling::Default));
         };
-        let kind = scaling
-            .get("rope_type")
-            .or_else(|| scaling.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        let kind =
+            scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str).unwrap_or("default");
         let number = |key: &str| {
-            scaling.get(key).and_then(Value::as_f64).with_context(|| {
-                format!("field `rope_scaling.{key}` is required for rope_type {kind:?}")
-            })
+            scaling
+                .get(key)
+                .and_then(Value::as_f64)
+                .with_context(|| format!("field `rope_scaling.{key}` is required for rope_type {kind:?}"))
         };
         match kind {
             "default" => Ok((theta, RopeScaling::Default)),
@@ -246,9 +243,7 @@ impl ModelConfig {
     }
 
     pub fn is_sequence_classification(&self) -> bool {
-        self.architectures
-            .as_ref()
-            .is_some_and(|a| a.iter().any(|s| s.ends_with("ForSequenceClassification")))
+        self.architectures.as_ref().is_some_and(|a| a.iter().any(|s| s.ends_with("ForSequenceClassification")))
     }
 }
 

@@ -15,7 +15,14 @@ pub struct KvCache {
 
 impl KvCache {
     /// An empty cache for `layers` layers of [batch, kv_heads, capacity, head_dim].
-    pub fn new(layers: usize, batch: i64, kv_heads: i64, capacity: usize, head_dim: i64, options: (tch::Kind, tch::Device)) -> Self {
+    pub fn new(
+        layers: usize,
+        batch: i64,
+        kv_heads: i64,
+        capacity: usize,
+        head_dim: i64,
+        options: (tch::Kind, tch::Device),
+    ) -> Self {
         let shape = [batch, kv_heads, capacity as i64, head_dim];
         let alloc = || (0..layers).map(|_| Tensor::zeros(shape, options)).collect::<Vec<_>>();
         Self { keys: alloc(), values: alloc(), len: 0, capacity }

@@ -86,8 +86,7 @@ fn inverse_frequencies(config: &ModelConfig) -> Result<Vec<f32>> {
             } else if wavelen < high_wavelen {
                 freq
             } else {
-                let smooth =
-                    (original_max_position / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                let smooth = (original_max_position / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                 (1.0 - smooth) * freq / factor + smooth * freq
             };
             *f = scaled as f32;
@@ -121,7 +120,14 @@ struct FusedLinear {
 }
 
 impl FusedLinear {
-    fn new(path: &nn::Path, name: &str, input: i64, parts: &[(&str, i64)], bias: bool, registry: &mut Vec<FusedPart>) -> Self {
+    fn new(
+        path: &nn::Path,
+        name: &str,
+        input: i64,
+        parts: &[(&str, i64)],
+        bias: bool,
+        registry: &mut Vec<FusedPart>,
+    ) -> Self {
         let total: i64 = parts.iter().map(|(_, len)| len).sum();
         let fused = path / name;
         let weight = fused.var("weight", &[total, input], init_normal());
@@ -183,7 +189,13 @@ impl Attention {
         }
     }
 
-    fn forward(&self, xs: &Tensor, rope: &(Tensor, Tensor), mask: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Tensor {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: &Tensor,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor {
         let (batch, len, _) = xs.size3().expect("hidden states are [B, T, H]");
         let (heads, kv_heads) = (self.heads, self.kv_heads);
         let qkv = self.qkv_proj.forward(xs).view([batch, len, heads + 2 * kv_heads, self.head_dim]).transpose(1, 2);
@@ -301,7 +313,13 @@ impl Llama {
     /// `attention_mask` [B, S] marks real tokens (1) and padding (0) over everything attended to:
     /// the cached prefix plus these T tokens (S = cached + T). `positions` [B, T] are the rotary
     /// positions, which skip left padding.
-    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, positions: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        positions: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let past = cache.as_ref().map_or(0, |c| c.len());
         let bias = attention_bias(attention_mask, input_ids.size()[1], past, self.embed_tokens.kind());
         self.forward_with_bias(input_ids, &bias, positions, cache)
@@ -309,7 +327,13 @@ impl Llama {
 
     /// [`Llama::forward`] with a ready additive attention bias [B, 1, T, S] (see
     /// [`attention_bias`]); the sampler builds its decode bias once instead of every step.
-    pub fn forward_with_bias(&self, input_ids: &Tensor, bias: &Tensor, positions: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
+    pub fn forward_with_bias(
+        &self,
+        input_ids: &Tensor,
+        bias: &Tensor,
+        positions: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let past = cache.as_ref().map_or(0, |c| c.len()) as i64;
         let end = past + input_ids.size()[1];
         assert!(

@@ -78,7 +78,10 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let max_positions = model.config.max_position_embeddings as usize;
     if width + config.max_new_tokens > max_positions {
-        bail!("prompt length {width} + max_new_tokens {} exceeds max_position_embeddings {max_positions}", config.max_new_tokens);
+        bail!(
+            "prompt length {width} + max_new_tokens {} exceeds max_position_embeddings {max_positions}",
+            config.max_new_tokens
+        );
     }
     tch::manual_seed(config.seed as i64);
     let (ids, mask) = left_pad(prompts, pad_id, width);

@@ -47,8 +47,8 @@ impl TextTokenizer {
             .map_err(|e| anyhow!("loading tokenizer {}: {e}", path.display()))?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = if config_path.exists() {
-            let text = std::fs::read_to_string(&config_path)
-                .with_context(|| format!("reading {}", config_path.display()))?;
+            let text =
+                std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?
         } else {
             Value::Null
@@ -63,7 +63,8 @@ impl TextTokenizer {
         };
         let jinja = dir.join("chat_template.jinja");
         if chat_template.is_none() && jinja.exists() {
-            chat_template = Some(std::fs::read_to_string(&jinja).with_context(|| format!("reading {}", jinja.display()))?);
+            chat_template =
+                Some(std::fs::read_to_string(&jinja).with_context(|| format!("reading {}", jinja.display()))?);
         }
         let bos_token = token_text(config.get("bos_token"));
         let eos_token = token_text(config.get("eos_token"));
@@ -121,10 +122,8 @@ impl TextTokenizer {
     /// Renders messages through the folder's chat template, as transformers'
     /// `apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`.
     pub fn apply_chat_template(&self, messages: &[ChatTurn<'_>], add_generation_prompt: bool) -> Result<String> {
-        let template = self
-            .chat_template
-            .as_deref()
-            .with_context(|| format!("{}: no chat_template", self.path.display()))?;
+        let template =
+            self.chat_template.as_deref().with_context(|| format!("{}: no chat_template", self.path.display()))?;
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

@@ -18,19 +18,18 @@ pub fn tensor_locations(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let index = dir.join(SHARD_INDEX);
     let single = dir.join(SINGLE_FILE);
     if index.exists() {
-        let text = std::fs::read_to_string(&index)
-            .with_context(|| format!("reading {}", index.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", index.display()))?;
+        let text = std::fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
         let map = value
             .get("weight_map")
             .and_then(|m| m.as_object())
             .with_context(|| format!("{}: field `weight_map` missing", index.display()))?;
         map.iter()
             .map(|(name, file)| {
-                let file = file.as_str().with_context(|| {
-                    format!("{}: weight_map entry {name:?} is not a string", index.display())
-                })?;
+                let file = file
+                    .as_str()
+                    .with_context(|| format!("{}: weight_map entry {name:?} is not a string", index.display()))?;
                 Ok((name.clone(), dir.join(file)))
             })
             .collect()
@@ -55,8 +54,7 @@ fn header_tensor_names(path: &Path) -> Result<Vec<String>> {
     }
     let mut header = vec![0u8; len as usize];
     file.read_exact(&mut header).with_context(invalid)?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).with_context(invalid)?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header).with_context(invalid)?;
     Ok(header.into_iter().map(|(k, _)| k).filter(|k| k != "__metadata__").collect())
 }
 
@@ -73,7 +71,10 @@ pub fn load_into(dir: &Path, targets: &HashMap<String, Tensor>) -> Result<()> {
                 "lm_head.weight" => "is this a language model folder (not a reward model)?",
                 _ => "the weights do not match its config.json",
             };
-            format!("checkpoint {}: tensor `{name}` is missing from its {SINGLE_FILE} (or shards): {hint}", dir.display())
+            format!(
+                "checkpoint {}: tensor `{name}` is missing from its {SINGLE_FILE} (or shards): {hint}",
+                dir.display()
+            )
         })?;
         by_file.entry(file).or_default().push(name);
     }
@@ -86,8 +87,7 @@ pub fn load_into(dir: &Path, targets: &HashMap<String, Tensor>) -> Result<()> {
                 anyhow::anyhow!("{}: tensor `{name}` is listed in the index but absent", file.display())
             })?;
             let target = &targets[name];
-            let source = tensor_from_view(&view)
-                .with_context(|| format!("{}: tensor `{name}`", file.display()))?;
+            let source = tensor_from_view(&view).with_context(|| format!("{}: tensor `{name}`", file.display()))?;
             if source.size() != target.size() {
                 bail!(
                     "{}: tensor `{name}` has shape {:?}, the config expects {:?} (the weights do not match config.json)",
@@ -189,6 +189,5 @@ pub fn save(dir: &Path, tensors: &BTreeMap<String, Tensor>, kind: Kind, max_shar
     }
     let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
     let path = dir.join(SHARD_INDEX);
-    std::fs::write(&path, serde_json::to_string_pretty(&index)?)
-        .with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, serde_json::to_string_pretty(&index)?).with_context(|| format!("writing {}", path.display()))
 }

@@ -10,11 +10,8 @@ use tch::{Device, Kind, Tensor};
 
 /// Three left-padded rows of different lengths (pads are id 0).
 fn padded_batch() -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
-    let rows: Vec<Vec<i64>> = vec![
-        vec![5, 17, 33, 8, 91, 44, 12, 60, 7],
-        vec![21, 3, 77, 45, 9, 30],
-        vec![88, 14, 56, 4],
-    ];
+    let rows: Vec<Vec<i64>> =
+        vec![vec![5, 17, 33, 8, 91, 44, 12, 60, 7], vec![21, 3, 77, 45, 9, 30], vec![88, 14, 56, 4]];
     let width = 9;
     let ids = rows.iter().map(|r| [vec![0; width - r.len()], r.clone()].concat()).collect();
     let mask = rows.iter().map(|r| [vec![0; width - r.len()], vec![1; r.len()]].concat()).collect();
@@ -76,13 +73,21 @@ fn kv_cache_decoding_equals_full_forward_at_every_step() {
     let hf = hf_model("llama-gqa");
     let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
     let (ids, mask) = padded_batch();
-    let continuation: Vec<Vec<i64>> = vec![vec![11, 12, 13, 14, 15], vec![21, 22, 23, 24, 25], vec![31, 32, 33, 34, 35]];
+    let continuation: Vec<Vec<i64>> =
+        vec![vec![11, 12, 13, 14, 15], vec![21, 22, 23, 24, 25], vec![31, 32, 33, 34, 35]];
     let full_ids: Vec<Vec<i64>> = ids.iter().zip(&continuation).map(|(a, b)| [a.clone(), b.clone()].concat()).collect();
     let full_mask: Vec<Vec<i64>> = mask.iter().map(|m| [m.clone(), vec![1; 5]].concat()).collect();
     let full = tch::no_grad(|| model.forward_logits(&to_tensor(&full_ids), &to_tensor(&full_mask)));
 
     let cfg = &model.config;
-    let mut cache = KvCache::new(cfg.num_hidden_layers as usize, 3, cfg.num_kv_heads(), 14, cfg.head_dim(), (Kind::Float, Device::Cpu));
+    let mut cache = KvCache::new(
+        cfg.num_hidden_layers as usize,
+        3,
+        cfg.num_kv_heads(),
+        14,
+        cfg.head_dim(),
+        (Kind::Float, Device::Cpu),
+    );
     tch::no_grad(|| {
         let mut attn = to_tensor(&mask);
         let positions = positions_from_mask(&attn);
@@ -135,7 +140,9 @@ fn sampling_is_seeded_and_top_k_one_is_greedy() {
     };
     assert_eq!(sample(7, 0, 1.0), sample(7, 0, 1.0), "same seed, same tokens");
     assert_ne!(sample(7, 0, 1.0), sample(8, 0, 1.0), "another seed, other tokens");
-    let greedy = generate(&model, &prompts, &SamplingConfig { max_new_tokens: 16, greedy: true, ..Default::default() }, 0).unwrap();
+    let greedy =
+        generate(&model, &prompts, &SamplingConfig { max_new_tokens: 16, greedy: true, ..Default::default() }, 0)
+            .unwrap();
     assert_eq!(sample(3, 1, 1.0), greedy.responses, "top-k 1 is greedy");
     assert_eq!(sample(3, 0, 1e-6), greedy.responses, "a tiny top-p keeps only the top token");
 }
@@ -145,7 +152,9 @@ fn generation_stops_rows_at_their_stop_token() {
     let hf = hf_model("llama-gqa");
     let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
     let prompts = vec![vec![5, 17, 33], vec![21, 3, 77, 45]];
-    let free = generate(&model, &prompts, &SamplingConfig { max_new_tokens: 10, greedy: true, ..Default::default() }, 0).unwrap();
+    let free =
+        generate(&model, &prompts, &SamplingConfig { max_new_tokens: 10, greedy: true, ..Default::default() }, 0)
+            .unwrap();
     // Declare row 0's third greedy token a stop token: row 0 ends there, stop token included.
     let stop = free.responses[0][2];
     let config = SamplingConfig { max_new_tokens: 10, greedy: true, stop_ids: vec![stop], ..Default::default() };
@@ -183,7 +192,10 @@ fn bf16_and_sharded_checkpoints_round_trip() {
     assert_eq!(w.kind(), Kind::Float);
     let (ids, mask) = padded_batch();
     let (a, b) = tch::no_grad(|| {
-        (model.forward_logits(&to_tensor(&ids), &to_tensor(&mask)), from_bf16.forward_logits(&to_tensor(&ids), &to_tensor(&mask)))
+        (
+            model.forward_logits(&to_tensor(&ids), &to_tensor(&mask)),
+            from_bf16.forward_logits(&to_tensor(&ids), &to_tensor(&mask)),
+        )
     });
     let err = masked_rel_error(&b, &a, &to_tensor(&mask));
     assert!(err > 0.0 && err < 0.05, "bf16 round trip error {err}");

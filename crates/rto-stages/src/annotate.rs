@@ -24,7 +24,9 @@ use crate::token_scoring::{check_same_tokenizer, model_metadata, score_batch, ta
 use anyhow::{bail, Context, Result};
 use rto_algo::{RewardMode, RewardWeights};
 use rto_data::cli::CommonArgs;
-use rto_data::dataset::{read_preference_pairs, read_responses, ColumnNames, DatasetStats, PreferencePair, Prompt, ResponseRecord};
+use rto_data::dataset::{
+    read_preference_pairs, read_responses, ColumnNames, DatasetStats, PreferencePair, Prompt, ResponseRecord,
+};
 use rto_data::store::{hash_file, input_key, StageDir};
 use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TableSummary, TokenTableWriter};
 use rto_model::{parse_device, response_logprobs, CausalLm, ChatTurn, Head, ModelConfig, SequenceBatch, TextTokenizer};
@@ -73,7 +75,13 @@ pub struct AnnotateSettings {
 
 impl AnnotateSettings {
     pub fn weights(&self) -> RewardWeights {
-        RewardWeights { beta1: self.beta1, clip: self.clip, beta2: self.beta2, beta3: self.beta3, rm_clamp: self.rm_clamp }
+        RewardWeights {
+            beta1: self.beta1,
+            clip: self.clip,
+            beta2: self.beta2,
+            beta3: self.beta3,
+            rm_clamp: self.rm_clamp,
+        }
     }
 }
 
@@ -151,11 +159,12 @@ pub fn cli(args: AnnotateArgs) -> Result<()> {
 /// limits the models can hold (a batch is as wide as its longest prompt plus its longest
 /// response, so the two limits together must fit every model's positions).
 fn check_models(args: &AnnotateArgs) -> Result<()> {
-    let folders: Vec<&Path> = [Some(&args.ref_model), Some(&args.dpo), args.policy.as_ref(), args.reward_model.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(PathBuf::as_path)
-        .collect();
+    let folders: Vec<&Path> =
+        [Some(&args.ref_model), Some(&args.dpo), args.policy.as_ref(), args.reward_model.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+            .collect();
     check_same_tokenizer(&folders)?;
     let config = |dir: &Path| ModelConfig::from_file(&dir.join("config.json"));
     let reference = config(&args.ref_model)?;
@@ -237,7 +246,8 @@ fn run(args: &AnnotateArgs, rows: &Rows, out: &StageDir) -> Result<Value> {
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
     let models = RewardModels::load(&args.ref_model, Some(&args.dpo), args.reward_model.as_deref(), device)?;
-    let policy = args.policy.as_ref().map(|dir| CausalLm::load(dir, Head::LanguageModel, device, Kind::Float)).transpose()?;
+    let policy =
+        args.policy.as_ref().map(|dir| CausalLm::load(dir, Head::LanguageModel, device, Kind::Float)).transpose()?;
     let sources = Sources { dpo: true, policy: policy.is_some(), reward_model: models.reward_model.is_some() };
     let tokenizer = TextTokenizer::from_dir(&args.ref_model)?;
     let annotator = Annotator { models, policy, tokenizer, settings, weights: settings.weights(), sources, device };
@@ -285,7 +295,12 @@ fn table_metadata(args: &AnnotateArgs) -> Result<BTreeMap<String, String>> {
 
 impl Annotator<'_> {
     /// Encodes, scores and writes `rows` batch by batch.
-    fn annotate_all(&self, rows: &Rows, file: &Path, mut writer: TokenTableWriter) -> Result<(TableSummary, Tally, DatasetStats, f64)> {
+    fn annotate_all(
+        &self,
+        rows: &Rows,
+        file: &Path,
+        mut writer: TokenTableWriter,
+    ) -> Result<(TableSummary, Tally, DatasetStats, f64)> {
         let encoder = Encoder::new(&self.tokenizer, self.settings.limits.clone())?;
         let mut stats = DatasetStats::new(rows.len());
         let mut tally = Tally::default();
@@ -293,11 +308,15 @@ impl Annotator<'_> {
         let started = Instant::now();
         let mut pending: Vec<Item> = Vec::new();
         for index in 0..rows.len() {
-            pending.extend(self.encode_row(&encoder, rows, index, &mut stats).with_context(|| format!("{} row {index}", file.display()))?);
+            pending.extend(
+                self.encode_row(&encoder, rows, index, &mut stats)
+                    .with_context(|| format!("{} row {index}", file.display()))?,
+            );
             while pending.len() >= self.settings.batch_size || (index + 1 == rows.len() && !pending.is_empty()) {
                 let take = pending.len().min(self.settings.batch_size);
                 let batch: Vec<Item> = pending.drain(..take).collect();
-                self.annotate_batch(batch, &mut writer, &mut tally).with_context(|| format!("annotating {}", file.display()))?;
+                self.annotate_batch(batch, &mut writer, &mut tally)
+                    .with_context(|| format!("annotating {}", file.display()))?;
                 let seconds = started.elapsed().as_secs_f64().max(1e-9);
                 bar.set_position(tally.samples);
                 bar.set_message(format!("{:.0} tok/s", tally.tokens as f64 / seconds));
@@ -305,7 +324,13 @@ impl Annotator<'_> {
         }
         bar.finish_and_clear();
         if tally.samples == 0 {
-            bail!("{}: no usable rows out of {} (skipped: {:?}){}", file.display(), rows.len(), stats.skipped, crate::encode::skip_hint(&stats));
+            bail!(
+                "{}: no usable rows out of {} (skipped: {:?}){}",
+                file.display(),
+                rows.len(),
+                stats.skipped,
+                crate::encode::skip_hint(&stats)
+            );
         }
         let summary = writer.finish()?;
         Ok((summary, tally, stats, started.elapsed().as_secs_f64()))
@@ -322,7 +347,10 @@ impl Annotator<'_> {
                     stats.skip("chosen_equals_rejected");
                     return Ok(Vec::new());
                 }
-                let sides = vec![(pair.chosen.as_str(), Some("chosen"), pair.score_chosen), (pair.rejected.as_str(), Some("rejected"), pair.score_rejected)];
+                let sides = vec![
+                    (pair.chosen.as_str(), Some("chosen"), pair.score_chosen),
+                    (pair.rejected.as_str(), Some("rejected"), pair.score_rejected),
+                ];
                 (&pair.prompt, sides)
             }
         };
@@ -358,7 +386,8 @@ impl Annotator<'_> {
     /// The prompt exactly as the models saw it (chat template applied when there is one).
     fn render_prompt(&self, prompt: &Prompt) -> Result<String> {
         let messages = prompt.to_messages();
-        let turns: Vec<ChatTurn<'_>> = messages.iter().map(|m| ChatTurn { role: &m.role, content: &m.content }).collect();
+        let turns: Vec<ChatTurn<'_>> =
+            messages.iter().map(|m| ChatTurn { role: &m.role, content: &m.content }).collect();
         if self.tokenizer.has_chat_template() {
             self.tokenizer.apply_chat_template(&turns, true)
         } else {
@@ -371,7 +400,8 @@ impl Annotator<'_> {
         let prompts: Vec<Vec<i64>> = items.iter().map(|i| i.prompt.clone()).collect();
         let responses: Vec<Vec<i64>> = items.iter().map(|i| i.response.clone()).collect();
         let batch = SequenceBatch::new(&prompts, &responses, self.tokenizer.pad_id, self.device)?;
-        let logp_policy: Option<Tensor> = self.policy.as_ref().map(|p| tch::no_grad(|| response_logprobs(p, &batch, false).logprobs));
+        let logp_policy: Option<Tensor> =
+            self.policy.as_ref().map(|p| tch::no_grad(|| response_logprobs(p, &batch, false).logprobs));
         let scores = score_batch(&self.models, &batch, logp_policy, self.settings.mode, &self.weights)
             .with_context(|| format!("samples {first}..={last}"))?;
         let host = scores.to_host()?;

@@ -33,7 +33,13 @@ impl Checkpointer {
     }
 
     /// Saves `models` and `optimizers` (paired by name) at `step`, atomically.
-    pub fn save(&self, step: usize, models: &[(&str, &VarStore)], optimizers: &[(&str, &AdamW)], state: Value) -> Result<()> {
+    pub fn save(
+        &self,
+        step: usize,
+        models: &[(&str, &VarStore)],
+        optimizers: &[(&str, &AdamW)],
+        state: Value,
+    ) -> Result<()> {
         let tmp = self.dir.join("ckpt.tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
@@ -75,7 +81,11 @@ impl Checkpointer {
     }
 
     /// Restores the latest checkpoint into `models` and `optimizers`, if there is one.
-    pub fn restore(&self, models: &mut [(&str, &mut VarStore)], optimizers: &mut [(&str, &mut AdamW)]) -> Result<Option<Restored>> {
+    pub fn restore(
+        &self,
+        models: &mut [(&str, &mut VarStore)],
+        optimizers: &mut [(&str, &mut AdamW)],
+    ) -> Result<Option<Restored>> {
         let mut current = self.current();
         if !current.join("state.json").exists() {
             // A kill between the two renames leaves only ckpt.old.
@@ -141,7 +151,10 @@ impl MetricsLog {
         }
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-        let file = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
         Ok(Self { file, path: path.to_path_buf() })
     }
 

@@ -106,7 +106,11 @@ impl DpoSettings {
 }
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "dpo-train", version, about = "Direct preference optimization (DPO, cDPO, IPO, SimPO, R-DPO) on preference pairs")]
+#[command(
+    name = "dpo-train",
+    version,
+    about = "Direct preference optimization (DPO, cDPO, IPO, SimPO, R-DPO) on preference pairs"
+)]
 pub struct DpoArgs {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -198,7 +202,9 @@ fn compute_reference(args: &DpoArgs, reference: &Path, out: &StageDir) -> Result
     ];
     let path = out.join(REF_LOGPS_FILE);
     Tensor::write_safetensors(&tensors, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(json!({"pairs": pairs.len(), "mean_chosen_logps": mean_of(&logps), "mean_rejected_logps": mean_of(&rejected), "dataset": stats}))
+    Ok(
+        json!({"pairs": pairs.len(), "mean_chosen_logps": mean_of(&logps), "mean_rejected_logps": mean_of(&rejected), "dataset": stats}),
+    )
 }
 
 fn mean_of(values: &[f32]) -> f64 {
@@ -219,7 +225,8 @@ fn attach_reference(pairs: Vec<EncodedPair>, artifact: &Path) -> Result<Vec<DpoE
         let t = tensors.get(name).with_context(|| format!("{}: missing tensor `{name}`", path.display()))?;
         Ok(Vec::<f32>::try_from(&t.to_kind(Kind::Float))?)
     };
-    let (rows, prompt_len, chosen_len, rejected_len) = (ints("row")?, ints("prompt_lengths")?, ints("chosen_lengths")?, ints("rejected_lengths")?);
+    let (rows, prompt_len, chosen_len, rejected_len) =
+        (ints("row")?, ints("prompt_lengths")?, ints("chosen_lengths")?, ints("rejected_lengths")?);
     let (chosen, rejected) = (floats("chosen_logps")?, floats("rejected_logps")?);
     let index: HashMap<i64, usize> = rows.iter().enumerate().map(|(i, &r)| (r, i)).collect();
     pairs
@@ -299,7 +306,12 @@ impl SupervisedTask for DpoTask {
     }
 }
 
-fn load_examples(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, tokenizer: &TextTokenizer) -> Result<(Vec<DpoExample>, DatasetStats)> {
+fn load_examples(
+    args: &DpoArgs,
+    loss: PreferenceLoss,
+    ref_logps: Option<&Path>,
+    tokenizer: &TextTokenizer,
+) -> Result<(Vec<DpoExample>, DatasetStats)> {
     let settings = &args.settings;
     let (pairs, stats) = preference::read_pairs(&args.data, &settings.columns, &settings.limits, tokenizer)?;
     let examples = match (loss.needs_reference(), ref_logps) {
@@ -321,7 +333,8 @@ fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, out: &Sta
     let micro_batch = settings.train.micro_batch();
     let mut task = DpoTask { model, loss, train, eval, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = out.scratch()?;
-    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
+    let summary =
+        trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
     task.model.save(out.path(), Kind::Float, Some(&args.model))?;
     std::fs::copy(scratch.join("metrics.jsonl"), out.join("metrics.jsonl"))?;
     let ref_key = ref_logps.map(rto_data::store::input_key).transpose()?;

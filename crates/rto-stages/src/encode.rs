@@ -45,14 +45,20 @@ pub fn skip_hint(stats: &DatasetStats) -> String {
         .skipped
         .keys()
         .filter_map(|reason| match reason.as_str() {
-            "prompt_too_long" => Some("raise --max-prompt-len (within the model's max_position_embeddings) or shorten the prompts"),
+            "prompt_too_long" => {
+                Some("raise --max-prompt-len (within the model's max_position_embeddings) or shorten the prompts")
+            }
             "empty_response" => Some("fill the response column (or name another with --response-column)"),
             "chosen_equals_rejected" => Some("chosen and rejected must differ"),
             "empty_prompt" => Some("fill the prompt column (or name another with --prompt-column)"),
             _ => None,
         })
         .collect();
-    if hints.is_empty() { String::new() } else { format!(": {}", hints.join("; ")) }
+    if hints.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", hints.join("; "))
+    }
 }
 
 impl<'a> Encoder<'a> {
@@ -107,7 +113,12 @@ impl<'a> Encoder<'a> {
             out.push(EncodedPair { row: pair.row, prompt, chosen, rejected });
         }
         if out.is_empty() {
-            bail!("{source}: no usable preference pairs out of {} rows (skipped: {:?}){}", pairs.len(), stats.skipped, skip_hint(&stats));
+            bail!(
+                "{source}: no usable preference pairs out of {} rows (skipped: {:?}){}",
+                pairs.len(),
+                stats.skipped,
+                skip_hint(&stats)
+            );
         }
         Ok((out, stats))
     }

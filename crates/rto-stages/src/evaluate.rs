@@ -46,12 +46,14 @@ pub fn cli(args: EvalArgs) -> Result<()> {
     // Check both inputs before generating with either, so a wrong --baseline does not leave
     // a finished generation of --model behind.
     for (flag, path) in [("--model", &args.model), ("--baseline", &args.baseline), ("--prompts", &args.prompts)] {
-        std::fs::metadata(path).with_context(|| format!("{flag} {} does not exist or cannot be read", path.display()))?;
+        std::fs::metadata(path)
+            .with_context(|| format!("{flag} {} does not exist or cannot be read", path.display()))?;
     }
     let ours = generation_stage(&args.common, &args.generation, &args.model, &args.prompts)?;
     let baseline = generation_stage(&args.common, &args.generation, &args.baseline, &args.prompts)?;
     let settings = json!({"judge": judge.name()});
-    let spec = stage::spec("eval", 1, &args.common, &settings)?.with_input("model", &ours).with_input("baseline", &baseline);
+    let spec =
+        stage::spec("eval", 1, &args.common, &settings)?.with_input("model", &ours).with_input("baseline", &baseline);
     let name = args.name.clone().unwrap_or_else(|| folder_name(&args.model));
     stage::run(&args.common, &spec, |out| judge_pair(judge.as_ref(), &ours, &baseline, &name, out))?;
     Ok(())
@@ -70,13 +72,20 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
-fn judge_pair(judge: &dyn ResponseJudge, ours_dir: &Path, baseline_dir: &Path, name: &str, out: &StageDir) -> Result<Value> {
+fn judge_pair(
+    judge: &dyn ResponseJudge,
+    ours_dir: &Path,
+    baseline_dir: &Path,
+    name: &str,
+    out: &StageDir,
+) -> Result<Value> {
     let ours = read_generations(ours_dir)?;
     let baseline = read_generations(baseline_dir)?;
     if ours.prompts != baseline.prompts {
         bail!("{} and {} answer different prompts", ours_dir.display(), baseline_dir.display());
     }
-    let score = |g: &Generations| -> Vec<f64> { g.prompts.iter().zip(&g.responses).map(|(p, r)| judge.score(p, r)).collect() };
+    let score =
+        |g: &Generations| -> Vec<f64> { g.prompts.iter().zip(&g.responses).map(|(p, r)| judge.score(p, r)).collect() };
     let (gold, baseline_gold) = (score(&ours), score(&baseline));
     let wins: Vec<f64> = gold.iter().zip(&baseline_gold).map(|(&a, &b)| win(a, b)).collect();
     write_columns(

@@ -65,14 +65,22 @@ impl GenerationSettings {
 
     /// Checked before the store is touched, so a bad flag fails before a model loads.
     fn validate(&self) -> Result<()> {
-        anyhow::ensure!(self.generation_batch_size > 0, "generation_batch_size must be at least 1 (--generation-batch-size)");
+        anyhow::ensure!(
+            self.generation_batch_size > 0,
+            "generation_batch_size must be at least 1 (--generation-batch-size)"
+        );
         self.sampling(Vec::new(), 0).validate()
     }
 }
 
 /// Runs (or reuses) the "generate" stage for `model`; returns its folder. Not linked/printed:
 /// only the eval folder is the command's output.
-pub fn generation_stage(common: &CommonArgs, settings: &GenerationSettings, model: &Path, prompts: &Path) -> Result<PathBuf> {
+pub fn generation_stage(
+    common: &CommonArgs,
+    settings: &GenerationSettings,
+    model: &Path,
+    prompts: &Path,
+) -> Result<PathBuf> {
     settings.validate()?;
     let spec = stage::spec("generate", 1, common, settings)?.with_input("model", model).with_input("prompts", prompts);
     let outcome = common.store().run(&spec, common.force, |out| {
@@ -82,7 +90,13 @@ pub fn generation_stage(common: &CommonArgs, settings: &GenerationSettings, mode
     Ok(outcome.path)
 }
 
-fn generate_all(common: &CommonArgs, settings: &GenerationSettings, model_dir: &Path, prompts_path: &Path, out: &StageDir) -> Result<Value> {
+fn generate_all(
+    common: &CommonArgs,
+    settings: &GenerationSettings,
+    model_dir: &Path,
+    prompts_path: &Path,
+    out: &StageDir,
+) -> Result<Value> {
     let device = parse_device(&common.device)?;
     let tokenizer = TextTokenizer::from_dir(model_dir)?;
     let model = CausalLm::load(model_dir, Head::LanguageModel, device, Kind::Float)?;
@@ -102,7 +116,12 @@ fn generate_all(common: &CommonArgs, settings: &GenerationSettings, model_dir: &
         }
     }
     if encoded.is_empty() {
-        bail!("{}: no usable prompts (skipped: {:?}){}", prompts_path.display(), stats.skipped, crate::encode::skip_hint(&stats));
+        bail!(
+            "{}: no usable prompts (skipped: {:?}){}",
+            prompts_path.display(),
+            stats.skipped,
+            crate::encode::skip_hint(&stats)
+        );
     }
     let sampling = settings.sampling(tokenizer.eos_id.into_iter().collect(), common.seed);
     let mut result = Generations { prompts: vec![], responses: vec![], lengths: vec![] };
@@ -136,8 +155,12 @@ pub fn read_generations(folder: &Path) -> Result<Generations> {
     let mut out = Generations { prompts: vec![], responses: vec![], lengths: vec![] };
     for batch in read_batches(&path)? {
         let text = |name: &str| -> Result<Vec<String>> {
-            let column = batch.column_by_name(name).with_context(|| format!("{}: no column `{name}`", path.display()))?;
-            let strings = column.as_any().downcast_ref::<StringArray>().with_context(|| format!("{}: `{name}` is not text", path.display()))?;
+            let column =
+                batch.column_by_name(name).with_context(|| format!("{}: no column `{name}`", path.display()))?;
+            let strings = column
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .with_context(|| format!("{}: `{name}` is not text", path.display()))?;
             Ok((0..strings.len()).map(|i| strings.value(i).to_string()).collect())
         };
         out.prompts.extend(text("prompt")?);
@@ -148,4 +171,3 @@ pub fn read_generations(folder: &Path) -> Result<Generations> {
     }
     Ok(out)
 }
-

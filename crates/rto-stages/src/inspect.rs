@@ -75,7 +75,12 @@ pub struct Selection {
 pub fn select(args: &ShowArgs) -> Result<Selection> {
     // A store folder is verified first: an edited table must not be shown as annotate's.
     if args.folder.join(rto_data::store::MANIFEST_FILE).is_file() {
-        rto_data::store::verify(&args.folder).with_context(|| format!("{} no longer matches its manifest; recompute it (rerun the stage with --force)", args.folder.display()))?;
+        rto_data::store::verify(&args.folder).with_context(|| {
+            format!(
+                "{} no longer matches its manifest; recompute it (rerun the stage with --force)",
+                args.folder.display()
+            )
+        })?;
     }
     let reader = TokenTableReader::open(&args.folder)?;
     let metadata = reader.metadata().clone();
@@ -114,11 +119,8 @@ pub fn show(args: &ShowArgs) -> Result<()> {
     let coloured = stdout.is_terminal();
     let mut out = stdout.lock();
     for (sample, tokens) in &selection.samples {
-        let text = if coloured {
-            terminal::coloured(sample, tokens, &selection)
-        } else {
-            terminal::plain(sample, tokens)
-        };
+        let text =
+            if coloured { terminal::coloured(sample, tokens, &selection) } else { terminal::plain(sample, tokens) };
         out.write_all(text.as_bytes())?;
     }
     Ok(())

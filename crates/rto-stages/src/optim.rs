@@ -49,8 +49,7 @@ impl AdamW {
     /// Optimizes every trainable variable of `vs`, in name order (stable across runs).
     pub fn new(vs: &VarStore, settings: AdamWSettings) -> Result<Self> {
         settings.validate()?;
-        let mut params: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let zeros = |t: &Tensor| Tensor::zeros_like(t).to_kind(Kind::Float);
         let exp_avg = params.iter().map(|(_, t)| zeros(t)).collect();

@@ -22,7 +22,11 @@ pub struct PairSettings {
 }
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "make-pairs", version, about = "Sample two SFT responses per prompt and label them with the gold judge")]
+#[command(
+    name = "make-pairs",
+    version,
+    about = "Sample two SFT responses per prompt and label them with the gold judge"
+)]
 pub struct PairArgs {
     #[command(flatten)]
     pub common: CommonArgs,

@@ -12,7 +12,12 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// Every usable pair of `path`, with skip counts. Fails (naming the file) when none is left.
-pub fn read_pairs(path: &Path, columns: &ColumnNames, limits: &LengthLimits, tokenizer: &TextTokenizer) -> Result<(Vec<EncodedPair>, DatasetStats)> {
+pub fn read_pairs(
+    path: &Path,
+    columns: &ColumnNames,
+    limits: &LengthLimits,
+    tokenizer: &TextTokenizer,
+) -> Result<(Vec<EncodedPair>, DatasetStats)> {
     let pairs = read_preference_pairs(path, columns)?;
     let encoder = Encoder::new(tokenizer, limits.clone())?;
     encoder.pairs(&pairs, &path.display().to_string())
@@ -74,7 +79,12 @@ pub fn evaluate_in_chunks<T>(items: &[T], chunk: usize, mut f: impl FnMut(&[T]) 
 
 /// One training micro batch of a pair task (dpo, rm): `forward` on the `items` of `train`, its
 /// loss scaled by the micro batch's share of the batch, then backward. Returns its metrics.
-pub fn train_micro_batch<T>(train: &[T], items: &[usize], scale: f64, forward: impl Fn(&[&T]) -> Result<(Tensor, Metrics)>) -> Result<Metrics> {
+pub fn train_micro_batch<T>(
+    train: &[T],
+    items: &[usize],
+    scale: f64,
+    forward: impl Fn(&[&T]) -> Result<(Tensor, Metrics)>,
+) -> Result<Metrics> {
     let picked: Vec<&T> = items.iter().map(|&i| &train[i]).collect();
     let (loss, metrics) = forward(&picked)?;
     (loss * scale).backward();
@@ -82,7 +92,11 @@ pub fn train_micro_batch<T>(train: &[T], items: &[usize], scale: f64, forward: i
 }
 
 /// Held-out metrics of a pair task in chunks of `chunk`; the `tokens` count is a training-only figure.
-pub fn evaluate_pairs<T>(eval: &[T], chunk: usize, forward: impl Fn(&[&T]) -> Result<(Tensor, Metrics)>) -> Result<Metrics> {
+pub fn evaluate_pairs<T>(
+    eval: &[T],
+    chunk: usize,
+    forward: impl Fn(&[&T]) -> Result<(Tensor, Metrics)>,
+) -> Result<Metrics> {
     let mut metrics = evaluate_in_chunks(eval, chunk, |part| {
         let refs: Vec<&T> = part.iter().collect();
         Ok(forward(&refs)?.1)

@@ -93,7 +93,8 @@ impl RmTask {
     fn forward(&self, pairs: &[&EncodedPair]) -> Result<(Tensor, Metrics)> {
         let (rewards, tokens) = self.rewards(pairs)?;
         let (chosen, rejected) = halves(&rewards);
-        let margin = (self.margin != 0.0).then(|| Tensor::full([pairs.len() as i64], self.margin, (Kind::Float, rewards.device())));
+        let margin = (self.margin != 0.0)
+            .then(|| Tensor::full([pairs.len() as i64], self.margin, (Kind::Float, rewards.device())));
         let outputs = bradley_terry_loss(&chosen, &rejected, margin.as_ref())?;
         let metrics = Metrics::from([
             ("loss".into(), outputs.loss.double_value(&[])),
@@ -154,7 +155,8 @@ fn run(args: &RmArgs, out: &StageDir) -> Result<Value> {
     let micro_batch = settings.train.micro_batch();
     let mut task = RmTask { model, train, eval, margin: settings.margin, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = out.scratch()?;
-    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
+    let summary =
+        trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
     // Without an eval split the training pairs are the only sample of the reward scale.
     let (normalized_on, sample) = if task.eval.is_empty() { ("train", &task.train) } else { ("eval", &task.eval) };
     let (reward_mean, reward_std) = task.reward_moments(sample)?;

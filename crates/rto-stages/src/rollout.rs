@@ -10,7 +10,10 @@
 use crate::token_scoring::{score_batch, table_rows, BatchScores, RewardModels, Sources};
 use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
-use rto_algo::{discounted_returns, explained_variance, gae, masked_mean, reinforce_plus_plus_returns, whiten, RewardMode, RewardWeights};
+use rto_algo::{
+    discounted_returns, explained_variance, gae, masked_mean, reinforce_plus_plus_returns, whiten, RewardMode,
+    RewardWeights,
+};
 use rto_data::dataset::SplitMix64;
 use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TokenTableWriter};
 use rto_model::{generate, response_logprobs, response_values, CausalLm, SamplingConfig, SequenceBatch, TextTokenizer};
@@ -111,7 +114,12 @@ pub struct ScoredBatch {
 
 /// The ppo-train path from a batch of responses to what each token earned (no gradients):
 /// old log-probs and entropies of the policy, the shared token reward for `mode`, values.
-pub fn score_responses(models: &RolloutModels, batch: &SequenceBatch, mode: RewardMode, weights: &RewardWeights) -> Result<ScoredBatch> {
+pub fn score_responses(
+    models: &RolloutModels,
+    batch: &SequenceBatch,
+    mode: RewardMode,
+    weights: &RewardWeights,
+) -> Result<ScoredBatch> {
     let policy = tch::no_grad(|| response_logprobs(models.policy, batch, true));
     let entropy = policy.entropy.context("entropy was asked for")?;
     let scores = score_batch(models.scorers, batch, Some(policy.logprobs), mode, weights)?;
@@ -127,10 +135,14 @@ pub fn score_responses(models: &RolloutModels, batch: &SequenceBatch, mode: Rewa
 /// `t` [B, R] on the host, each row cut to its response length.
 pub fn host_rows(t: &Tensor, lengths: &[i64]) -> Result<Vec<Vec<f32>>> {
     let rows = Vec::<Vec<f32>>::try_from(&t.to_kind(Kind::Float).to_device(Device::Cpu))?;
-    Ok(rows.into_iter().zip(lengths).map(|(mut r, &len)| {
-        r.truncate(len as usize);
-        r
-    }).collect())
+    Ok(rows
+        .into_iter()
+        .zip(lengths)
+        .map(|(mut r, &len)| {
+            r.truncate(len as usize);
+            r
+        })
+        .collect())
 }
 
 /// Rows of different lengths as one zero-padded [N, width] tensor.
@@ -210,7 +222,8 @@ impl RolloutStats {
             ("time/scoring".into(), self.scoring_s),
             ("generation_tokens_per_s".into(), self.tokens / self.generation_s.max(1e-9)),
         ]);
-        for (key, total) in [("rm_score", self.rm_score), ("dpo_return", self.dpo_return), ("judge_score", self.judge)] {
+        for (key, total) in [("rm_score", self.rm_score), ("dpo_return", self.dpo_return), ("judge_score", self.judge)]
+        {
             if let Some(total) = total {
                 m.insert(key.into(), total / n);
             }
@@ -242,7 +255,13 @@ pub fn batch_seed(seed: u64, index: usize) -> u64 {
 }
 
 /// Generates and prices responses to `prompts`; writes them to `table` when given.
-pub fn collect(models: &RolloutModels, prompts: Vec<EncodedPrompt>, config: &RolloutConfig, mut table: Option<&mut RolloutTable>, judge: Option<&dyn ResponseJudge>) -> Result<(Experience, RolloutStats)> {
+pub fn collect(
+    models: &RolloutModels,
+    prompts: Vec<EncodedPrompt>,
+    config: &RolloutConfig,
+    mut table: Option<&mut RolloutTable>,
+    judge: Option<&dyn ResponseJudge>,
+) -> Result<(Experience, RolloutStats)> {
     let device = models.policy.device();
     let mut stats = RolloutStats::default();
     let mut samples = Vec::with_capacity(prompts.len());
@@ -271,9 +290,22 @@ pub fn collect(models: &RolloutModels, prompts: Vec<EncodedPrompt>, config: &Rol
         if let Some(table) = table.as_deref_mut() {
             table.push(&scored, chunk, &generation.responses, judged.as_deref())?;
         }
-        let rows = generation.responses.into_iter().zip(generation.finished).zip(logp_old.into_iter().zip(rewards).zip(values));
+        let rows = generation
+            .responses
+            .into_iter()
+            .zip(generation.finished)
+            .zip(logp_old.into_iter().zip(rewards).zip(values));
         for (row, ((response, finished), ((logp_old, rewards), values))) in rows.enumerate() {
-            samples.push(Sample { prompt: first + row, response, finished, logp_old, values, rewards, advantages: vec![], returns: vec![] });
+            samples.push(Sample {
+                prompt: first + row,
+                response,
+                finished,
+                logp_old,
+                values,
+                rewards,
+                advantages: vec![],
+                returns: vec![],
+            });
         }
         stats.scoring_s += clock.elapsed().as_secs_f64();
     }
@@ -281,7 +313,12 @@ pub fn collect(models: &RolloutModels, prompts: Vec<EncodedPrompt>, config: &Rol
 }
 
 /// Judge scores of a chunk's responses, when a judge was supplied.
-fn judge_chunk(judge: Option<&dyn ResponseJudge>, tokenizer: &TextTokenizer, chunk: &[EncodedPrompt], responses: &[Vec<i64>]) -> Result<Option<Vec<f64>>> {
+fn judge_chunk(
+    judge: Option<&dyn ResponseJudge>,
+    tokenizer: &TextTokenizer,
+    chunk: &[EncodedPrompt],
+    responses: &[Vec<i64>],
+) -> Result<Option<Vec<f64>>> {
     let Some(judge) = judge else { return Ok(None) };
     let mut scores = Vec::with_capacity(chunk.len());
     for (prompt, response) in chunk.iter().zip(responses) {
@@ -364,13 +401,27 @@ pub struct RolloutTable<'a> {
 
 impl<'a> RolloutTable<'a> {
     /// `first_id` makes sample ids unique across iterations, so tables can be concatenated.
-    pub fn create(dir: &Path, tokenizer: &'a TextTokenizer, sources: Sources, iteration: u32, first_id: u64, gold_score: bool, metadata: BTreeMap<String, String>) -> Result<Self> {
+    pub fn create(
+        dir: &Path,
+        tokenizer: &'a TextTokenizer,
+        sources: Sources,
+        iteration: u32,
+        first_id: u64,
+        gold_score: bool,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Self> {
         let layout = TableLayout { iteration: true, side: false, gold_score };
         let writer = TokenTableWriter::create(dir, TableOptions { layout, metadata, ..Default::default() })?;
         Ok(Self { writer, tokenizer, sources, iteration, next_id: first_id })
     }
 
-    fn push(&mut self, scored: &ScoredBatch, prompts: &[EncodedPrompt], responses: &[Vec<i64>], judged: Option<&[f64]>) -> Result<()> {
+    fn push(
+        &mut self,
+        scored: &ScoredBatch,
+        prompts: &[EncodedPrompt],
+        responses: &[Vec<i64>],
+        judged: Option<&[f64]>,
+    ) -> Result<()> {
         let host = scored.scores.to_host()?;
         for (row, (prompt, response)) in prompts.iter().zip(responses).enumerate() {
             let sample = SampleRecord {
@@ -400,7 +451,15 @@ impl<'a> RolloutTable<'a> {
 
 /// Greedy responses to held-out prompts, scored by the reward model (`eval/rm_score`, the
 /// normalized score before clamping) and by the judge when there is one (`eval/judge_score`).
-pub fn evaluate(policy: &CausalLm, scorers: &RewardModels, prompts: &[EncodedPrompt], sampling: &SamplingConfig, generation_batch: usize, tokenizer: &TextTokenizer, judge: Option<&dyn ResponseJudge>) -> Result<Metrics> {
+pub fn evaluate(
+    policy: &CausalLm,
+    scorers: &RewardModels,
+    prompts: &[EncodedPrompt],
+    sampling: &SamplingConfig,
+    generation_batch: usize,
+    tokenizer: &TextTokenizer,
+    judge: Option<&dyn ResponseJudge>,
+) -> Result<Metrics> {
     let sampling = SamplingConfig { greedy: true, ..sampling.clone() };
     let (mut tokens, mut rm, mut judged) = (0.0, None, None);
     for chunk in prompts.chunks(generation_batch.max(1)) {

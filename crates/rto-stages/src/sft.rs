@@ -150,7 +150,11 @@ fn load_model(args: &SftArgs, device: Device) -> Result<CausalLm> {
     }
 }
 
-fn encode_rows(path: &Path, settings: &SftSettings, tokenizer: &TextTokenizer) -> Result<(Vec<(Vec<i64>, Vec<i64>)>, DatasetStats)> {
+fn encode_rows(
+    path: &Path,
+    settings: &SftSettings,
+    tokenizer: &TextTokenizer,
+) -> Result<(Vec<(Vec<i64>, Vec<i64>)>, DatasetStats)> {
     let rows = read_responses(path, &settings.columns)?;
     let encoder = Encoder::new(tokenizer, settings.limits.clone())?;
     let mut stats = DatasetStats::new(rows.len());
@@ -162,7 +166,13 @@ fn encode_rows(path: &Path, settings: &SftSettings, tokenizer: &TextTokenizer) -
         out.push((prompt, response));
     }
     if out.is_empty() {
-        bail!("{}: no usable rows out of {} (skipped: {:?}){}", path.display(), rows.len(), stats.skipped, crate::encode::skip_hint(&stats));
+        bail!(
+            "{}: no usable rows out of {} (skipped: {:?}){}",
+            path.display(),
+            rows.len(),
+            stats.skipped,
+            crate::encode::skip_hint(&stats)
+        );
     }
     Ok((out, stats))
 }
@@ -178,7 +188,8 @@ fn run(args: &SftArgs, tokenizer_dir: &Path, out: &StageDir) -> Result<Value> {
     let micro_batch = settings.train.micro_batch();
     let mut task = SftTask { model, train, eval, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = out.scratch()?;
-    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
+    let summary =
+        trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
     task.model.save(out.path(), Kind::Float, Some(tokenizer_dir))?;
     std::fs::copy(scratch.join("metrics.jsonl"), out.join("metrics.jsonl"))?;
     Ok(json!({"train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats}))

@@ -21,7 +21,11 @@ pub fn check_learning_rate(flag: &str, lr: f64) -> Result<()> {
 
 /// Runs `compute` through the cache (no-op when a verified output exists), honours `--link`,
 /// and prints the output folder as the last line of stdout.
-pub fn run(common: &CommonArgs, spec: &StageSpec, compute: impl FnOnce(&StageDir) -> Result<Value>) -> Result<StageOutcome> {
+pub fn run(
+    common: &CommonArgs,
+    spec: &StageSpec,
+    compute: impl FnOnce(&StageDir) -> Result<Value>,
+) -> Result<StageOutcome> {
     let outcome = common.store().run(spec, common.force, |dir| {
         tch::manual_seed(common.seed as i64);
         compute(dir)

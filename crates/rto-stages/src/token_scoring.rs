@@ -91,12 +91,23 @@ pub struct BatchScores {
 
 /// Scores `batch` with `models` (no gradients). `logp_policy` [B, R] comes from the caller
 /// (ppo-train has it from the rollout; annotate computes it from `--policy`).
-pub fn score_batch(models: &RewardModels, batch: &SequenceBatch, logp_policy: Option<Tensor>, mode: RewardMode, weights: &RewardWeights) -> Result<BatchScores> {
+pub fn score_batch(
+    models: &RewardModels,
+    batch: &SequenceBatch,
+    logp_policy: Option<Tensor>,
+    mode: RewardMode,
+    weights: &RewardWeights,
+) -> Result<BatchScores> {
     tch::no_grad(|| {
         let logp_ref = response_logprobs(&models.reference, batch, false).logprobs;
         let logp_dpo = models.dpo.as_ref().map(|m| response_logprobs(m, batch, false).logprobs);
         let sentence_reward = models.sentence_rewards(batch);
-        for (name, tensor) in [("reference", Some(&logp_ref)), ("DPO", logp_dpo.as_ref()), ("policy", logp_policy.as_ref()), ("reward", sentence_reward.as_ref())] {
+        for (name, tensor) in [
+            ("reference", Some(&logp_ref)),
+            ("DPO", logp_dpo.as_ref()),
+            ("policy", logp_policy.as_ref()),
+            ("reward", sentence_reward.as_ref()),
+        ] {
             if let Some(t) = tensor {
                 if !bool::try_from(t.isfinite().all())? {
                     bail!("the {name} model produced non-finite values on this batch");
@@ -154,7 +165,14 @@ pub struct Sources {
 
 /// Table rows of batch row `row`: one [`TokenRecord`] per response token and the sample row.
 /// Sums are taken in f32 in position order, the order a reader of tokens.parquet sums in.
-pub fn table_rows(scores: &HostScores, sources: Sources, tokens: &[i64], row: usize, tokenizer: &TextTokenizer, mut sample: SampleRecord) -> (SampleRecord, Vec<TokenRecord>) {
+pub fn table_rows(
+    scores: &HostScores,
+    sources: Sources,
+    tokens: &[i64],
+    row: usize,
+    tokenizer: &TextTokenizer,
+    mut sample: SampleRecord,
+) -> (SampleRecord, Vec<TokenRecord>) {
     let pick = |column: &Option<Vec<Vec<f32>>>, h: usize| column.as_ref().map(|c| c[row][h]);
     let records: Vec<TokenRecord> = tokens
         .iter()
@@ -174,7 +192,8 @@ pub fn table_rows(scores: &HostScores, sources: Sources, tokens: &[i64], row: us
         .collect();
     sample.n_tokens = records.len() as u32;
     sample.dpo_return = sources.dpo.then(|| records.iter().map(|r| r.dpo_reward.unwrap_or(0.0)).sum());
-    sample.sentence_reward = sources.reward_model.then(|| records.iter().map(|r| r.sentence_reward.unwrap_or(0.0)).sum());
+    sample.sentence_reward =
+        sources.reward_model.then(|| records.iter().map(|r| r.sentence_reward.unwrap_or(0.0)).sum());
     sample.ret = records.iter().map(|r| r.reward).sum();
     (sample, records)
 }

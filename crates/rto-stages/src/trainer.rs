@@ -46,7 +46,11 @@ pub struct LoopSettings {
 
 impl LoopSettings {
     pub fn micro_batch(&self) -> usize {
-        if self.micro_batch_size == 0 { self.batch_size } else { self.micro_batch_size }
+        if self.micro_batch_size == 0 {
+            self.batch_size
+        } else {
+            self.micro_batch_size
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -88,7 +92,14 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-pub fn train(task: &mut dyn SupervisedTask, settings: &LoopSettings, lr: f64, seed: u64, scratch: &Path, label: &str) -> Result<TrainSummary> {
+pub fn train(
+    task: &mut dyn SupervisedTask,
+    settings: &LoopSettings,
+    lr: f64,
+    seed: u64,
+    scratch: &Path,
+    label: &str,
+) -> Result<TrainSummary> {
     settings.validate()?;
     let n = task.train_len();
     let steps_per_epoch = n.div_ceil(settings.batch_size);
@@ -96,7 +107,12 @@ pub fn train(task: &mut dyn SupervisedTask, settings: &LoopSettings, lr: f64, se
     if let Some(max) = settings.max_steps {
         total = total.min(max);
     }
-    let schedule = CosineSchedule { total_steps: total as u64, warmup_ratio: settings.warmup_ratio, peak_lr: lr, min_lr_ratio: settings.min_lr_ratio };
+    let schedule = CosineSchedule {
+        total_steps: total as u64,
+        warmup_ratio: settings.warmup_ratio,
+        peak_lr: lr,
+        min_lr_ratio: settings.min_lr_ratio,
+    };
     schedule.validate()?;
     let mut optimizer = AdamW::new(task.var_store(), settings.adam.clone())?;
     let checkpointer = Checkpointer::new(scratch);

@@ -35,7 +35,16 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// Runs the stage on `data` with `dpo` as the DPO model; returns the error text.
 fn failure(models: &Models, dpo: &Path, data: &Path, store: &Path) -> String {
-    let args = ["--ref", &models.arg("ref"), "--dpo", dpo.to_str().unwrap(), "--data", data.to_str().unwrap(), "--store", store.to_str().unwrap()];
+    let args = [
+        "--ref",
+        &models.arg("ref"),
+        "--dpo",
+        dpo.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ];
     let err = run_cli(&args).expect_err("the stage should fail");
     assert_nothing_stored(store);
     eprintln!("error: {err:#}\n");
@@ -54,7 +63,10 @@ fn bad_inputs_fail_clearly_and_store_nothing() {
     let no_response = work.path().join("no_response.jsonl");
     write_jsonl(&no_response, &[json!({"prompt": "hello", "answer": "world"})]);
     let msg = failure(&models, &models.dir("dpo"), &no_response, &store);
-    assert!(msg.contains("no_response.jsonl") && msg.contains("no column `response`") && msg.contains("answer"), "{msg}");
+    assert!(
+        msg.contains("no_response.jsonl") && msg.contains("no column `response`") && msg.contains("answer"),
+        "{msg}"
+    );
 
     // A DPO model with another vocabulary size.
     let wide = work.path().join("dpo_wide");
@@ -84,13 +96,40 @@ fn bad_inputs_fail_clearly_and_store_nothing() {
     assert!(msg.contains("blank.jsonl") && msg.contains("no usable rows") && msg.contains("empty_response"), "{msg}");
 
     // Length limits the models cannot hold (512 positions): caught before any forward.
-    let args = ["--ref", &models.arg("ref"), "--dpo", &models.arg("dpo"), "--data", good.to_str().unwrap(), "--store", store.to_str().unwrap(), "--max-prompt-len", "400", "--max-response-len", "200"];
+    let args = [
+        "--ref",
+        &models.arg("ref"),
+        "--dpo",
+        &models.arg("dpo"),
+        "--data",
+        good.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--max-prompt-len",
+        "400",
+        "--max-response-len",
+        "200",
+    ];
     let msg = format!("{:#}", run_cli(&args).unwrap_err());
-    assert!(msg.contains("= 600 tokens exceeds max_position_embeddings 512") && msg.contains("ref/config.json"), "{msg}");
+    assert!(
+        msg.contains("= 600 tokens exceeds max_position_embeddings 512") && msg.contains("ref/config.json"),
+        "{msg}"
+    );
     assert_nothing_stored(&store);
 
     // A bad coefficient is caught before anything is read.
-    let args = ["--ref", &models.arg("ref"), "--dpo", &models.arg("dpo"), "--data", good.to_str().unwrap(), "--store", store.to_str().unwrap(), "--clip", "0"];
+    let args = [
+        "--ref",
+        &models.arg("ref"),
+        "--dpo",
+        &models.arg("dpo"),
+        "--data",
+        good.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--clip",
+        "0",
+    ];
     let msg = format!("{:#}", run_cli(&args).unwrap_err());
     assert!(msg.contains("clip"), "{msg}");
     assert_nothing_stored(&store);

@@ -91,7 +91,10 @@ fn terminal_and_plain_views_show_the_values() {
     assert_eq!(sample.sample_id, 1);
 
     let plain = terminal::plain(sample, tokens);
-    assert!(plain.contains("sample 1 (rejected)") && plain.contains("-0.05000") && plain.contains("+0.01000"), "{plain}");
+    assert!(
+        plain.contains("sample 1 (rejected)") && plain.contains("-0.05000") && plain.contains("+0.01000"),
+        "{plain}"
+    );
     assert!(!plain.contains('\x1b'), "no escape codes in plain text");
 
     let coloured = terminal::coloured(sample, tokens, &selection);
@@ -114,10 +117,14 @@ fn colours_scale_from_white_to_green_and_red() {
 
 #[test]
 fn command_line_annotates_by_default_and_shows_as_subcommand() {
-    let argv = |args: &[&str]| std::iter::once("token-reward-annotate").chain(args.iter().copied()).map(Into::into).collect::<Vec<_>>();
+    let argv = |args: &[&str]| {
+        std::iter::once("token-reward-annotate").chain(args.iter().copied()).map(Into::into).collect::<Vec<_>>()
+    };
     let parse = |args: &[&str]| rto_data::cli::parse_with_config_from::<AnnotateCli>(argv(args));
 
-    let AnnotateCli::Annotate(annotate) = parse(&["--ref", "r", "--dpo", "d", "--data", "x.jsonl", "--clip", "inf", "--mode", "dpo-only"]).unwrap() else {
+    let AnnotateCli::Annotate(annotate) =
+        parse(&["--ref", "r", "--dpo", "d", "--data", "x.jsonl", "--clip", "inf", "--mode", "dpo-only"]).unwrap()
+    else {
         panic!("expected the default (annotate) command")
     };
     assert_eq!(annotate.ref_model, PathBuf::from("r"));
@@ -127,7 +134,10 @@ fn command_line_annotates_by_default_and_shows_as_subcommand() {
 
     match parse(&["show", "some/folder", "--sample", "7", "--html", "p.html"]).unwrap() {
         AnnotateCli::Show(show) => {
-            assert_eq!((show.folder, show.sample, show.html), (PathBuf::from("some/folder"), Some(7), Some(PathBuf::from("p.html"))));
+            assert_eq!(
+                (show.folder, show.sample, show.html),
+                (PathBuf::from("some/folder"), Some(7), Some(PathBuf::from("p.html")))
+            );
         }
         other => panic!("expected show, got {other:?}"),
     }

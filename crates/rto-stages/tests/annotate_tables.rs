@@ -29,7 +29,22 @@ fn pairs_with_every_source_match_pyarrow_and_transformers() {
     pairs(&data, 7);
     let (data_arg, store_arg) = (data.to_str().unwrap(), store.to_str().unwrap());
     // Batch size 3: pairs straddle batches, padding differs per batch.
-    let args = ["--ref", &models.arg("ref"), "--dpo", &models.arg("dpo"), "--policy", &models.arg("policy"), "--reward-model", &models.arg("rm"), "--data", data_arg, "--store", store_arg, "--batch-size", "3"];
+    let args = [
+        "--ref",
+        &models.arg("ref"),
+        "--dpo",
+        &models.arg("dpo"),
+        "--policy",
+        &models.arg("policy"),
+        "--reward-model",
+        &models.arg("rm"),
+        "--data",
+        data_arg,
+        "--store",
+        store_arg,
+        "--batch-size",
+        "3",
+    ];
     run_cli(&args).unwrap();
     let out = output(&store);
 
@@ -37,7 +52,8 @@ fn pairs_with_every_source_match_pyarrow_and_transformers() {
     assert_eq!(sums["samples"], 14);
     let settings = work.path().join("settings.json");
     settings_json(&settings, &models, Some(0.05), true, true);
-    let reference = python("annotate_check.py", &["reference", out.to_str().unwrap(), data_arg, settings.to_str().unwrap()]);
+    let reference =
+        python("annotate_check.py", &["reference", out.to_str().unwrap(), data_arg, settings.to_str().unwrap()]);
     eprintln!("transformers vs tokens.parquet: {reference}");
 
     let samples = read_samples(&out).unwrap();
@@ -47,7 +63,10 @@ fn pairs_with_every_source_match_pyarrow_and_transformers() {
     assert!(samples.iter().all(|s| s.sentence_reward.is_some() && s.dpo_return.is_some()));
 
     let meta = read_metadata(&out).unwrap();
-    assert_eq!((meta["rto.beta1"].as_str(), meta["rto.clip"].as_str(), meta["rto.beta2"].as_str(), meta["rto.beta3"].as_str()), ("0.05", "0.05", "0.01", "1"));
+    assert_eq!(
+        (meta["rto.beta1"].as_str(), meta["rto.clip"].as_str(), meta["rto.beta2"].as_str(), meta["rto.beta3"].as_str()),
+        ("0.05", "0.05", "0.01", "1")
+    );
     assert_eq!(meta["rto.mode"], "rto");
     for (role, dir) in [("reference", "ref"), ("dpo", "dpo"), ("policy", "policy"), ("reward_model", "rm")] {
         assert_eq!(meta[&format!("rto.model.{role}")], input_key(&models.dir(dir)).unwrap().as_str(), "{role}");
@@ -74,7 +93,13 @@ fn responses_without_policy_or_reward_model_match_transformers() {
     responses(&data, 5);
     // From a YAML config, as a pipeline would run it.
     let config = work.path().join("annotate.yaml");
-    let yaml = format!("ref: {}\ndpo: {}\ndata: {}\nstore: {}\nbatch_size: 2\n", models.arg("ref"), models.arg("dpo"), data.display(), store.display());
+    let yaml = format!(
+        "ref: {}\ndpo: {}\ndata: {}\nstore: {}\nbatch_size: 2\n",
+        models.arg("ref"),
+        models.arg("dpo"),
+        data.display(),
+        store.display()
+    );
     std::fs::write(&config, yaml).unwrap();
     run_cli(&["--config", config.to_str().unwrap()]).unwrap();
     let out = output(&store);
@@ -82,7 +107,10 @@ fn responses_without_policy_or_reward_model_match_transformers() {
     python("annotate_check.py", &["sums", out.to_str().unwrap()]);
     let settings = work.path().join("settings.json");
     settings_json(&settings, &models, Some(0.05), false, false);
-    python("annotate_check.py", &["reference", out.to_str().unwrap(), data.to_str().unwrap(), settings.to_str().unwrap()]);
+    python(
+        "annotate_check.py",
+        &["reference", out.to_str().unwrap(), data.to_str().unwrap(), settings.to_str().unwrap()],
+    );
 
     let samples = read_samples(&out).unwrap();
     assert!(samples.iter().all(|s| s.side.is_none() && s.sentence_reward.is_none()));
@@ -99,10 +127,19 @@ fn chosen_higher(samples: &[rto_data::token_table::SampleRecord]) -> f64 {
 /// DPO's `rewards/accuracies` (dpo-train's metric, rto_algo) over summed log-probs that
 /// transformers computed.
 fn dpo_accuracy(logps: &Value) -> f64 {
-    let t = |k: &str| Tensor::from_slice(&logps[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<f64>>());
+    let t = |k: &str| {
+        Tensor::from_slice(&logps[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<f64>>())
+    };
     let (pc, pr, rc, rr) = (t("dpo_chosen"), t("dpo_rejected"), t("ref_chosen"), t("ref_rejected"));
     let lengths = Tensor::ones([pc.size()[0]], (tch::Kind::Float, tch::Device::Cpu));
-    let inputs = PreferenceInputs { policy_chosen: &pc, policy_rejected: &pr, reference_chosen: Some(&rc), reference_rejected: Some(&rr), chosen_lengths: &lengths, rejected_lengths: &lengths };
+    let inputs = PreferenceInputs {
+        policy_chosen: &pc,
+        policy_rejected: &pr,
+        reference_chosen: Some(&rc),
+        reference_rejected: Some(&rr),
+        chosen_lengths: &lengths,
+        rejected_lengths: &lengths,
+    };
     PreferenceLoss::default().compute(&inputs).unwrap().accuracies.mean(tch::Kind::Double).double_value(&[])
 }
 
@@ -124,7 +161,10 @@ fn unclipped_pair_fraction_equals_dpo_accuracy() {
     let settings = work.path().join("settings.json");
     settings_json(&settings, &models, None, false, false);
     let logps_path = work.path().join("logps.json");
-    python("annotate_check.py", &["pair_logps", data.to_str().unwrap(), settings.to_str().unwrap(), logps_path.to_str().unwrap()]);
+    python(
+        "annotate_check.py",
+        &["pair_logps", data.to_str().unwrap(), settings.to_str().unwrap(), logps_path.to_str().unwrap()],
+    );
     let accuracy = dpo_accuracy(&serde_json::from_str(&std::fs::read_to_string(&logps_path).unwrap()).unwrap());
 
     let unclipped = output(&unclipped_store);

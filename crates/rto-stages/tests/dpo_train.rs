@@ -79,8 +79,28 @@ fn reported_metrics_equal_hand_computed_values_from_transformers_logprobs() {
     let n = texts.len();
     let len = |i: usize| rows[i].1.len() as f64;
     let store = work.path().join("runs");
-    let (store_s, policy_s, ref_s, data_s) = (store.to_str().unwrap(), policy.to_str().unwrap(), reference_dir.to_str().unwrap(), data.to_str().unwrap());
-    let common = ["--model", policy_s, "--ref", ref_s, "--data", data_s, "--store", store_s, "--batch-size", "3", "--max-steps", "1", "--eval-fraction", "0", "--checkpoint-every", "0", "--learning-rate", "1e-3"];
+    let (store_s, policy_s, ref_s, data_s) =
+        (store.to_str().unwrap(), policy.to_str().unwrap(), reference_dir.to_str().unwrap(), data.to_str().unwrap());
+    let common = [
+        "--model",
+        policy_s,
+        "--ref",
+        ref_s,
+        "--data",
+        data_s,
+        "--store",
+        store_s,
+        "--batch-size",
+        "3",
+        "--max-steps",
+        "1",
+        "--eval-fraction",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--learning-rate",
+        "1e-3",
+    ];
 
     let (beta, eps, gamma) = (0.5, 0.1, 0.3);
     let delta = |i: usize| (pi[i] - pi[n + i]) - (rf[i] - rf[n + i]);
@@ -90,7 +110,11 @@ fn reported_metrics_equal_hand_computed_values_from_transformers_logprobs() {
             &(|i: usize| -(1.0 - eps) * log_sigmoid(beta * delta(i)) - eps * log_sigmoid(-beta * delta(i))),
             &(|j: usize| beta * (pi[j] - rf[j])),
         ),
-        (&["--loss", "ipo", "--beta", "0.5"], &(|i: usize| (delta(i) - 1.0 / (2.0 * beta)).powi(2)), &(|j: usize| beta * (pi[j] - rf[j]))),
+        (
+            &["--loss", "ipo", "--beta", "0.5"],
+            &(|i: usize| (delta(i) - 1.0 / (2.0 * beta)).powi(2)),
+            &(|j: usize| beta * (pi[j] - rf[j])),
+        ),
         (
             &["--loss", "simpo", "--beta", "0.5", "--simpo-gamma", "0.3"],
             &(|i: usize| -log_sigmoid(beta * (pi[i] / len(i) - pi[n + i] / len(n + i)) - gamma)),
@@ -100,14 +124,22 @@ fn reported_metrics_equal_hand_computed_values_from_transformers_logprobs() {
     for (flags, loss, reward) in &cases {
         let all: Vec<&str> = common.iter().chain(flags.iter()).copied().collect();
         run_dpo(&all).unwrap();
-        let out = outputs(&store, "dpo").into_iter().find(|d| manifest(d)["settings"]["stage"]["loss"]["type"] == flags[1]).unwrap();
+        let out = outputs(&store, "dpo")
+            .into_iter()
+            .find(|d| manifest(d)["settings"]["stage"]["loss"]["type"] == flags[1])
+            .unwrap();
         let first = &metrics(&out)[0];
-        let got = |key: &str| first[format!("train/{key}")].as_f64().unwrap_or_else(|| panic!("{key} missing in {first}"));
+        let got =
+            |key: &str| first[format!("train/{key}")].as_f64().unwrap_or_else(|| panic!("{key} missing in {first}"));
         assert_close("loss", got("loss"), mean((0..n).map(loss)));
         assert_close("rewards/chosen", got("rewards/chosen"), mean((0..n).map(reward)));
         assert_close("rewards/rejected", got("rewards/rejected"), mean((0..n).map(|i| reward(n + i))));
         assert_close("rewards/margins", got("rewards/margins"), mean((0..n).map(|i| reward(i) - reward(n + i))));
-        assert_close("rewards/accuracies", got("rewards/accuracies"), mean((0..n).map(|i| f64::from(u8::from(reward(i) > reward(n + i))))));
+        assert_close(
+            "rewards/accuracies",
+            got("rewards/accuracies"),
+            mean((0..n).map(|i| f64::from(u8::from(reward(i) > reward(n + i))))),
+        );
         assert_close("logps/chosen", got("logps/chosen"), mean(pi[..n].iter().copied()));
         assert_close("logps/rejected", got("logps/rejected"), mean(pi[n..].iter().copied()));
         for key in ["lr", "grad_norm", "train/tokens_per_s"] {
@@ -126,9 +158,28 @@ fn policy_learns_a_planted_preference() {
     let data = write_jsonl(&work.path().join("pairs.jsonl"), &learnable_pairs(64, 7));
     let store = work.path().join("runs");
     run_dpo(&[
-        "--model", policy.to_str().unwrap(), "--data", data.to_str().unwrap(), "--store", store.to_str().unwrap(),
-        "--learning-rate", "3e-3", "--beta", "0.1", "--batch-size", "8", "--epochs", "3", "--eval-fraction", "0.125",
-        "--eval-every", "0", "--checkpoint-every", "0", "--warmup-ratio", "0",
+        "--model",
+        policy.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--learning-rate",
+        "3e-3",
+        "--beta",
+        "0.1",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "3",
+        "--eval-fraction",
+        "0.125",
+        "--eval-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--warmup-ratio",
+        "0",
     ])
     .unwrap();
     let out = output(&store, "dpo");
@@ -159,8 +210,20 @@ fn bad_pairs_are_counted_skips_in_the_manifest() {
     let data = write_jsonl(&work.path().join("pairs.jsonl"), &rows);
     let store = work.path().join("runs");
     run_dpo(&[
-        "--model", policy.to_str().unwrap(), "--data", data.to_str().unwrap(), "--store", store.to_str().unwrap(),
-        "--max-prompt-len", "64", "--batch-size", "2", "--eval-fraction", "0", "--max-steps", "1",
+        "--model",
+        policy.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--max-prompt-len",
+        "64",
+        "--batch-size",
+        "2",
+        "--eval-fraction",
+        "0",
+        "--max-steps",
+        "1",
     ])
     .unwrap();
     let expected = serde_json::json!({"empty_response": 1, "chosen_equals_rejected": 1, "prompt_too_long": 1});
@@ -179,8 +242,17 @@ fn a_dataset_with_no_usable_pair_is_a_clear_error() {
     let rows = [pair(&long_prompt, "hello", "world"), pair("same", "hi", "hi")];
     let data = write_jsonl(&work.path().join("bad.jsonl"), &rows);
     let store = work.path().join("runs");
-    let err = run_dpo(&["--model", policy.to_str().unwrap(), "--data", data.to_str().unwrap(), "--store", store.to_str().unwrap(), "--max-prompt-len", "64"])
-        .unwrap_err();
+    let err = run_dpo(&[
+        "--model",
+        policy.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--max-prompt-len",
+        "64",
+    ])
+    .unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("bad.jsonl") && message.contains("no usable preference pairs"), "{message}");
     assert!(message.contains("prompt_too_long") && message.contains("chosen_equals_rejected"), "{message}");
@@ -193,14 +265,28 @@ fn a_reference_with_another_tokenizer_is_rejected_before_any_compute() {
     let policy = tiny_model(&work.path().join("policy"), 61, 32, 1, 1.0);
     let other = tiny_model(&work.path().join("other"), 62, 32, 1, 1.0);
     let tokenizer_json = other.join("tokenizer.json");
-    let mut tokenizer: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tokenizer_json).unwrap()).unwrap();
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tokenizer_json).unwrap()).unwrap();
     tokenizer["model"]["vocab"]["zzz-extra"] = 300.into();
     std::fs::write(&tokenizer_json, tokenizer.to_string()).unwrap();
     let data = write_jsonl(&work.path().join("pairs.jsonl"), &learnable_pairs(4, 1));
     let store = work.path().join("runs");
-    let err = run_dpo(&["--model", policy.to_str().unwrap(), "--ref", other.to_str().unwrap(), "--data", data.to_str().unwrap(), "--store", store.to_str().unwrap()])
-        .unwrap_err();
+    let err = run_dpo(&[
+        "--model",
+        policy.to_str().unwrap(),
+        "--ref",
+        other.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ])
+    .unwrap_err();
     let message = format!("{err:#}");
-    assert!(message.contains(tokenizer_json.to_str().unwrap()) && message.contains(policy.join("tokenizer.json").to_str().unwrap()), "{message}");
+    assert!(
+        message.contains(tokenizer_json.to_str().unwrap())
+            && message.contains(policy.join("tokenizer.json").to_str().unwrap()),
+        "{message}"
+    );
     assert!(!store.join("dpo-ref-logps").exists() && !store.join("dpo").exists(), "nothing may be computed");
 }

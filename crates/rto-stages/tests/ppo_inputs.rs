@@ -19,7 +19,9 @@ fn error_of(args: &[String]) -> String {
 }
 
 fn no_output(store: &Path) {
-    let done = std::fs::read_dir(store.join("ppo")).map(|d| d.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().is_dir()).count()).unwrap_or(0);
+    let done = std::fs::read_dir(store.join("ppo"))
+        .map(|d| d.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().is_dir()).count())
+        .unwrap_or(0);
     assert_eq!(done, 0, "a failed run left an output folder in {}", store.display());
 }
 
@@ -41,7 +43,12 @@ fn long_prompts_are_skipped_and_counted_and_all_skipped_is_an_error() {
     f.prompts = dir.path().join("long.jsonl");
     let other = dir.path().join("store2");
     let message = error_of(&base_args(&f, &other));
-    assert!(message.contains("long.jsonl") && message.contains("no usable prompts") && message.contains("--max-prompt-len 16"), "{message}");
+    assert!(
+        message.contains("long.jsonl")
+            && message.contains("no usable prompts")
+            && message.contains("--max-prompt-len 16"),
+        "{message}"
+    );
     no_output(&other);
 }
 
@@ -54,7 +61,10 @@ fn a_reward_model_with_another_tokenizer_is_refused() {
     let message = error_of(&base_args(&f, &store));
     let ours = f.policy.join("tokenizer.json").display().to_string();
     let theirs = f.reward_model.join("tokenizer.json").display().to_string();
-    assert!(message.contains(&ours) && message.contains(&theirs) && message.contains("different tokenizers"), "{message}");
+    assert!(
+        message.contains(&ours) && message.contains(&theirs) && message.contains("different tokenizers"),
+        "{message}"
+    );
     no_output(&store);
 }
 
@@ -97,7 +107,8 @@ fn nan_from_the_reward_model_is_a_clear_error() {
 fn a_mode_without_its_models_is_refused_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let f = fixture(dir.path());
-    let args: Vec<String> = base_args(&f, &dir.path().join("store")).into_iter().filter(|a| a != "--dpo" && !a.ends_with("/dpo")).collect();
+    let args: Vec<String> =
+        base_args(&f, &dir.path().join("store")).into_iter().filter(|a| a != "--dpo" && !a.ends_with("/dpo")).collect();
     let message = error_of(&args);
     assert!(message.contains("--mode rto needs --dpo"), "{message}");
     let message = error_of(&set(base_args(&f, &dir.path().join("store")), "--train-batch-size", "5"));

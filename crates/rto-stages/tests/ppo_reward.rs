@@ -9,7 +9,9 @@ use ppo_common::*;
 use rto_algo::{compose, RewardMode, RewardWeights, TokenRewardInputs};
 use rto_data::token_table::read_table;
 use rto_model::{response_logprobs, sequence_scores, CausalLm, Head, SamplingConfig, SequenceBatch, TextTokenizer};
-use rto_stages::rollout::{collect, score_responses, AdvantageEstimator, EncodedPrompt, RolloutConfig, RolloutModels, RolloutTable};
+use rto_stages::rollout::{
+    collect, score_responses, AdvantageEstimator, EncodedPrompt, RolloutConfig, RolloutModels, RolloutTable,
+};
 use rto_stages::token_scoring::{RewardModels, Sources};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,7 +39,12 @@ fn load(dir: &Path) -> Loaded {
 
 impl Loaded {
     fn models(&self) -> RolloutModels<'_> {
-        RolloutModels { policy: &self.policy, critic: Some(&self.critic), scorers: &self.scorers, tokenizer: &self.tokenizer }
+        RolloutModels {
+            policy: &self.policy,
+            critic: Some(&self.critic),
+            scorers: &self.scorers,
+            tokenizer: &self.tokenizer,
+        }
     }
 }
 
@@ -70,18 +77,25 @@ fn token_rewards_follow_the_formula_for_every_mode() {
     let dir = tempfile::tempdir().unwrap();
     let loaded = load(dir.path());
     // Row 1 is shorter: its columns 1 and 2 are padding.
-    let batch = SequenceBatch::new(&[vec![20, 21, 22], vec![23, 24]], &[vec![TARGET, 30, EOS], vec![31]], 0, Device::Cpu).unwrap();
+    let batch =
+        SequenceBatch::new(&[vec![20, 21, 22], vec![23, 24]], &[vec![TARGET, 30, EOS], vec![31]], 0, Device::Cpu)
+            .unwrap();
     let weights = RewardWeights { beta2: 0.1, ..RewardWeights::default() };
     let lp = |m: &CausalLm| host(&response_logprobs(m, &batch, false).logprobs);
-    let (lp_policy, lp_ref, lp_dpo) = (lp(&loaded.policy), lp(&loaded.scorers.reference), lp(loaded.scorers.dpo.as_ref().unwrap()));
-    let scores = Vec::<f64>::try_from(&sequence_scores(loaded.scorers.reward_model.as_ref().unwrap(), &batch).to_kind(Kind::Double)).unwrap();
+    let (lp_policy, lp_ref, lp_dpo) =
+        (lp(&loaded.policy), lp(&loaded.scorers.reference), lp(loaded.scorers.dpo.as_ref().unwrap()));
+    let scores = Vec::<f64>::try_from(
+        &sequence_scores(loaded.scorers.reward_model.as_ref().unwrap(), &batch).to_kind(Kind::Double),
+    )
+    .unwrap();
     assert!((lp_dpo[0][0] - lp_ref[0][0]) * 0.05 > 0.05, "the fixture's DPO model should favor TARGET");
     for mode in RewardMode::ALL {
         let scored = score_responses(&loaded.models(), &batch, mode, &weights).unwrap();
         let rewards = &scored.scores.rewards;
         let reward = host(&rewards.reward);
         for (row, &len) in batch.response_lengths.iter().enumerate() {
-            let expected = expected_row(mode, &weights, [&lp_policy[row], &lp_ref[row], &lp_dpo[row]], scores[row], len as usize);
+            let expected =
+                expected_row(mode, &weights, [&lp_policy[row], &lp_ref[row], &lp_dpo[row]], scores[row], len as usize);
             for (h, e) in expected.iter().enumerate() {
                 assert!((reward[row][h] - e).abs() < 1e-6, "{mode} row {row} token {h}: {} vs {e}", reward[row][h]);
             }
@@ -98,14 +112,24 @@ fn token_rewards_follow_the_formula_for_every_mode() {
         assert!(composed.reward.equal(&rewards.reward), "{mode}: ppo's reward differs from rto_algo::compose");
         let sentence = host(&rewards.sentence_reward);
         let s = if mode == RewardMode::DpoOnly { [0.0, 0.0] } else { [scores[0], scores[1]] };
-        assert_eq!(sentence, vec![vec![0.0, 0.0, s[0] as f32 as f64], vec![s[1] as f32 as f64, 0.0, 0.0]], "{mode}: sentence reward on the last token only");
+        assert_eq!(
+            sentence,
+            vec![vec![0.0, 0.0, s[0] as f32 as f64], vec![s[1] as f32 as f64, 0.0, 0.0]],
+            "{mode}: sentence reward on the last token only"
+        );
     }
     let values = host(&score_responses(&loaded.models(), &batch, RewardMode::Rto, &weights).unwrap().values.unwrap());
     assert_eq!(values[1][1..], [0.0, 0.0], "padding has no value");
 }
 
 fn prompts(n: usize) -> Vec<EncodedPrompt> {
-    (0..n).map(|i| EncodedPrompt { id: format!("p{i}"), text: format!("w{}", 20 + i), ids: vec![20 + i as i64, 40 + i as i64] }).collect()
+    (0..n)
+        .map(|i| EncodedPrompt {
+            id: format!("p{i}"),
+            text: format!("w{}", 20 + i),
+            ids: vec![20 + i as i64, 40 + i as i64],
+        })
+        .collect()
 }
 
 #[test]
@@ -113,10 +137,18 @@ fn rollout_table_holds_the_rewards_ppo_trains_on() {
     let dir = tempfile::tempdir().unwrap();
     let loaded = load(dir.path());
     let sampling = SamplingConfig { max_new_tokens: 6, stop_ids: vec![EOS], ..SamplingConfig::default() };
-    let config = RolloutConfig { sampling, generation_batch: 4, mode: RewardMode::Rto, weights: RewardWeights::default(), pad_id: 0, seed: 5 };
+    let config = RolloutConfig {
+        sampling,
+        generation_batch: 4,
+        mode: RewardMode::Rto,
+        weights: RewardWeights::default(),
+        pad_id: 0,
+        seed: 5,
+    };
     let table_dir = dir.path().join("rollouts");
     let sources = Sources { dpo: true, policy: true, reward_model: true };
-    let mut table = RolloutTable::create(&table_dir, &loaded.tokenizer, sources, 3, 100, false, BTreeMap::new()).unwrap();
+    let mut table =
+        RolloutTable::create(&table_dir, &loaded.tokenizer, sources, 3, 100, false, BTreeMap::new()).unwrap();
     let (mut experience, _) = {
         let _guard = lock();
         collect(&loaded.models(), prompts(6), &config, Some(&mut table), None).unwrap()
@@ -126,12 +158,22 @@ fn rollout_table_holds_the_rewards_ppo_trains_on() {
     assert_eq!(rows.len(), 6);
     for (i, (sample, tokens)) in rows.iter().enumerate() {
         let ours = &experience.samples[i];
-        assert_eq!((sample.sample_id, sample.iteration, sample.prompt_id.as_str()), (100 + i as u64, Some(3), format!("p{i}").as_str()));
+        assert_eq!(
+            (sample.sample_id, sample.iteration, sample.prompt_id.as_str()),
+            (100 + i as u64, Some(3), format!("p{i}").as_str())
+        );
         assert_eq!(tokens.iter().map(|t| t.token_id as i64).collect::<Vec<_>>(), ours.response);
-        assert_eq!(tokens.iter().map(|t| t.reward).collect::<Vec<_>>(), ours.rewards, "sample {i}: table reward != trained reward");
+        assert_eq!(
+            tokens.iter().map(|t| t.reward).collect::<Vec<_>>(),
+            ours.rewards,
+            "sample {i}: table reward != trained reward"
+        );
         assert_eq!(tokens.iter().map(|t| t.logp_policy.unwrap()).collect::<Vec<_>>(), ours.logp_old);
         let (last, rest) = tokens.split_last().unwrap();
-        assert!(rest.iter().all(|t| t.sentence_reward == Some(0.0)), "sample {i}: sentence reward before the last token");
+        assert!(
+            rest.iter().all(|t| t.sentence_reward == Some(0.0)),
+            "sample {i}: sentence reward before the last token"
+        );
         assert_eq!(sample.sentence_reward, last.sentence_reward);
         assert_eq!(ours.finished, last.token_id as i64 == EOS, "sample {i}: EOS ends a finished response");
     }
@@ -145,7 +187,10 @@ fn rollout_table_holds_the_rewards_ppo_trains_on() {
     let advantages: Vec<f64> = experience.samples.iter().flat_map(|s| s.advantages.iter().map(|&a| a as f64)).collect();
     let mean = advantages.iter().sum::<f64>() / advantages.len() as f64;
     let var = advantages.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / advantages.len() as f64;
-    assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3, "advantages whitened over the buffer: mean {mean}, var {var}");
+    assert!(
+        mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
+        "advantages whitened over the buffer: mean {mean}, var {var}"
+    );
     for s in &experience.samples {
         assert_eq!((s.returns.len(), s.advantages.len()), (s.response.len(), s.response.len()));
     }

@@ -27,7 +27,14 @@ fn learns_judged(dir: &Path, extra: &[(&str, &str)], iterations: usize, judge: O
     let store = dir.join("store");
     let mut args = base_args(&f, &store);
     let n = iterations.to_string();
-    let common = [("--iterations", n.as_str()), ("--rollout-batch-size", "32"), ("--train-batch-size", "8"), ("--actor-lr", "1e-2"), ("--critic-lr", "1e-2"), ("--save-rollouts-every", "5")];
+    let common = [
+        ("--iterations", n.as_str()),
+        ("--rollout-batch-size", "32"),
+        ("--train-batch-size", "8"),
+        ("--actor-lr", "1e-2"),
+        ("--critic-lr", "1e-2"),
+        ("--save-rollouts-every", "5"),
+    ];
     for (flag, value) in common.iter().chain(extra) {
         args = set(args, flag, value);
     }
@@ -37,7 +44,15 @@ fn learns_judged(dir: &Path, extra: &[(&str, &str)], iterations: usize, judge: O
     assert_eq!(lines.len(), iterations);
     for l in &lines {
         let get = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
-        eprintln!("{extra:?} it {:>2} rm_score {:.3} reward {:.3} kl {:.3} entropy {:.3} len {:.2}", l["iteration"], get("rm_score"), get("reward"), get("kl"), get("entropy"), get("response_length"));
+        eprintln!(
+            "{extra:?} it {:>2} rm_score {:.3} reward {:.3} kl {:.3} entropy {:.3} len {:.2}",
+            l["iteration"],
+            get("rm_score"),
+            get("reward"),
+            get("kl"),
+            get("entropy"),
+            get("response_length")
+        );
     }
     let (early, late) = (mean_of(&lines, "rm_score", 0..3), mean_of(&lines, "rm_score", iterations - 3..iterations));
     let first = target_fraction(&out.join("rollouts/iter-000001"));
@@ -54,13 +69,28 @@ fn rto_mode_moves_the_policy_to_the_reward_optimum() {
     let extra = [("--mode", "rto"), ("--eval-prompts", eval.as_str()), ("--eval-every", "5")];
     let out = learns_judged(dir.path(), &extra, 20, Some(&TargetJudge));
     // The policy is the folder itself; the critic keeps its score head.
-    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "critic/model.safetensors", "critic/tokenizer.json"] {
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "critic/model.safetensors",
+        "critic/tokenizer.json",
+    ] {
         assert!(out.join(file).exists(), "{file} missing in {}", out.display());
     }
-    let saved: Vec<String> = std::fs::read_dir(out.join("rollouts")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let saved: Vec<String> = std::fs::read_dir(out.join("rollouts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     assert_eq!(saved, ["iter-000001", "iter-000005", "iter-000010", "iter-000015", "iter-000020"]);
     let metadata = read_metadata(&out.join("rollouts/iter-000005/tokens.parquet")).unwrap();
-    assert_eq!((metadata["rto.mode"].as_str(), metadata["rto.beta1"].as_str(), metadata["rto.iteration"].as_str()), ("rto", "0.05", "5"));
+    assert_eq!(
+        (metadata["rto.mode"].as_str(), metadata["rto.beta1"].as_str(), metadata["rto.iteration"].as_str()),
+        ("rto", "0.05", "5")
+    );
     assert!(metadata.contains_key("rto.model.dpo") && metadata.contains_key("rto.tokenizer"));
     let rows = read_table(&out.join("rollouts/iter-000005")).unwrap();
     assert!(rows.iter().all(|(s, _)| s.iteration == Some(5) && (128..160).contains(&s.sample_id)));
@@ -73,7 +103,29 @@ fn rto_mode_moves_the_policy_to_the_reward_optimum() {
     let evals: Vec<f64> = lines.iter().filter_map(|l| l["eval/judge_score"].as_f64()).collect();
     assert_eq!(evals.len(), 4, "eval every 5 iterations");
     assert!(evals[3] > 0.8 && lines[19]["judge_score"].as_f64().unwrap() > 0.8, "{evals:?}");
-    for key in ["kl", "entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl", "returns", "advantages", "values", "sentence_reward", "dpo_return", "response_length", "eos_fraction", "explained_variance", "actor_lr", "critic_lr", "kl_coef", "time/generation", "time/scoring", "time/training", "generation_tokens_per_s"] {
+    for key in [
+        "kl",
+        "entropy",
+        "policy_loss",
+        "value_loss",
+        "clipfrac",
+        "approx_kl",
+        "returns",
+        "advantages",
+        "values",
+        "sentence_reward",
+        "dpo_return",
+        "response_length",
+        "eos_fraction",
+        "explained_variance",
+        "actor_lr",
+        "critic_lr",
+        "kl_coef",
+        "time/generation",
+        "time/scoring",
+        "time/training",
+        "generation_tokens_per_s",
+    ] {
         assert!(lines.iter().all(|l| l.get(key).is_some()), "metric `{key}` missing");
     }
 }

@@ -11,7 +11,8 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 fn rm_args(model: &Path, data: &Path, store: &Path, extra: &[&str]) -> Vec<String> {
-    let base = ["--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--store", store.to_str().unwrap()];
+    let base =
+        ["--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--store", store.to_str().unwrap()];
     base.iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
@@ -25,7 +26,22 @@ fn reward_model_learns_a_planted_preference() {
     let model = tiny_model(&work.path().join("base"), 71, 32, 2, 1.0);
     let data = write_jsonl(&work.path().join("pairs.jsonl"), &learnable_pairs(64, 9));
     let store = work.path().join("runs");
-    let flags = ["--learning-rate", "3e-3", "--batch-size", "8", "--epochs", "3", "--eval-fraction", "0.125", "--eval-every", "0", "--checkpoint-every", "0", "--warmup-ratio", "0"];
+    let flags = [
+        "--learning-rate",
+        "3e-3",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "3",
+        "--eval-fraction",
+        "0.125",
+        "--eval-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--warmup-ratio",
+        "0",
+    ];
     run_rm(&strs(&rm_args(&model, &data, &store, &flags))).unwrap();
     let out = output(&store, "rm");
     let lines = metrics(&out);
@@ -48,7 +64,18 @@ fn transformers_loads_the_reward_model_and_reproduces_its_scores() {
     let rows = learnable_pairs(24, 5);
     let data = write_jsonl(&work.path().join("pairs.jsonl"), &rows);
     let store = work.path().join("runs");
-    let flags = ["--learning-rate", "1e-2", "--batch-size", "4", "--max-steps", "4", "--eval-fraction", "0.25", "--checkpoint-every", "0"];
+    let flags = [
+        "--learning-rate",
+        "1e-2",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "4",
+        "--eval-fraction",
+        "0.25",
+        "--checkpoint-every",
+        "0",
+    ];
     run_rm(&strs(&rm_args(&model, &data, &store, &flags))).unwrap();
     let out = output(&store, "rm");
 
@@ -57,13 +84,19 @@ fn transformers_loads_the_reward_model_and_reproduces_its_scores() {
     assert_eq!(config.num_labels, Some(1));
     let (mean, std) = config.reward_normalization().expect("reward_normalization in config.json");
     let summary = &manifest(&out)["metrics"]["reward_normalization"];
-    assert_eq!((summary["mean"].as_f64(), summary["std"].as_f64(), summary["split"].as_str()), (Some(mean), Some(std), Some("eval")));
+    assert_eq!(
+        (summary["mean"].as_f64(), summary["std"].as_f64(), summary["split"].as_str()),
+        (Some(mean), Some(std), Some("eval"))
+    );
     assert!(mean.is_finite() && std > 0.0, "mean {mean}, std {std}");
 
     // A batch in the stages' layout (left-padded prompts, right-padded responses).
     let tokenizer = TextTokenizer::from_dir(&out).unwrap();
     let pairs = rto_data::dataset::read_preference_pairs(&data, &Default::default()).unwrap();
-    let (encoded, _) = Encoder::new(&tokenizer, LengthLimits { max_prompt_len: 256, max_response_len: 256 }).unwrap().pairs(&pairs[..6], "pairs").unwrap();
+    let (encoded, _) = Encoder::new(&tokenizer, LengthLimits { max_prompt_len: 256, max_response_len: 256 })
+        .unwrap()
+        .pairs(&pairs[..6], "pairs")
+        .unwrap();
     let prompts: Vec<Vec<i64>> = encoded.iter().flat_map(|p| [p.prompt.clone(), p.prompt.clone()]).collect();
     let responses: Vec<Vec<i64>> = encoded.iter().flat_map(|p| [p.chosen.clone(), p.rejected.clone()]).collect();
     let batch = SequenceBatch::new(&prompts, &responses, tokenizer.pad_id, Device::Cpu).unwrap();
@@ -73,7 +106,8 @@ fn transformers_loads_the_reward_model_and_reproduces_its_scores() {
 
     let batch_json = work.path().join("batch.json");
     let to_vec = |t: &Tensor| Vec::<Vec<i64>>::try_from(t).unwrap();
-    let json = serde_json::json!({"input_ids": to_vec(&batch.input_ids), "attention_mask": to_vec(&batch.attention_mask)});
+    let json =
+        serde_json::json!({"input_ids": to_vec(&batch.input_ids), "attention_mask": to_vec(&batch.attention_mask)});
     std::fs::write(&batch_json, json.to_string()).unwrap();
     let scores_file = work.path().join("scores.safetensors");
     reference(&["scores", out.to_str().unwrap(), batch_json.to_str().unwrap(), scores_file.to_str().unwrap()]);

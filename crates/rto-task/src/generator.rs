@@ -179,7 +179,12 @@ impl Demo<'_> {
             Some(crate::vocab::Role::Noun { kind, .. }) => kind,
             _ => Kind::Object,
         };
-        let used_nouns: Vec<&'static str> = self.used.iter().copied().filter(|w| matches!(vocab().role(w), Some(crate::vocab::Role::Noun { .. }))).collect();
+        let used_nouns: Vec<&'static str> = self
+            .used
+            .iter()
+            .copied()
+            .filter(|w| matches!(vocab().role(w), Some(crate::vocab::Role::Noun { .. })))
+            .collect();
         if !used_nouns.is_empty() && self.chance(0.25 * careless) {
             // Sort: HashSet order is random per process, the output must not be.
             let mut used_nouns = used_nouns;
@@ -219,10 +224,8 @@ impl Demo<'_> {
             }
         }
         let agreeing = self.chance(0.35 + 0.6 * self.skill);
-        let classes: Vec<AdjClass> = AdjClass::ALL
-            .into_iter()
-            .filter(|c| Some(*c) != forbidden && (!agreeing || c.agrees_with(kind)))
-            .collect();
+        let classes: Vec<AdjClass> =
+            AdjClass::ALL.into_iter().filter(|c| Some(*c) != forbidden && (!agreeing || c.agrees_with(kind))).collect();
         let mut class = self.pick(&classes);
         if let AdjClass::Mood(_) = class {
             let follow = self.chance(0.3 + 0.65 * self.skill);
@@ -349,4 +352,3 @@ pub fn generate_dataset_with(seed: u64, sizes: Sizes, out_dir: &Path) -> Result<
 pub fn generate_dataset(seed: u64, out_dir: &Path) -> Result<ScoreStats> {
     generate_dataset_with(seed, Sizes::default(), out_dir)
 }
-

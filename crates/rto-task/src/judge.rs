@@ -115,11 +115,7 @@ fn points(hundredths: i64) -> f64 {
 
 /// The response words the judge sees (cut at `</s>`, `<pad>` dropped).
 pub fn response_words(response: &str) -> Vec<&str> {
-    response
-        .split_whitespace()
-        .take_while(|w| *w != "</s>")
-        .filter(|w| *w != "<pad>")
-        .collect()
+    response.split_whitespace().take_while(|w| *w != "</s>").filter(|w| *w != "<pad>").collect()
 }
 
 /// The gold score with its breakdown; see the module docs for the rules.
@@ -128,10 +124,7 @@ pub fn score_breakdown(prompt: &str, response: &str) -> Breakdown {
     let words = response_words(response);
     let v = vocab();
     // Special tokens inside a response are treated like unknown words.
-    let roles: Vec<Option<Role>> = words
-        .iter()
-        .map(|w| v.role(w).filter(|r| *r != Role::Special))
-        .collect();
+    let roles: Vec<Option<Role>> = words.iter().map(|w| v.role(w).filter(|r| *r != Role::Special)).collect();
     let mut t = Tally { per_word: vec![0; words.len()], ..Tally::default() };
     let mut seen: HashSet<&str> = HashSet::new();
     // Whether word i earned no positive credit (repeated or forbidden): pairing needs both

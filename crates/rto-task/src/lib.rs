@@ -20,13 +20,13 @@ pub mod tokenizer;
 pub mod vocab;
 
 pub use generator::{
-    demonstration, generate_dataset, generate_dataset_with, generate_sft, PromptRow, ScoreStats,
-    SftRow, Sizes, DEFAULT_SEED,
+    demonstration, generate_dataset, generate_dataset_with, generate_sft, PromptRow, ScoreStats, SftRow, Sizes,
+    DEFAULT_SEED,
 };
 pub use judge::{gold_score, score_breakdown, Breakdown, WordScore};
 pub use pairs::{
-    label_pair, label_samples, preference_probability, win_rate, write_pairs_jsonl, LabelStats,
-    LabeledPair, BT_TEMPERATURE,
+    label_pair, label_samples, preference_probability, win_rate, write_pairs_jsonl, LabelStats, LabeledPair,
+    BT_TEMPERATURE,
 };
 pub use prompt::{Avoid, Spec};
 pub use tokenizer::{build_tokenizer, chat_prompt, tokenizer_config, CHAT_TEMPLATE};

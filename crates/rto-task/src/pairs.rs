@@ -38,8 +38,7 @@ pub fn preference_probability(g_a: f64, g_b: f64, tau: f64) -> f64 {
 pub fn label_pair(prompt: &str, a: &str, b: &str, tau: f64, rng: &mut SplitMix64) -> LabeledPair {
     let (g_a, g_b) = (gold_score(prompt, a), gold_score(prompt, b));
     let a_wins = rng.next_f64() < preference_probability(g_a, g_b, tau);
-    let ((chosen, g_c), (rejected, g_r)) =
-        if a_wins { ((a, g_a), (b, g_b)) } else { ((b, g_b), (a, g_a)) };
+    let ((chosen, g_c), (rejected, g_r)) = if a_wins { ((a, g_a), (b, g_b)) } else { ((b, g_b), (a, g_a)) };
     LabeledPair {
         prompt: prompt.to_string(),
         chosen: chosen.to_string(),
@@ -114,10 +113,8 @@ pub fn write_pairs_jsonl(path: &Path, pairs: &[LabeledPair]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{}: not a file name", path.display()))?;
+    let name =
+        path.file_name().and_then(|n| n.to_str()).with_context(|| format!("{}: not a file name", path.display()))?;
     write_atomic(dir, name, text.as_bytes())
 }
 

@@ -59,8 +59,7 @@ impl Spec {
                     spec.avoid = next.map(|n| Avoid::Word(n.to_string()));
                 }
             }
-            if spec.end.is_none() && word == "with" && i > 0 && matches!(w[i - 1], "end" | "finish")
-            {
+            if spec.end.is_none() && word == "with" && i > 0 && matches!(w[i - 1], "end" | "finish") {
                 spec.end = next.map(str::to_string);
             }
         }

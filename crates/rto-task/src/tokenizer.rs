@@ -30,11 +30,7 @@ pub fn chat_prompt(user_text: &str) -> String {
 /// The tokenizer as `tokenizer.json` content: a JSON value in the `tokenizers` file format.
 fn tokenizer_json() -> Value {
     let words = &vocab().words;
-    let vocab_map: Map<String, Value> = words
-        .iter()
-        .enumerate()
-        .map(|(id, w)| (w.to_string(), json!(id)))
-        .collect();
+    let vocab_map: Map<String, Value> = words.iter().enumerate().map(|(id, w)| (w.to_string(), json!(id))).collect();
     let added: Vec<Value> = SPECIAL_TOKENS
         .iter()
         .enumerate()
@@ -60,15 +56,12 @@ fn tokenizer_json() -> Value {
 pub fn build_tokenizer() -> tokenizers::Tokenizer {
     let text = tokenizer_json().to_string();
     // The JSON is built from static tables; failing to parse it is a bug, not an input error.
-    text.parse::<tokenizers::Tokenizer>()
-        .expect("the task tokenizer JSON is valid")
+    text.parse::<tokenizers::Tokenizer>().expect("the task tokenizer JSON is valid")
 }
 
 /// `tokenizer.json` bytes as the `tokenizers` crate serializes them (vocab in id order).
 pub fn tokenizer_file() -> Result<String> {
-    build_tokenizer()
-        .to_string(true)
-        .map_err(|e| anyhow!("serializing the task tokenizer: {e}"))
+    build_tokenizer().to_string(true).map_err(|e| anyhow!("serializing the task tokenizer: {e}"))
 }
 
 /// `tokenizer_config.json` for transformers: which tokens are BOS/EOS/PAD, the chat

@@ -11,8 +11,7 @@ use std::sync::OnceLock;
 
 /// Special tokens, in id order: `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3, then the chat-role
 /// markers the chat template emits.
-pub const SPECIAL_TOKENS: [&str; 7] =
-    ["<pad>", "<s>", "</s>", "<unk>", "<system>", "<user>", "<assistant>"];
+pub const SPECIAL_TOKENS: [&str; 7] = ["<pad>", "<s>", "</s>", "<unk>", "<system>", "<user>", "<assistant>"];
 
 /// What a noun stands for; adjective classes agree with two kinds each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,11 +96,8 @@ impl AdjClass {
 }
 
 /// The adjective classes a prompt may forbid, with the word the prompt uses for them.
-pub const AVOIDABLE: [(AdjClass, &str); 3] = [
-    (AdjClass::Color, "colors"),
-    (AdjClass::Size, "sizes"),
-    (AdjClass::Texture, "textures"),
-];
+pub const AVOIDABLE: [(AdjClass, &str); 3] =
+    [(AdjClass::Color, "colors"), (AdjClass::Size, "sizes"), (AdjClass::Texture, "textures")];
 
 /// The role a word plays; the judge and the generator dispatch on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +112,10 @@ pub enum Role {
     Adjective(AdjClass),
     /// A topic's name (ocean, forest, ...): used in prompts, neutral in responses.
     TopicName(usize),
-    Noun { topic: usize, kind: Kind },
+    Noun {
+        topic: usize,
+        kind: Kind,
+    },
     /// A requested length in prompts ("write 24 words").
     Number,
     /// Instruction words that only prompts use (write, avoid, mood, ...).
@@ -132,14 +131,10 @@ impl Role {
 
 pub const ARTICLES: [&str; 2] = ["the", "a"];
 pub const CONNECTORS: [&str; 4] = ["and", "while", "then", "as"];
-pub const PREPOSITIONS: [&str; 8] =
-    ["near", "under", "over", "by", "beside", "across", "through", "along"];
-pub const VERBS: [&str; 12] = [
-    "rests", "waits", "glows", "moves", "sings", "sleeps", "falls", "rises", "turns", "grows",
-    "shines", "drifts",
-];
-pub const CLOSERS: [&str; 8] =
-    ["done", "now", "today", "tonight", "again", "forever", "always", "soon"];
+pub const PREPOSITIONS: [&str; 8] = ["near", "under", "over", "by", "beside", "across", "through", "along"];
+pub const VERBS: [&str; 12] =
+    ["rests", "waits", "glows", "moves", "sings", "sleeps", "falls", "rises", "turns", "grows", "shines", "drifts"];
+pub const CLOSERS: [&str; 8] = ["done", "now", "today", "tonight", "again", "forever", "always", "soon"];
 pub const COLORS: [&str; 8] = ["red", "blue", "green", "yellow", "white", "black", "brown", "gray"];
 pub const SIZES: [&str; 6] = ["big", "small", "tiny", "huge", "tall", "short"];
 pub const TEXTURES: [&str; 8] = ["soft", "rough", "smooth", "wet", "dry", "cold", "warm", "sharp"];
@@ -153,8 +148,8 @@ pub const MOOD_WORDS: [[&str; 4]; 4] = [
 /// Requested lengths a prompt may ask for (responses are 16..=48 words).
 pub const LENGTHS: [u32; 7] = [16, 20, 24, 28, 32, 36, 40];
 pub const PROMPT_WORDS: [&str; 19] = [
-    "write", "compose", "give", "me", "words", "about", "in", "mood", "tone", "avoid", "word",
-    "use", "no", "end", "finish", "with", "colors", "sizes", "textures",
+    "write", "compose", "give", "me", "words", "about", "in", "mood", "tone", "avoid", "word", "use", "no", "end",
+    "finish", "with", "colors", "sizes", "textures",
 ];
 
 /// A topic: its name and four nouns of each `Kind` (creature, plant, object, place).
@@ -243,10 +238,7 @@ pub const TOPICS: [Topic; 8] = [
 impl Topic {
     /// All 16 nouns with their kinds.
     pub fn all_nouns(&self) -> impl Iterator<Item = (&'static str, Kind)> + '_ {
-        KINDS
-            .iter()
-            .zip(self.nouns.iter())
-            .flat_map(|(&k, words)| words.iter().map(move |&w| (w, k)))
+        KINDS.iter().zip(self.nouns.iter()).flat_map(|(&k, words)| words.iter().map(move |&w| (w, k)))
     }
 
     pub fn index_of(name: &str) -> Option<usize> {
@@ -305,10 +297,7 @@ pub fn vocab() -> &'static Vocab {
         for &(w, r) in &entries {
             assert!(roles.insert(w, r).is_none(), "word `{w}` listed twice in the task vocabulary");
         }
-        Vocab {
-            words: entries.iter().map(|&(w, _)| w).collect(),
-            roles,
-        }
+        Vocab { words: entries.iter().map(|&(w, _)| w).collect(), roles }
     })
 }
 

@@ -70,10 +70,7 @@ fn every_penalty_once() {
     assert!(close(b.topic, 1.20) && close(b.avoid, -1.50) && close(b.mood, -0.80));
     assert!(close(b.repeat, -1.00) && close(b.pairing, 0.40) && close(b.grammar, -0.90));
     assert!(close(b.unknown, -1.00) && close(b.ending, 2.00) && close(b.length, -2.00));
-    assert_eq!(
-        word_scores(&b),
-        vec![-0.3, 0.0, -0.8, 1.0, -1.5, 0.6, -0.8, -1.0, -0.5, 0.0, -0.3, 2.0]
-    );
+    assert_eq!(word_scores(&b), vec![-0.3, 0.0, -0.8, 1.0, -1.5, 0.6, -0.8, -1.0, -0.5, 0.0, -0.3, 2.0]);
     check_sums(&b);
 }
 
@@ -134,7 +131,26 @@ fn any_input_scores_without_panicking() {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (state >> 33) as u32
     };
-    let pieces = ["the", "whale", "ocean", "avoid", "word", "end", "with", "é", "\u{0}", " ", "\n", "99999999999", "mood", "calm", "</s>", "<s>", "red", "done"];
+    let pieces = [
+        "the",
+        "whale",
+        "ocean",
+        "avoid",
+        "word",
+        "end",
+        "with",
+        "é",
+        "\u{0}",
+        " ",
+        "\n",
+        "99999999999",
+        "mood",
+        "calm",
+        "</s>",
+        "<s>",
+        "red",
+        "done",
+    ];
     for _ in 0..2000 {
         let mut p = String::new();
         let mut r = String::new();

@@ -1,10 +1,7 @@
 //! Bradley–Terry labelling and win rates.
 
 use rto_data::dataset::{read_preference_pairs, ColumnNames, SplitMix64};
-use rto_task::{
-    demonstration, label_pair, label_samples, preference_probability, win_rate,
-    write_pairs_jsonl, Spec,
-};
+use rto_task::{demonstration, label_pair, label_samples, preference_probability, win_rate, write_pairs_jsonl, Spec};
 
 /// Two demonstrations for each of `n` random prompts: (prompt, response) rows, as a sampler
 /// writing two samples per prompt would.

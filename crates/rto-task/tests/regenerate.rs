@@ -7,10 +7,7 @@ use rto_task::{generate_dataset, DEFAULT_SEED};
 use std::collections::BTreeSet;
 
 fn file_names(dir: &std::path::Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
 }
 
 #[test]

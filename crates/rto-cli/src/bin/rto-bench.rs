@@ -65,7 +65,10 @@ fn run() -> Result<()> {
             generation(config.clone(), 2, prompt_len, 4, device, kind)?; // warm-up: thread pools, allocator
             for _ in 0..args.reps {
                 let tps = generation(config.clone(), batch, prompt_len, new_tokens, device, kind)?;
-                println!("{}", serde_json::json!({"bench": "generate", "impl": "rto", "tokens_per_s": tps, "device": args.device, "size": args.size, "dtype": args.dtype}));
+                println!(
+                    "{}",
+                    serde_json::json!({"bench": "generate", "impl": "rto", "tokens_per_s": tps, "device": args.device, "size": args.size, "dtype": args.dtype})
+                );
             }
         }
         What::Parity { model } => {
@@ -80,7 +83,10 @@ fn run() -> Result<()> {
                 let start = Instant::now();
                 let loss = bench.step();
                 let tps = bench.tokens_per_step() as f64 / start.elapsed().as_secs_f64();
-                println!("{}", serde_json::json!({"bench": "dpo_step", "impl": "rto", "tokens_per_s": tps, "loss": loss, "device": args.device, "size": args.size}));
+                println!(
+                    "{}",
+                    serde_json::json!({"bench": "dpo_step", "impl": "rto", "tokens_per_s": tps, "loss": loss, "device": args.device, "size": args.size})
+                );
             }
         }
     }

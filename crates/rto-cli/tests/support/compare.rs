@@ -34,13 +34,16 @@ pub fn comparable(rel: &str, bytes: &[u8]) -> Vec<u8> {
     let name = Path::new(rel).file_name().unwrap().to_string_lossy().into_owned();
     if name.ends_with(".jsonl") {
         let text = String::from_utf8_lossy(bytes);
-        let lines: Vec<String> = text.lines().map(|line| match serde_json::from_str::<Value>(line) {
-            Ok(mut v) => {
-                strip_wall_clock(&mut v);
-                v.to_string()
-            }
-            Err(_) => line.to_string(),
-        }).collect();
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| match serde_json::from_str::<Value>(line) {
+                Ok(mut v) => {
+                    strip_wall_clock(&mut v);
+                    v.to_string()
+                }
+                Err(_) => line.to_string(),
+            })
+            .collect();
         return lines.join("\n").into_bytes();
     }
     if name == "manifest.json" {
@@ -89,7 +92,13 @@ fn list(dir: &Path) -> Vec<(String, PathBuf)> {
 /// Asserts two output folders hold the same files with the same comparable bytes.
 pub fn assert_same_outputs(a: &Path, store_a: &Path, b: &Path, store_b: &Path) {
     let (fa, fb) = (normalized_files(a, store_a), normalized_files(b, store_b));
-    assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>(), "{} and {} list different files", a.display(), b.display());
+    assert_eq!(
+        fa.keys().collect::<Vec<_>>(),
+        fb.keys().collect::<Vec<_>>(),
+        "{} and {} list different files",
+        a.display(),
+        b.display()
+    );
     for (rel, bytes) in &fa {
         if bytes != &fb[rel] {
             panic!("{rel} differs between {} and {}{}", a.display(), b.display(), first_difference(bytes, &fb[rel]));

@@ -19,7 +19,10 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) {
 
 /// A Parquet file whose `prompt` column holds integers instead of strings (`response` is fine).
 pub fn int_prompt_parquet(path: &Path) {
-    let schema = Arc::new(Schema::new(vec![Field::new("prompt", DataType::Int64, false), Field::new("response", DataType::Utf8, false)]));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("prompt", DataType::Int64, false),
+        Field::new("response", DataType::Utf8, false),
+    ]));
     let prompt: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
     let response: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
     write_parquet(path, &RecordBatch::try_new(schema, vec![prompt, response]).unwrap());
@@ -52,7 +55,17 @@ pub fn with_f32_cell(src: &Path, dest: &Path, column: &str, row: usize, value: f
     let batch = arrow::compute::concat_batches(&schema, &batches).unwrap();
     let idx = schema.index_of(column).unwrap();
     let old = batch.column(idx).as_any().downcast_ref::<Float32Array>().unwrap();
-    let new: Float32Array = (0..old.len()).map(|i| if i == row { Some(value) } else if old.is_null(i) { None } else { Some(old.value(i)) }).collect();
+    let new: Float32Array = (0..old.len())
+        .map(|i| {
+            if i == row {
+                Some(value)
+            } else if old.is_null(i) {
+                None
+            } else {
+                Some(old.value(i))
+            }
+        })
+        .collect();
     let mut cols = batch.columns().to_vec();
     cols[idx] = Arc::new(new);
     let props = WriterProperties::builder().set_key_value_metadata(kv).build();

@@ -98,9 +98,46 @@ pub struct Fixture {
 }
 
 /// Flags that keep every stage of the fixture (and of tests reusing them) to seconds.
-pub const SFT_FLAGS: &[&str] = &["--max-steps", "3", "--batch-size", "8", "--eval-every", "100", "--checkpoint-every", "100", "--max-prompt-len", "48", "--max-response-len", "48"];
-pub const GEN_FLAGS: &[&str] = &["--num-prompts", "8", "--max-new-tokens", "12", "--generation-batch-size", "16", "--max-prompt-len", "48", "--max-response-len", "48"];
-pub const PREF_FLAGS: &[&str] = &["--max-steps", "2", "--batch-size", "4", "--eval-every", "100", "--checkpoint-every", "100", "--max-prompt-len", "48", "--max-response-len", "48"];
+pub const SFT_FLAGS: &[&str] = &[
+    "--max-steps",
+    "3",
+    "--batch-size",
+    "8",
+    "--eval-every",
+    "100",
+    "--checkpoint-every",
+    "100",
+    "--max-prompt-len",
+    "48",
+    "--max-response-len",
+    "48",
+];
+pub const GEN_FLAGS: &[&str] = &[
+    "--num-prompts",
+    "8",
+    "--max-new-tokens",
+    "12",
+    "--generation-batch-size",
+    "16",
+    "--max-prompt-len",
+    "48",
+    "--max-response-len",
+    "48",
+];
+pub const PREF_FLAGS: &[&str] = &[
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "100",
+    "--checkpoint-every",
+    "100",
+    "--max-prompt-len",
+    "48",
+    "--max-response-len",
+    "48",
+];
 pub const ANNOTATE_FLAGS: &[&str] = &["--batch-size", "8", "--max-prompt-len", "48", "--max-response-len", "48"];
 
 /// A tiny config of the toy model's shape family: vocabulary of data/toy's tokenizer (256).
@@ -163,12 +200,53 @@ fn build_fixture() -> Fixture {
     let with = |base: &[&str], extra: &[String]| -> Vec<String> {
         base.iter().map(|x| x.to_string()).chain(extra.iter().cloned()).collect()
     };
-    let sft = run_ok("sft-train", &with(SFT_FLAGS, &["--store".into(), s(&store), "--init-config".into(), s(&model_config), "--tokenizer".into(), s(&tokenizer), "--data".into(), s(&sft_data)]));
-    let pairs = run_ok("make-pairs", &with(GEN_FLAGS, &["--store".into(), s(&store), "--model".into(), s(&sft), "--prompts".into(), s(&sft_data)]));
+    let sft = run_ok(
+        "sft-train",
+        &with(
+            SFT_FLAGS,
+            &[
+                "--store".into(),
+                s(&store),
+                "--init-config".into(),
+                s(&model_config),
+                "--tokenizer".into(),
+                s(&tokenizer),
+                "--data".into(),
+                s(&sft_data),
+            ],
+        ),
+    );
+    let pairs = run_ok(
+        "make-pairs",
+        &with(GEN_FLAGS, &["--store".into(), s(&store), "--model".into(), s(&sft), "--prompts".into(), s(&sft_data)]),
+    );
     let pairs_file = pairs.join("pairs.jsonl");
-    let dpo = run_ok("dpo-train", &with(PREF_FLAGS, &["--store".into(), s(&store), "--model".into(), s(&sft), "--data".into(), s(&pairs_file)]));
-    let rm = run_ok("rm-train", &with(PREF_FLAGS, &["--store".into(), s(&store), "--model".into(), s(&sft), "--data".into(), s(&pairs_file)]));
-    let annotate = run_ok("token-reward-annotate", &with(ANNOTATE_FLAGS, &["--store".into(), s(&store), "--ref".into(), s(&sft), "--dpo".into(), s(&dpo), "--reward-model".into(), s(&rm), "--data".into(), s(&pairs_file)]));
+    let dpo = run_ok(
+        "dpo-train",
+        &with(PREF_FLAGS, &["--store".into(), s(&store), "--model".into(), s(&sft), "--data".into(), s(&pairs_file)]),
+    );
+    let rm = run_ok(
+        "rm-train",
+        &with(PREF_FLAGS, &["--store".into(), s(&store), "--model".into(), s(&sft), "--data".into(), s(&pairs_file)]),
+    );
+    let annotate = run_ok(
+        "token-reward-annotate",
+        &with(
+            ANNOTATE_FLAGS,
+            &[
+                "--store".into(),
+                s(&store),
+                "--ref".into(),
+                s(&sft),
+                "--dpo".into(),
+                s(&dpo),
+                "--reward-model".into(),
+                s(&rm),
+                "--data".into(),
+                s(&pairs_file),
+            ],
+        ),
+    );
     Fixture { dir, store, model_config, tokenizer, sft_data, prompts, sft, pairs, pairs_file, dpo, rm, annotate }
 }
 

@@ -35,10 +35,7 @@ impl Prompt {
     /// The prompt as chat messages (raw text becomes one user turn).
     pub fn to_messages(&self) -> Vec<Message> {
         match self {
-            Prompt::Text(t) => vec![Message {
-                role: "user".into(),
-                content: t.clone(),
-            }],
+            Prompt::Text(t) => vec![Message { role: "user".into(), content: t.clone() }],
             Prompt::Messages(m) => m.clone(),
         }
     }
@@ -47,12 +44,9 @@ impl Prompt {
     pub fn display_text(&self) -> &str {
         match self {
             Prompt::Text(t) => t,
-            Prompt::Messages(m) => m
-                .iter()
-                .rev()
-                .find(|m| m.role == "user")
-                .or(m.last())
-                .map_or("", |m| m.content.as_str()),
+            Prompt::Messages(m) => {
+                m.iter().rev().find(|m| m.role == "user").or(m.last()).map_or("", |m| m.content.as_str())
+            }
         }
     }
 
@@ -152,10 +146,7 @@ pub struct DatasetStats {
 
 impl DatasetStats {
     pub fn new(rows: usize) -> Self {
-        Self {
-            rows,
-            ..Self::default()
-        }
+        Self { rows, ..Self::default() }
     }
 
     /// Counts one dropped row under `reason`.
@@ -194,24 +185,15 @@ fn response_of(table: &RawTable, row: usize, column: &str) -> Result<(Vec<Messag
     match table.cell(column, row) {
         Cell::Str(s) => Ok((Vec::new(), s.clone())),
         Cell::Messages(msgs) => match msgs.split_last() {
-            Some((last, before)) if last.role == "assistant" => {
-                Ok((before.to_vec(), last.content.clone()))
-            }
+            Some((last, before)) if last.role == "assistant" => Ok((before.to_vec(), last.content.clone())),
             Some((last, _)) => Err(table.err(
                 row,
                 column,
-                format!(
-                    "the last message has role `{}`; expected the `assistant` response",
-                    last.role
-                ),
+                format!("the last message has role `{}`; expected the `assistant` response", last.role),
             )),
             None => Err(table.err(row, column, "empty message list")),
         },
-        other => Err(table.err(
-            row,
-            column,
-            format!("expected {TEXT_OR_MESSAGES}, found {}", describe(other)),
-        )),
+        other => Err(table.err(row, column, format!("expected {TEXT_OR_MESSAGES}, found {}", describe(other)))),
     }
 }
 
@@ -223,11 +205,7 @@ fn prompt_of(table: &RawTable, row: usize, column: &str) -> Result<Prompt> {
         Cell::Str(s) => Ok(Prompt::Text(s.clone())),
         Cell::Messages(m) if !m.is_empty() => Ok(Prompt::Messages(m.clone())),
         Cell::Messages(_) => Err(table.err(row, column, "empty message list")),
-        other => Err(table.err(
-            row,
-            column,
-            format!("expected {TEXT_OR_MESSAGES}, found {}", describe(other)),
-        )),
+        other => Err(table.err(row, column, format!("expected {TEXT_OR_MESSAGES}, found {}", describe(other)))),
     }
 }
 
@@ -235,17 +213,11 @@ fn optional_number(table: &RawTable, row: usize, column: &str) -> Result<Option<
     match table.cell(column, row) {
         Cell::Null => Ok(None),
         // A NaN or infinite score would poison every average and label computed from it.
-        Cell::Num(x) if !x.is_finite() => Err(table.err(
-            row,
-            column,
-            format!("{x} is not a finite number; fix the value or leave it empty (null)"),
-        )),
+        Cell::Num(x) if !x.is_finite() => {
+            Err(table.err(row, column, format!("{x} is not a finite number; fix the value or leave it empty (null)")))
+        }
         Cell::Num(x) => Ok(Some(*x)),
-        other => Err(table.err(
-            row,
-            column,
-            format!("expected a number, found {}", describe(other)),
-        )),
+        other => Err(table.err(row, column, format!("expected a number, found {}", describe(other)))),
     }
 }
 
@@ -253,11 +225,7 @@ fn optional_text(table: &RawTable, row: usize, column: &str) -> Result<Option<St
     match table.cell(column, row) {
         Cell::Null => Ok(None),
         Cell::Str(s) => Ok(Some(s.clone())),
-        other => Err(table.err(
-            row,
-            column,
-            format!("expected text, found {}", describe(other)),
-        )),
+        other => Err(table.err(row, column, format!("expected text, found {}", describe(other)))),
     }
 }
 
@@ -265,13 +233,7 @@ fn optional_text(table: &RawTable, row: usize, column: &str) -> Result<Option<St
 /// before the last assistant turn (it must be the same for chosen and rejected); with plain
 /// text responses, or a bare [assistant] list, it comes from the prompt column.
 pub fn read_preference_pairs(path: &Path, cols: &ColumnNames) -> Result<Vec<PreferencePair>> {
-    let wanted = [
-        &cols.prompt,
-        &cols.chosen,
-        &cols.rejected,
-        &cols.score_chosen,
-        &cols.score_rejected,
-    ];
+    let wanted = [&cols.prompt, &cols.chosen, &cols.rejected, &cols.score_chosen, &cols.score_rejected];
     let table = RawTable::load(path, &wanted.map(String::as_str))?;
     for c in [&cols.chosen, &cols.rejected] {
         if !table.has(c) {
@@ -291,10 +253,7 @@ pub fn read_preference_pairs(path: &Path, cols: &ColumnNames) -> Result<Vec<Pref
             return Err(table.err(
                 row,
                 &cols.rejected,
-                format!(
-                    "the conversation before the response differs from column `{}`'s",
-                    cols.chosen
-                ),
+                format!("the conversation before the response differs from column `{}`'s", cols.chosen),
             ));
         };
         out.push(PreferencePair {
@@ -349,16 +308,8 @@ pub fn read_responses(path: &Path, cols: &ColumnNames) -> Result<Vec<ResponseRec
     (0..table.n_rows)
         .map(|row| {
             let (ctx, response) = response_of(&table, row, &cols.response)?;
-            let prompt = if ctx.is_empty() {
-                prompt_of(&table, row, &cols.prompt)?
-            } else {
-                Prompt::Messages(ctx)
-            };
-            Ok(ResponseRecord {
-                row,
-                prompt,
-                response,
-            })
+            let prompt = if ctx.is_empty() { prompt_of(&table, row, &cols.prompt)? } else { Prompt::Messages(ctx) };
+            Ok(ResponseRecord { row, prompt, response })
         })
         .collect()
 }

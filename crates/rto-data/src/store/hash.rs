@@ -31,9 +31,7 @@ impl ArtifactKey {
 
     /// Whether `s` has the shape of a key (used to tell store folders from user folders).
     pub fn is_key_like(s: &str) -> bool {
-        s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 }
 
@@ -77,9 +75,7 @@ pub(crate) fn update_field(hasher: &mut blake3::Hasher, bytes: &[u8]) {
 pub fn hash_file(path: &Path) -> Result<ArtifactKey> {
     let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = blake3::Hasher::new();
-    hasher
-        .update_reader(file)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    hasher.update_reader(file).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(ArtifactKey::from_hash(hasher.finalize()))
 }
 
@@ -94,10 +90,7 @@ pub fn list_files(dir: &Path) -> Result<Vec<String>> {
 
 fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) -> Result<()> {
     if depth > 32 {
-        bail!(
-            "{}: folders nested deeper than 32 levels (a symlink loop?)",
-            dir.display()
-        );
+        bail!("{}: folders nested deeper than 32 levels (a symlink loop?)", dir.display());
     }
     let entries = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for entry in entries {
@@ -107,13 +100,8 @@ fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) -> Result
         let Some(name) = name.to_str() else {
             bail!("{}: file name is not valid UTF-8", path.display());
         };
-        let rel = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let meta =
-            fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?;
+        let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
+        let meta = fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?;
         if meta.is_dir() {
             walk(&path, &rel, depth + 1, out)?;
         } else if meta.is_file() {

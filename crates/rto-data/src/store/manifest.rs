@@ -53,8 +53,7 @@ pub struct Manifest {
 /// `manifest.json` (no `format: rto-manifest/1`); an error when it claims to be ours but is
 /// broken, since silently keying such a folder by content would hide the damage.
 pub(crate) fn read_manifest(path: &Path) -> Result<Option<Manifest>> {
-    let text =
-        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let value: Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(_) => return Ok(None),
@@ -62,8 +61,8 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Option<Manifest>> {
     if value.get("format").and_then(Value::as_str) != Some(MANIFEST_FORMAT) {
         return Ok(None);
     }
-    let manifest: Manifest = serde_json::from_value(value)
-        .with_context(|| format!("{}: malformed RTO manifest", path.display()))?;
+    let manifest: Manifest =
+        serde_json::from_value(value).with_context(|| format!("{}: malformed RTO manifest", path.display()))?;
     Ok(Some(manifest))
 }
 
@@ -72,24 +71,14 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Option<Manifest>> {
 pub fn verify(folder: &Path) -> Result<Manifest> {
     let manifest_path = folder.join(MANIFEST_FILE);
     if !manifest_path.is_file() {
-        bail!(
-            "{}: no {MANIFEST_FILE}; not a finished stage output",
-            folder.display()
-        );
+        bail!("{}: no {MANIFEST_FILE}; not a finished stage output", folder.display());
     }
     let Some(manifest) = read_manifest(&manifest_path)? else {
-        bail!(
-            "{}: not an RTO manifest (no \"format\": \"{MANIFEST_FORMAT}\")",
-            manifest_path.display()
-        );
+        bail!("{}: not an RTO manifest (no \"format\": \"{MANIFEST_FORMAT}\")", manifest_path.display());
     };
     if let Some(name) = folder.file_name().and_then(|n| n.to_str()) {
         if ArtifactKey::is_key_like(name) && name != manifest.key.as_str() {
-            bail!(
-                "{}: folder name does not match the manifest's key {}",
-                folder.display(),
-                manifest.key
-            );
+            bail!("{}: folder name does not match the manifest's key {}", folder.display(), manifest.key);
         }
     }
     check_files(folder, &manifest)?;
@@ -97,23 +86,14 @@ pub fn verify(folder: &Path) -> Result<Manifest> {
 }
 
 fn check_files(folder: &Path, manifest: &Manifest) -> Result<()> {
-    let present: BTreeSet<String> = list_files(folder)?
-        .into_iter()
-        .filter(|f| f != MANIFEST_FILE)
-        .collect();
+    let present: BTreeSet<String> = list_files(folder)?.into_iter().filter(|f| f != MANIFEST_FILE).collect();
     for rel in manifest.files.keys() {
         if !present.contains(rel) {
-            bail!(
-                "{}: file `{rel}` listed in the manifest is missing",
-                folder.display()
-            );
+            bail!("{}: file `{rel}` listed in the manifest is missing", folder.display());
         }
     }
     if let Some(extra) = present.iter().find(|f| !manifest.files.contains_key(*f)) {
-        bail!(
-            "{}: file `{extra}` is not listed in the manifest (added after the stage finished)",
-            folder.display()
-        );
+        bail!("{}: file `{extra}` is not listed in the manifest (added after the stage finished)", folder.display());
     }
     for (rel, expected) in &manifest.files {
         let actual = hash_file(&folder.join(rel))?;

@@ -24,8 +24,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// tampered upstream folder is caught before any work); any other file is keyed by its bytes
 /// and any other folder by its files' relative paths and bytes. The path itself never enters.
 pub fn input_key(path: &Path) -> Result<ArtifactKey> {
-    let meta = fs::metadata(path)
-        .with_context(|| format!("input {} does not exist or cannot be read", path.display()))?;
+    let meta =
+        fs::metadata(path).with_context(|| format!("input {} does not exist or cannot be read", path.display()))?;
     if meta.is_file() {
         let key = hash_file(path)?;
         check_file_in_stage_folder(path, &key)?;
@@ -36,12 +36,8 @@ pub fn input_key(path: &Path) -> Result<ArtifactKey> {
     }
     let manifest_path = path.join(MANIFEST_FILE);
     if manifest_path.is_file() && manifest::read_manifest(&manifest_path)?.is_some() {
-        let manifest = verify(path).with_context(|| {
-            format!(
-                "input {} is a stage output that no longer verifies",
-                path.display()
-            )
-        })?;
+        let manifest = verify(path)
+            .with_context(|| format!("input {} is a stage output that no longer verifies", path.display()))?;
         return Ok(manifest.key);
     }
     hash_folder_content(path)
@@ -76,12 +72,7 @@ fn check_file_in_stage_folder(path: &Path, key: &ArtifactKey) -> Result<()> {
 /// Key of a stage from already-known input keys. Inputs are ordered by role (stable, so
 /// repeated roles keep their given order): code that collects inputs from a map cannot
 /// change the key by iteration order.
-pub fn stage_key(
-    stage: &str,
-    schema_version: u32,
-    settings: &Value,
-    inputs: &[(String, ArtifactKey)],
-) -> ArtifactKey {
+pub fn stage_key(stage: &str, schema_version: u32, settings: &Value, inputs: &[(String, ArtifactKey)]) -> ArtifactKey {
     let mut sorted: Vec<&(String, ArtifactKey)> = inputs.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut hasher = blake3::Hasher::new();
@@ -119,20 +110,11 @@ pub struct ResolvedSpec {
 impl StageSpec {
     /// A spec with settings taken from any serializable value (typically the parsed CLI args
     /// minus paths and the flags that do not change results, like `--force`).
-    pub fn new(
-        stage: impl Into<String>,
-        schema_version: u32,
-        settings: &impl Serialize,
-    ) -> Result<Self> {
+    pub fn new(stage: impl Into<String>, schema_version: u32, settings: &impl Serialize) -> Result<Self> {
         let stage = stage.into();
         let settings = serde_json::to_value(settings)
             .with_context(|| format!("stage {stage}: settings are not serializable to JSON"))?;
-        Ok(Self {
-            stage,
-            schema_version,
-            settings,
-            inputs: Vec::new(),
-        })
+        Ok(Self { stage, schema_version, settings, inputs: Vec::new() })
     }
 
     /// Adds an input artifact.
@@ -146,18 +128,10 @@ impl StageSpec {
         check_stage_name(&self.stage)?;
         let mut inputs = Vec::with_capacity(self.inputs.len());
         for (role, path) in &self.inputs {
-            let key =
-                input_key(path).with_context(|| format!("stage {}: input `{role}`", self.stage))?;
-            inputs.push(ManifestInput {
-                role: role.clone(),
-                path: path.display().to_string(),
-                key,
-            });
+            let key = input_key(path).with_context(|| format!("stage {}: input `{role}`", self.stage))?;
+            inputs.push(ManifestInput { role: role.clone(), path: path.display().to_string(), key });
         }
-        let pairs: Vec<(String, ArtifactKey)> = inputs
-            .iter()
-            .map(|i| (i.role.clone(), i.key.clone()))
-            .collect();
+        let pairs: Vec<(String, ArtifactKey)> = inputs.iter().map(|i| (i.role.clone(), i.key.clone())).collect();
         let key = stage_key(&self.stage, self.schema_version, &self.settings, &pairs);
         Ok(ResolvedSpec { key, inputs })
     }
@@ -171,9 +145,7 @@ impl StageSpec {
 fn check_stage_name(stage: &str) -> Result<()> {
     let ok = !stage.is_empty()
         && !stage.starts_with('.')
-        && stage
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && stage.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !ok {
         bail!("invalid stage name `{stage}`: use letters, digits, '-', '_' or '.', not starting with '.'");
     }
@@ -207,8 +179,7 @@ impl StageDir {
     /// `<root>/<stage>/.work-<key>/`, created on first use. It survives a killed run (put
     /// periodic checkpoints here and resume from them) and is deleted once the stage succeeds.
     pub fn scratch(&self) -> Result<PathBuf> {
-        fs::create_dir_all(&self.scratch)
-            .with_context(|| format!("cannot create {}", self.scratch.display()))?;
+        fs::create_dir_all(&self.scratch).with_context(|| format!("cannot create {}", self.scratch.display()))?;
         Ok(self.scratch.clone())
     }
 }
@@ -269,12 +240,7 @@ impl Store {
             return Ok(None);
         }
         let manifest = verify(&path)?;
-        Ok(Some(StageOutcome {
-            path,
-            key,
-            reused: true,
-            manifest,
-        }))
+        Ok(Some(StageOutcome { path, key, reused: true, manifest }))
     }
 
     /// Runs a stage through the cache; see the module docs. `compute` writes the artifact's
@@ -324,11 +290,7 @@ impl Store {
         }
         fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut guard = TempGuard(Some(tmp.clone()));
-        let dir = StageDir {
-            path: tmp.clone(),
-            scratch: stage_root.join(format!(".work-{key}")),
-            key: key.clone(),
-        };
+        let dir = StageDir { path: tmp.clone(), scratch: stage_root.join(format!(".work-{key}")), key: key.clone() };
 
         let started = Instant::now();
         let metrics = match compute(&dir) {
@@ -352,9 +314,7 @@ impl Store {
         let wall_time_s = started.elapsed().as_secs_f64();
 
         if tmp.join(MANIFEST_FILE).exists() {
-            bail!(
-                "stage {stage} wrote its own {MANIFEST_FILE}; that name is reserved for the store"
-            );
+            bail!("stage {stage} wrote its own {MANIFEST_FILE}; that name is reserved for the store");
         }
         let manifest = Manifest {
             format: MANIFEST_FORMAT.to_string(),
@@ -367,10 +327,7 @@ impl Store {
             metrics,
             wall_time_s,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         };
         write_manifest(&tmp.join(MANIFEST_FILE), &manifest)?;
 
@@ -378,66 +335,32 @@ impl Store {
             // --force, or a folder that failed verification: move it aside so the swap is a
             // rename, then delete it.
             let old = stage_root.join(format!(".old-{key}-{}", std::process::id()));
-            fs::rename(&final_path, &old)
-                .with_context(|| format!("cannot move {} aside", final_path.display()))?;
-            fs::rename(&tmp, &final_path).with_context(|| {
-                format!(
-                    "cannot rename {} to {}",
-                    tmp.display(),
-                    final_path.display()
-                )
-            })?;
+            fs::rename(&final_path, &old).with_context(|| format!("cannot move {} aside", final_path.display()))?;
+            fs::rename(&tmp, &final_path)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), final_path.display()))?;
             let _ = fs::remove_dir_all(&old);
         } else {
-            fs::rename(&tmp, &final_path).with_context(|| {
-                format!(
-                    "cannot rename {} to {}",
-                    tmp.display(),
-                    final_path.display()
-                )
-            })?;
+            fs::rename(&tmp, &final_path)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), final_path.display()))?;
         }
         guard.0 = None;
         if dir.scratch.exists() {
             let _ = fs::remove_dir_all(&dir.scratch);
         }
         drop(lock);
-        eprintln!(
-            "rto: {stage}: computed {} in {wall_time_s:.1}s -> {}",
-            key.short(),
-            final_path.display()
-        );
-        Ok(StageOutcome {
-            path: final_path,
-            key,
-            reused: false,
-            manifest,
-        })
+        eprintln!("rto: {stage}: computed {} in {wall_time_s:.1}s -> {}", key.short(), final_path.display());
+        Ok(StageOutcome { path: final_path, key, reused: false, manifest })
     }
 
-    fn try_reuse(
-        &self,
-        stage: &str,
-        key: &ArtifactKey,
-        path: &Path,
-    ) -> Result<Option<StageOutcome>> {
+    fn try_reuse(&self, stage: &str, key: &ArtifactKey, path: &Path) -> Result<Option<StageOutcome>> {
         if !path.exists() {
             return Ok(None);
         }
         let manifest = verify(path).with_context(|| {
             format!("cached output of stage {stage} is damaged; rerun with --force to recompute it")
         })?;
-        eprintln!(
-            "rto: {stage}: reusing cached output {} (key {})",
-            path.display(),
-            key.short()
-        );
-        Ok(Some(StageOutcome {
-            path: path.to_path_buf(),
-            key: key.clone(),
-            reused: true,
-            manifest,
-        }))
+        eprintln!("rto: {stage}: reusing cached output {} (key {})", path.display(), key.short());
+        Ok(Some(StageOutcome { path: path.to_path_buf(), key: key.clone(), reused: true, manifest }))
     }
 }
 
@@ -445,17 +368,11 @@ impl Store {
 /// created it. A run that fails removes the lock file it created, so a waiter may end up
 /// holding the lock of a removed file: after locking, the path must still name the locked
 /// file, or the whole step is retried on the current one (the usual lock-file protocol).
-fn lock_stage(
-    stage_root: &Path,
-    lock_path: &Path,
-    stage: &str,
-    key: &ArtifactKey,
-) -> Result<(fs::File, bool)> {
+fn lock_stage(stage_root: &Path, lock_path: &Path, stage: &str, key: &ArtifactKey) -> Result<(fs::File, bool)> {
     use std::os::unix::fs::MetadataExt;
     loop {
-        fs::create_dir_all(stage_root).with_context(|| {
-            format!("cannot create {} (is --store a writable folder?)", stage_root.display())
-        })?;
+        fs::create_dir_all(stage_root)
+            .with_context(|| format!("cannot create {} (is --store a writable folder?)", stage_root.display()))?;
         let mut open = fs::OpenOptions::new();
         open.write(true).truncate(false);
         let (lock, created) = match open.clone().create_new(true).open(lock_path) {
@@ -463,35 +380,19 @@ fn lock_stage(
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match open.open(lock_path) {
                 Ok(f) => (f, false),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("cannot open lock file {}", lock_path.display())
-                    })
-                }
+                Err(e) => return Err(e).with_context(|| format!("cannot open lock file {}", lock_path.display())),
             },
             // The stage folder was removed by a failing run between our mkdir and open.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot create lock file {}", lock_path.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("cannot create lock file {}", lock_path.display())),
         };
         if lock.try_lock().is_err() {
-            eprintln!(
-                "rto: {stage}: waiting for another run computing {} (lock {})",
-                key.short(),
-                lock_path.display()
-            );
-            lock.lock()
-                .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+            eprintln!("rto: {stage}: waiting for another run computing {} (lock {})", key.short(), lock_path.display());
+            lock.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
         }
-        let held = lock
-            .metadata()
-            .with_context(|| format!("cannot stat {}", lock_path.display()))?;
+        let held = lock.metadata().with_context(|| format!("cannot stat {}", lock_path.display()))?;
         match fs::metadata(lock_path) {
-            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                return Ok((lock, created))
-            }
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok((lock, created)),
             _ => continue,
         }
     }
@@ -501,12 +402,9 @@ fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
     use std::io::Write;
     let mut bytes = serde_json::to_vec_pretty(manifest).context("cannot serialize manifest")?;
     bytes.push(b'\n');
-    let mut file =
-        fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(&bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all()
-        .with_context(|| format!("cannot sync {}", path.display()))?;
+    let mut file = fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(&bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all().with_context(|| format!("cannot sync {}", path.display()))?;
     Ok(())
 }
 
@@ -519,22 +417,14 @@ fn clean_stale(stage_root: &Path, held: &ArtifactKey) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(rest) = name
-            .strip_prefix(".tmp-")
-            .or_else(|| name.strip_prefix(".old-"))
-        else {
+        let Some(rest) = name.strip_prefix(".tmp-").or_else(|| name.strip_prefix(".old-")) else {
             continue;
         };
         let Some(key) = rest.get(..64).filter(|k| ArtifactKey::is_key_like(k)) else {
             continue;
         };
         let lock_path = stage_root.join(format!("{key}.lock"));
-        let Ok(lock) = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-        else {
+        let Ok(lock) = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path) else {
             continue;
         };
         // The caller already holds `held`'s lock (so try_lock on a second descriptor would
@@ -553,10 +443,8 @@ pub fn link(root: &Path, name: &str, target: &Path) -> Result<PathBuf> {
     }
     let dir = root.join("latest");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let target_abs =
-        fs::canonicalize(target).with_context(|| format!("cannot resolve {}", target.display()))?;
-    let root_abs =
-        fs::canonicalize(root).with_context(|| format!("cannot resolve {}", root.display()))?;
+    let target_abs = fs::canonicalize(target).with_context(|| format!("cannot resolve {}", target.display()))?;
+    let root_abs = fs::canonicalize(root).with_context(|| format!("cannot resolve {}", root.display()))?;
     let pointee = match target_abs.strip_prefix(&root_abs) {
         Ok(rel) => Path::new("..").join(rel),
         Err(_) => target_abs.clone(),
@@ -565,21 +453,16 @@ pub fn link(root: &Path, name: &str, target: &Path) -> Result<PathBuf> {
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     make_symlink(&pointee, &tmp)?;
-    fs::rename(&tmp, &link_path)
-        .with_context(|| format!("cannot replace {}", link_path.display()))?;
+    fs::rename(&tmp, &link_path).with_context(|| format!("cannot replace {}", link_path.display()))?;
     Ok(link_path)
 }
 
 #[cfg(unix)]
 fn make_symlink(pointee: &Path, at: &Path) -> Result<()> {
-    std::os::unix::fs::symlink(pointee, at)
-        .with_context(|| format!("cannot create symlink {}", at.display()))
+    std::os::unix::fs::symlink(pointee, at).with_context(|| format!("cannot create symlink {}", at.display()))
 }
 
 #[cfg(not(unix))]
 fn make_symlink(_pointee: &Path, at: &Path) -> Result<()> {
-    bail!(
-        "cannot create {}: symlinks are only supported on Unix",
-        at.display()
-    )
+    bail!("cannot create {}: symlinks are only supported on Unix", at.display())
 }

@@ -101,10 +101,7 @@ impl ColType {
 
     pub(crate) fn accepts(self, dt: &DataType) -> bool {
         match self {
-            ColType::Str => matches!(
-                dt,
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            ),
+            ColType::Str => matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
             other => &other.arrow() == dt,
         }
     }
@@ -163,19 +160,14 @@ pub(crate) fn sample_columns(layout: TableLayout) -> Columns {
 }
 
 pub(crate) fn arrow_schema(columns: &Columns, metadata: &BTreeMap<String, String>) -> Arc<Schema> {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(n, t, null)| Field::new(*n, t.arrow(), *null))
-        .collect();
+    let fields: Vec<Field> = columns.iter().map(|(n, t, null)| Field::new(*n, t.arrow(), *null)).collect();
     Arc::new(Schema::new(fields).with_metadata(metadata.clone()))
 }
 
 /// The table folder for a path that is the folder itself or one of its two files.
 pub(crate) fn table_dir(path: &Path) -> PathBuf {
     match path.file_name().and_then(|n| n.to_str()) {
-        Some(TOKENS_FILE) | Some(SAMPLES_FILE) => {
-            path.parent().unwrap_or(Path::new(".")).to_path_buf()
-        }
+        Some(TOKENS_FILE) | Some(SAMPLES_FILE) => path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         _ => path.to_path_buf(),
     }
 }
@@ -187,9 +179,5 @@ pub fn sum_rewards(tokens: &[TokenRecord]) -> f32 {
 
 /// Σ of the tokens' DPO rewards, or `None` if any token lacks one.
 pub fn sum_dpo_rewards(tokens: &[TokenRecord]) -> Option<f32> {
-    tokens
-        .iter()
-        .map(|t| t.dpo_reward.map(f64::from))
-        .sum::<Option<f64>>()
-        .map(|s| s as f32)
+    tokens.iter().map(|t| t.dpo_reward.map(f64::from)).sum::<Option<f64>>().map(|s| s as f32)
 }

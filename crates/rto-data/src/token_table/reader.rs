@@ -3,8 +3,8 @@
 //! panic or silently wrong numbers.
 
 use super::{
-    sample_columns, table_dir, token_columns, Columns, SampleRecord, TableLayout, TokenRecord,
-    SAMPLES_FILE, SCHEMA_VERSION_KEY, TOKENS_FILE, TOKEN_TABLE_SCHEMA_VERSION,
+    sample_columns, table_dir, token_columns, Columns, SampleRecord, TableLayout, TokenRecord, SAMPLES_FILE,
+    SCHEMA_VERSION_KEY, TOKENS_FILE, TOKEN_TABLE_SCHEMA_VERSION,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -19,16 +19,9 @@ use std::path::{Path, PathBuf};
 fn open_checked(
     path: &Path,
     columns_of: fn(TableLayout) -> Columns,
-) -> Result<(
-    ParquetRecordBatchReader,
-    BTreeMap<String, String>,
-    TableLayout,
-)> {
+) -> Result<(ParquetRecordBatchReader, BTreeMap<String, String>, TableLayout)> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("cannot stat {}", path.display()))?
-        .len();
+    let len = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?.len();
     if len == 0 {
         bail!("{}: file is empty", path.display());
     }
@@ -38,11 +31,7 @@ fn open_checked(
         .metadata()
         .file_metadata()
         .key_value_metadata()
-        .map(|kv| {
-            kv.iter()
-                .filter_map(|e| Some((e.key.clone(), e.value.clone()?)))
-                .collect()
-        })
+        .map(|kv| kv.iter().filter_map(|e| Some((e.key.clone(), e.value.clone()?))).collect())
         .unwrap_or_default();
     match metadata.get(SCHEMA_VERSION_KEY).map(|v| v.parse::<u32>()) {
         None => bail!("{}: no `{SCHEMA_VERSION_KEY}` metadata; not an RTO token-reward table", path.display()),
@@ -55,15 +44,9 @@ fn open_checked(
     }
     let schema = builder.schema().clone();
     let has = |n: &str| schema.fields().iter().any(|f| f.name() == n);
-    let layout = TableLayout {
-        iteration: has("iteration"),
-        side: has("side"),
-        gold_score: has("gold_score"),
-    };
+    let layout = TableLayout { iteration: has("iteration"), side: has("side"), gold_score: has("gold_score") };
     check_schema(path, &schema, &columns_of(layout))?;
-    let reader = builder
-        .build()
-        .with_context(|| format!("{}: cannot read Parquet data", path.display()))?;
+    let reader = builder.build().with_context(|| format!("{}: cannot read Parquet data", path.display()))?;
     Ok((reader, metadata, layout))
 }
 
@@ -71,19 +54,10 @@ fn check_schema(path: &Path, schema: &Schema, expected: &Columns) -> Result<()> 
     for (name, ty, _) in expected {
         let Ok(field) = schema.field_with_name(name) else {
             let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            bail!(
-                "{}: missing column `{name}`; the file has: {}",
-                path.display(),
-                have.join(", ")
-            );
+            bail!("{}: missing column `{name}`; the file has: {}", path.display(), have.join(", "));
         };
         if !ty.accepts(field.data_type()) {
-            bail!(
-                "{}: column `{name}` has type {}, expected {}",
-                path.display(),
-                field.data_type(),
-                ty.arrow()
-            );
+            bail!("{}: column `{name}` has type {}, expected {}", path.display(), field.data_type(), ty.arrow());
         }
     }
     Ok(())
@@ -98,30 +72,16 @@ struct Batch<'a> {
 
 impl Batch<'_> {
     fn col(&self, name: &str) -> Result<&ArrayRef> {
-        self.batch
-            .column_by_name(name)
-            .ok_or_else(|| anyhow!("{}: missing column `{name}`", self.path.display()))
+        self.batch.column_by_name(name).ok_or_else(|| anyhow!("{}: missing column `{name}`", self.path.display()))
     }
 
     fn null_err(&self, name: &str, i: usize) -> anyhow::Error {
-        anyhow!(
-            "{}: column `{name}` is null at row {}",
-            self.path.display(),
-            self.first_row + i
-        )
+        anyhow!("{}: column `{name}` is null at row {}", self.path.display(), self.first_row + i)
     }
 
     fn u64s(&self, name: &str) -> Result<Vec<u64>> {
         let a = self.col(name)?.as_primitive::<UInt64Type>();
-        (0..a.len())
-            .map(|i| {
-                if a.is_null(i) {
-                    Err(self.null_err(name, i))
-                } else {
-                    Ok(a.value(i))
-                }
-            })
-            .collect()
+        (0..a.len()).map(|i| if a.is_null(i) { Err(self.null_err(name, i)) } else { Ok(a.value(i)) }).collect()
     }
 
     fn opt_u32s(&self, name: &str) -> Result<Vec<Option<u32>>> {
@@ -129,28 +89,12 @@ impl Batch<'_> {
             return Ok(vec![None; self.batch.num_rows()]);
         };
         let a = col.as_primitive::<UInt32Type>();
-        (0..a.len())
-            .map(|i| {
-                if a.is_null(i) {
-                    Err(self.null_err(name, i))
-                } else {
-                    Ok(Some(a.value(i)))
-                }
-            })
-            .collect()
+        (0..a.len()).map(|i| if a.is_null(i) { Err(self.null_err(name, i)) } else { Ok(Some(a.value(i))) }).collect()
     }
 
     fn u32s(&self, name: &str) -> Result<Vec<u32>> {
         let a = self.col(name)?.as_primitive::<UInt32Type>();
-        (0..a.len())
-            .map(|i| {
-                if a.is_null(i) {
-                    Err(self.null_err(name, i))
-                } else {
-                    Ok(a.value(i))
-                }
-            })
-            .collect()
+        (0..a.len()).map(|i| if a.is_null(i) { Err(self.null_err(name, i)) } else { Ok(a.value(i)) }).collect()
     }
 
     /// Every value the tables hold is a finite number by construction; a NaN or infinity
@@ -208,13 +152,7 @@ impl Batch<'_> {
             .with_context(|| format!("{}: column `{name}`", self.path.display()))?;
         let a = cast.as_string::<i32>();
         (0..a.len())
-            .map(|i| {
-                if a.is_null(i) {
-                    Err(self.null_err(name, i))
-                } else {
-                    Ok(a.value(i).to_string())
-                }
-            })
+            .map(|i| if a.is_null(i) { Err(self.null_err(name, i)) } else { Ok(a.value(i).to_string()) })
             .collect()
     }
 
@@ -234,15 +172,10 @@ fn next_batch<'a>(
     match reader.next() {
         None => Ok(None),
         Some(b) => {
-            let batch =
-                b.with_context(|| format!("{}: cannot decode Parquet data", path.display()))?;
+            let batch = b.with_context(|| format!("{}: cannot decode Parquet data", path.display()))?;
             let first_row = *rows;
             *rows += batch.num_rows();
-            Ok(Some(Batch {
-                path,
-                batch,
-                first_row,
-            }))
+            Ok(Some(Batch { path, batch, first_row }))
         }
     }
 }
@@ -254,16 +187,8 @@ fn token_rows(b: &Batch) -> Result<Vec<(u64, String, TokenRecord)>> {
     let pos = b.u32s("position")?;
     let tids = b.u32s("token_id")?;
     let toks = b.strs("token")?;
-    let (lr, ld, lp) = (
-        b.opt_f32s("logp_ref")?,
-        b.opt_f32s("logp_dpo")?,
-        b.opt_f32s("logp_policy")?,
-    );
-    let (dr, kl, sr) = (
-        b.opt_f32s("dpo_reward")?,
-        b.opt_f32s("kl_penalty")?,
-        b.opt_f32s("sentence_reward")?,
-    );
+    let (lr, ld, lp) = (b.opt_f32s("logp_ref")?, b.opt_f32s("logp_dpo")?, b.opt_f32s("logp_policy")?);
+    let (dr, kl, sr) = (b.opt_f32s("dpo_reward")?, b.opt_f32s("kl_penalty")?, b.opt_f32s("sentence_reward")?);
     let rw = b.f32s("reward")?;
     let mut out = Vec::with_capacity(ids.len());
     for (i, (tok, pid)) in toks.into_iter().zip(pids).enumerate() {
@@ -293,36 +218,25 @@ fn sample_rows(b: &Batch) -> Result<Vec<SampleRecord>> {
     let prompts = b.strs("prompt")?;
     let responses = b.strs("response")?;
     let n = b.u32s("n_tokens")?;
-    let (dret, sr, ret) = (
-        b.opt_f32s("dpo_return")?,
-        b.opt_f32s("sentence_reward")?,
-        b.f32s("return")?,
-    );
+    let (dret, sr, ret) = (b.opt_f32s("dpo_return")?, b.opt_f32s("sentence_reward")?, b.f32s("return")?);
     let gold = b.opt_f64s("gold_score")?;
     let it = b.opt_u32s("iteration")?;
     let side = b.opt_strs("side")?;
-    let rows = prompts
-        .into_iter()
-        .zip(responses)
-        .zip(pids)
-        .zip(side)
-        .enumerate();
+    let rows = prompts.into_iter().zip(responses).zip(pids).zip(side).enumerate();
     Ok(rows
-        .map(
-            |(i, (((prompt, response), prompt_id), side))| SampleRecord {
-                sample_id: ids[i],
-                prompt_id,
-                prompt,
-                response,
-                n_tokens: n[i],
-                dpo_return: dret[i],
-                sentence_reward: sr[i],
-                ret: ret[i],
-                gold_score: gold[i],
-                iteration: it[i],
-                side,
-            },
-        )
+        .map(|(i, (((prompt, response), prompt_id), side))| SampleRecord {
+            sample_id: ids[i],
+            prompt_id,
+            prompt,
+            response,
+            n_tokens: n[i],
+            dpo_return: dret[i],
+            sentence_reward: sr[i],
+            ret: ret[i],
+            gold_score: gold[i],
+            iteration: it[i],
+            side,
+        })
         .collect())
 }
 
@@ -384,9 +298,7 @@ impl TokenTableReader {
         let (samples, sample_layout) = samples_with_layout(&dir)?;
         let tokens_path = dir.join(TOKENS_FILE);
         let (reader, metadata, token_layout) = open_checked(&tokens_path, token_columns)?;
-        if (token_layout.iteration, token_layout.side)
-            != (sample_layout.iteration, sample_layout.side)
-        {
+        if (token_layout.iteration, token_layout.side) != (sample_layout.iteration, sample_layout.side) {
             bail!(
                 "{}: the optional columns iteration/side differ between tokens.parquet and samples.parquet",
                 dir.display()

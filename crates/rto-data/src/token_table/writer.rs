@@ -4,13 +4,11 @@
 //! never leaves a file that looks complete.
 
 use super::{
-    arrow_schema, sample_columns, token_columns, SampleRecord, TableLayout, TokenRecord,
-    SAMPLES_FILE, SCHEMA_VERSION_KEY, TABLE_KIND_KEY, TOKENS_FILE, TOKEN_TABLE_SCHEMA_VERSION,
+    arrow_schema, sample_columns, token_columns, SampleRecord, TableLayout, TokenRecord, SAMPLES_FILE,
+    SCHEMA_VERSION_KEY, TABLE_KIND_KEY, TOKENS_FILE, TOKEN_TABLE_SCHEMA_VERSION,
 };
 use anyhow::{bail, Context, Result};
-use arrow::array::{
-    ArrayRef, Float32Array, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
-};
+use arrow::array::{ArrayRef, Float32Array, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -37,11 +35,7 @@ pub struct TableOptions {
 
 impl Default for TableOptions {
     fn default() -> Self {
-        Self {
-            layout: TableLayout::default(),
-            row_group_tokens: 64 * 1024,
-            metadata: BTreeMap::new(),
-        }
+        Self { layout: TableLayout::default(), row_group_tokens: 64 * 1024, metadata: BTreeMap::new() }
     }
 }
 
@@ -105,20 +99,12 @@ fn partial(dir: &Path, file: &str) -> PathBuf {
     dir.join(format!("{file}.partial"))
 }
 
-fn open_writer(
-    path: &Path,
-    schema: &SchemaRef,
-    kv: &BTreeMap<String, String>,
-) -> Result<ArrowWriter<File>> {
+fn open_writer(path: &Path, schema: &SchemaRef, kv: &BTreeMap<String, String>) -> Result<ArrowWriter<File>> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         // Row groups are cut by the writer itself (see `flush_group`), never by row count.
         .set_max_row_group_row_count(None)
-        .set_key_value_metadata(Some(
-            kv.iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-                .collect(),
-        ))
+        .set_key_value_metadata(Some(kv.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect()))
         .build();
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     ArrowWriter::try_new(file, schema.clone(), Some(props))
@@ -140,10 +126,7 @@ impl TokenTableWriter {
         }
         let meta = |kind: &str| {
             let mut m = options.metadata.clone();
-            m.insert(
-                SCHEMA_VERSION_KEY.into(),
-                TOKEN_TABLE_SCHEMA_VERSION.to_string(),
-            );
+            m.insert(SCHEMA_VERSION_KEY.into(), TOKEN_TABLE_SCHEMA_VERSION.to_string());
             m.insert(TABLE_KIND_KEY.into(), kind.into());
             m
         };
@@ -174,47 +157,29 @@ impl TokenTableWriter {
         let id = sample.sample_id;
         let layout = self.options.layout;
         if sample.n_tokens as usize != tokens.len() {
-            bail!(
-                "sample {id}: n_tokens is {} but {} tokens were given",
-                sample.n_tokens,
-                tokens.len()
-            );
+            bail!("sample {id}: n_tokens is {} but {} tokens were given", sample.n_tokens, tokens.len());
         }
-        if let Some((i, t)) = tokens
-            .iter()
-            .enumerate()
-            .find(|(i, t)| t.position as usize != *i)
-        {
-            bail!(
-                "sample {id}: token {i} has position {}; positions must be 0, 1, 2, ...",
-                t.position
-            );
+        if let Some((i, t)) = tokens.iter().enumerate().find(|(i, t)| t.position as usize != *i) {
+            bail!("sample {id}: token {i} has position {}; positions must be 0, 1, 2, ...", t.position);
         }
         if let Some(t) = tokens.iter().find(|t| !t.reward.is_finite()) {
-            bail!(
-                "sample {id}: reward at position {} is {}",
-                t.position,
-                t.reward
-            );
+            bail!("sample {id}: reward at position {} is {}", t.position, t.reward);
         }
         if !sample.ret.is_finite() {
             bail!("sample {id}: return is {}", sample.ret);
         }
         let total = tokens.iter().map(|t| t.reward as f64).sum::<f64>();
         if (total - sample.ret as f64).abs() > 1e-3 * total.abs().max(1.0) {
-            bail!(
-                "sample {id}: return {} differs from the sum of its token rewards {total}",
-                sample.ret
-            );
+            bail!("sample {id}: return {} differs from the sum of its token rewards {total}", sample.ret);
         }
         if sample.iteration.is_some() != layout.iteration {
-            bail!("sample {id}: `iteration` must be set exactly when the table has an iteration column ({})", layout.iteration);
+            bail!(
+                "sample {id}: `iteration` must be set exactly when the table has an iteration column ({})",
+                layout.iteration
+            );
         }
         if sample.side.is_some() != layout.side {
-            bail!(
-                "sample {id}: `side` must be set exactly when the table has a side column ({})",
-                layout.side
-            );
+            bail!("sample {id}: `side` must be set exactly when the table has a side column ({})", layout.side);
         }
         if sample.gold_score.is_some() && !layout.gold_score {
             bail!("sample {id}: has a gold_score but the table was created without that column");
@@ -295,14 +260,11 @@ impl TokenTableWriter {
             if layout.side {
                 cols.push(Arc::new(StringArray::from(t.side)));
             }
-            let batch = RecordBatch::try_new(self.token_schema.clone(), cols)
-                .context("building token batch")?;
+            let batch = RecordBatch::try_new(self.token_schema.clone(), cols).context("building token batch")?;
             let path = partial(&self.dir, TOKENS_FILE);
             let w = self.tokens.as_mut().expect("writer open until finish");
-            w.write(&batch)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            w.flush()
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            w.write(&batch).with_context(|| format!("cannot write {}", path.display()))?;
+            w.flush().with_context(|| format!("cannot write {}", path.display()))?;
             self.summary.row_groups += 1;
         }
         let s = std::mem::take(&mut self.smp);
@@ -326,14 +288,11 @@ impl TokenTableWriter {
             if layout.side {
                 cols.push(Arc::new(StringArray::from(s.side)));
             }
-            let batch = RecordBatch::try_new(self.sample_schema.clone(), cols)
-                .context("building sample batch")?;
+            let batch = RecordBatch::try_new(self.sample_schema.clone(), cols).context("building sample batch")?;
             let path = partial(&self.dir, SAMPLES_FILE);
             let w = self.samples.as_mut().expect("writer open until finish");
-            w.write(&batch)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            w.flush()
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            w.write(&batch).with_context(|| format!("cannot write {}", path.display()))?;
+            w.flush().with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     }
@@ -341,22 +300,17 @@ impl TokenTableWriter {
     /// Writes the last row group, closes both files and renames them into place.
     pub fn finish(mut self) -> Result<TableSummary> {
         self.flush_group()?;
-        for (file, writer) in [
-            (TOKENS_FILE, self.tokens.take()),
-            (SAMPLES_FILE, self.samples.take()),
-        ] {
+        for (file, writer) in [(TOKENS_FILE, self.tokens.take()), (SAMPLES_FILE, self.samples.take())] {
             let tmp = partial(&self.dir, file);
             let f = writer
                 .expect("writer open until finish")
                 .into_inner()
                 .with_context(|| format!("cannot finish {}", tmp.display()))?;
-            f.sync_all()
-                .with_context(|| format!("cannot sync {}", tmp.display()))?;
+            f.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
         }
         for file in [TOKENS_FILE, SAMPLES_FILE] {
             let (tmp, dst) = (partial(&self.dir, file), self.dir.join(file));
-            fs::rename(&tmp, &dst)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), dst.display()))?;
+            fs::rename(&tmp, &dst).with_context(|| format!("cannot rename {} to {}", tmp.display(), dst.display()))?;
         }
         self.finished = true;
         Ok(self.summary.clone())

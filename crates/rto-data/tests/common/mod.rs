@@ -18,18 +18,8 @@ pub fn python() -> PathBuf {
 
 /// Runs a Python script with arguments; returns stdout, panicking with stderr on failure.
 pub fn run_python(script: &str, args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("cannot spawn the venv python");
-    assert!(
-        out.status.success(),
-        "python failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(python()).arg("-c").arg(script).args(args).output().expect("cannot spawn the venv python");
+    assert!(out.status.success(), "python failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("python printed non-UTF-8")
 }
 

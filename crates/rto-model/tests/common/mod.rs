@@ -19,11 +19,7 @@ pub fn reference(args: &[&str]) {
         .args(args)
         .output()
         .expect("spawning python");
-    assert!(
-        output.status.success(),
-        "hf_reference.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "hf_reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// A tiny transformers model of the given kind in a fresh temp dir.

@@ -58,12 +58,28 @@ impl Averager {
 }
 
 impl Learner {
-    pub fn new(policy: CausalLm, critic: Option<CausalLm>, adam: &AdamWSettings, schedules: (CosineSchedule, CosineSchedule), settings: UpdateSettings, pad_id: i64) -> Result<Self> {
+    pub fn new(
+        policy: CausalLm,
+        critic: Option<CausalLm>,
+        adam: &AdamWSettings,
+        schedules: (CosineSchedule, CosineSchedule),
+        settings: UpdateSettings,
+        pad_id: i64,
+    ) -> Result<Self> {
         schedules.0.validate().context("actor learning-rate schedule")?;
         schedules.1.validate().context("critic learning-rate schedule")?;
         let actor_opt = AdamW::new(&policy.vs, adam.clone())?;
         let critic_opt = critic.as_ref().map(|c| AdamW::new(&c.vs, adam.clone())).transpose()?;
-        Ok(Self { policy, critic, actor_opt, critic_opt, actor_lr: schedules.0, critic_lr: schedules.1, settings, pad_id })
+        Ok(Self {
+            policy,
+            critic,
+            actor_opt,
+            critic_opt,
+            actor_lr: schedules.0,
+            critic_lr: schedules.1,
+            settings,
+            pad_id,
+        })
     }
 
     /// Trains on `experience`; `step` is the global optimizer step the iteration starts at
@@ -120,9 +136,17 @@ impl Learner {
         let responses: Vec<Vec<i64>> = samples.iter().map(|s| s.response.clone()).collect();
         let device = self.policy.device();
         let batch = SequenceBatch::new(&prompts, &responses, self.pad_id, device)?;
-        let field = |f: fn(&Sample) -> &[f32]| -> Tensor { pad_rows(samples.iter().map(|s| f(s)), batch.response_width, device) };
+        let field = |f: fn(&Sample) -> &[f32]| -> Tensor {
+            pad_rows(samples.iter().map(|s| f(s)), batch.response_width, device)
+        };
         let logp = response_logprobs(&self.policy, &batch, false).logprobs;
-        let actor = policy_loss(&logp, &field(|s| &s.logp_old), &field(|s| &s.advantages), &batch.response_mask, self.settings.eps_clip)?;
+        let actor = policy_loss(
+            &logp,
+            &field(|s| &s.logp_old),
+            &field(|s| &s.advantages),
+            &batch.response_mask,
+            self.settings.eps_clip,
+        )?;
         (&actor.loss * share).backward();
         let mut metrics = Metrics::from([
             ("policy_loss".into(), actor.loss.double_value(&[])),
@@ -131,7 +155,13 @@ impl Learner {
         ]);
         if let Some(critic) = &self.critic {
             let values = response_values(critic, &batch);
-            let critic_out = value_loss(&values, &field(|s| &s.values), &field(|s| &s.returns), &batch.response_mask, Some(self.settings.value_clip))?;
+            let critic_out = value_loss(
+                &values,
+                &field(|s| &s.values),
+                &field(|s| &s.returns),
+                &batch.response_mask,
+                Some(self.settings.value_clip),
+            )?;
             (&critic_out.loss * share).backward();
             metrics.insert("value_loss".into(), critic_out.loss.double_value(&[]));
             metrics.insert("value_clipfrac".into(), critic_out.clipfrac);

@@ -92,7 +92,13 @@ impl RewardSettings {
 
     /// The weights with β2 = `kl_coef` (the controller's current value).
     pub fn weights(&self, kl_coef: f64) -> RewardWeights {
-        RewardWeights { beta1: self.beta1, clip: self.dpo_clip, beta2: kl_coef, beta3: self.beta3, rm_clamp: self.rm_clamp }
+        RewardWeights {
+            beta1: self.beta1,
+            clip: self.dpo_clip,
+            beta2: kl_coef,
+            beta3: self.beta3,
+            rm_clamp: self.rm_clamp,
+        }
     }
 
     /// Which models the mode reads: (DPO model, reward model).
@@ -185,11 +191,19 @@ pub struct PpoSettings {
 
 impl PpoSettings {
     pub fn micro_batch(&self) -> usize {
-        if self.micro_batch_size == 0 { self.train_batch_size } else { self.micro_batch_size }
+        if self.micro_batch_size == 0 {
+            self.train_batch_size
+        } else {
+            self.micro_batch_size
+        }
     }
 
     pub fn generation_batch(&self) -> usize {
-        if self.generation_batch_size == 0 { self.rollout_batch_size } else { self.generation_batch_size }
+        if self.generation_batch_size == 0 {
+            self.rollout_batch_size
+        } else {
+            self.generation_batch_size
+        }
     }
 
     pub fn max_new_tokens(&self) -> usize {
@@ -199,12 +213,23 @@ impl PpoSettings {
     /// Every check that needs no file, so a typo fails before any model is loaded.
     pub fn validate(&self) -> Result<()> {
         let (rollout, train, micro) = (self.rollout_batch_size, self.train_batch_size, self.micro_batch());
-        ensure!(rollout > 0 && train > 0 && self.ppo_epochs > 0, "rollout_batch_size, train_batch_size and ppo_epochs must be at least 1");
+        ensure!(
+            rollout > 0 && train > 0 && self.ppo_epochs > 0,
+            "rollout_batch_size, train_batch_size and ppo_epochs must be at least 1"
+        );
         ensure!(rollout % train == 0, "train_batch_size {train} must divide rollout_batch_size {rollout}");
         ensure!(train % micro == 0, "micro_batch_size {micro} must divide train_batch_size {train}");
-        ensure!(self.iterations != Some(0) && self.max_samples != Some(0), "iterations and max_samples must be at least 1");
+        ensure!(
+            self.iterations != Some(0) && self.max_samples != Some(0),
+            "iterations and max_samples must be at least 1"
+        );
         ensure!(self.max_new_tokens() > 0, "max_new_tokens must be at least 1");
-        for (name, v) in [("eps_clip", self.eps_clip), ("value_clip", self.value_clip), ("actor_lr", self.actor_lr), ("critic_lr", self.critic_lr)] {
+        for (name, v) in [
+            ("eps_clip", self.eps_clip),
+            ("value_clip", self.value_clip),
+            ("actor_lr", self.actor_lr),
+            ("critic_lr", self.critic_lr),
+        ] {
             ensure!(v.is_finite() && v > 0.0, "{name} must be a finite number > 0, got {v}");
         }
         GaeSettings { gamma: self.gamma, lambda: self.lambda }.validate()?;
@@ -215,7 +240,11 @@ impl PpoSettings {
 }
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "ppo-train", version, about = "PPO on the RTO token reward (or the PPO / DPO-only / DDPO / RS-PPO baselines)")]
+#[command(
+    name = "ppo-train",
+    version,
+    about = "PPO on the RTO token reward (or the PPO / DPO-only / DDPO / RS-PPO baselines)"
+)]
 pub struct PpoArgs {
     #[command(flatten)]
     pub common: CommonArgs,

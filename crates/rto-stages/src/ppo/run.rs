@@ -5,7 +5,9 @@ use super::learner::{Learner, UpdateSettings};
 use super::{Algo, Inputs, PpoArgs, PpoSettings};
 use crate::checkpoint::{last_good, Checkpointer, MetricsLog};
 use crate::encode::Encoder;
-use crate::rollout::{self, AdvantageEstimator, EncodedPrompt, ResponseJudge, RolloutConfig, RolloutModels, RolloutTable};
+use crate::rollout::{
+    self, AdvantageEstimator, EncodedPrompt, ResponseJudge, RolloutConfig, RolloutModels, RolloutTable,
+};
 use crate::token_scoring::{check_same_tokenizer, model_metadata, RewardModels, Sources};
 use crate::trainer::{epoch_order, Metrics};
 use anyhow::{bail, Context, Result};
@@ -77,7 +79,12 @@ pub fn iteration_prompts(n: usize, batch: usize, seed: u64, iteration: usize) ->
 }
 
 /// Encodes the prompts of `path`; those longer than the limit are skipped and counted.
-fn encode_prompts(path: &Path, settings: &PpoSettings, tokenizer: &TextTokenizer, max_positions: i64) -> Result<(Vec<EncodedPrompt>, DatasetStats)> {
+fn encode_prompts(
+    path: &Path,
+    settings: &PpoSettings,
+    tokenizer: &TextTokenizer,
+    max_positions: i64,
+) -> Result<(Vec<EncodedPrompt>, DatasetStats)> {
     let records = read_prompts(path, &settings.columns)?;
     let encoder = Encoder::new(tokenizer, settings.limits.clone())?;
     let mut stats = DatasetStats::new(records.len());
@@ -124,7 +131,11 @@ fn load_critic(dir: &Path, policy_dir: &Path, policy: &CausalLm, device: Device)
 }
 
 fn table_metadata(args: &PpoArgs, inputs: &Inputs) -> Result<BTreeMap<String, String>> {
-    let models = [("reference", Some(&args.policy)), ("dpo", inputs.dpo.as_ref()), ("reward_model", inputs.reward_model.as_ref())];
+    let models = [
+        ("reference", Some(&args.policy)),
+        ("dpo", inputs.dpo.as_ref()),
+        ("reward_model", inputs.reward_model.as_ref()),
+    ];
     let mut metadata: BTreeMap<String, String> = model_metadata(&models)?.into_iter().collect();
     let tokenizer = rto_data::store::hash_file(&args.policy.join("tokenizer.json"))?;
     metadata.insert("rto.tokenizer".into(), tokenizer.as_str().to_string());
@@ -134,7 +145,12 @@ fn table_metadata(args: &PpoArgs, inputs: &Inputs) -> Result<BTreeMap<String, St
 }
 
 impl<'a> PpoRun<'a> {
-    fn load(args: &'a PpoArgs, inputs: &'a Inputs, judge: Option<&'a dyn ResponseJudge>, scratch: PathBuf) -> Result<(Self, DatasetStats)> {
+    fn load(
+        args: &'a PpoArgs,
+        inputs: &'a Inputs,
+        judge: Option<&'a dyn ResponseJudge>,
+        scratch: PathBuf,
+    ) -> Result<(Self, DatasetStats)> {
         let s = &args.settings;
         let device = parse_device(&args.common.device)?;
         let tokenizer = TextTokenizer::from_dir(&args.policy)?;
@@ -151,14 +167,50 @@ impl<'a> PpoRun<'a> {
             (Some(path), every) if every > 0 => encode_prompts(path, s, &tokenizer, max_positions)?.0,
             _ => vec![],
         };
-        let iterations = s.iterations.or(s.max_samples.map(|m| m.div_ceil(s.rollout_batch_size))).unwrap_or(prompts.len().div_ceil(s.rollout_batch_size));
+        let iterations = s
+            .iterations
+            .or(s.max_samples.map(|m| m.div_ceil(s.rollout_batch_size)))
+            .unwrap_or(prompts.len().div_ceil(s.rollout_batch_size));
         let steps_per_iteration = s.ppo_epochs * s.rollout_batch_size / s.train_batch_size;
-        let schedule = |peak_lr| CosineSchedule { total_steps: (iterations * steps_per_iteration) as u64, warmup_ratio: s.warmup_ratio, peak_lr, min_lr_ratio: s.min_lr_ratio };
-        let update = UpdateSettings { eps_clip: s.eps_clip, value_clip: s.value_clip, train_batch: s.train_batch_size, micro_batch: s.micro_batch(), ppo_epochs: s.ppo_epochs };
-        let learner = Learner::new(policy, critic, &s.adam, (schedule(s.actor_lr), schedule(s.critic_lr)), update, tokenizer.pad_id)?;
+        let schedule = |peak_lr| CosineSchedule {
+            total_steps: (iterations * steps_per_iteration) as u64,
+            warmup_ratio: s.warmup_ratio,
+            peak_lr,
+            min_lr_ratio: s.min_lr_ratio,
+        };
+        let update = UpdateSettings {
+            eps_clip: s.eps_clip,
+            value_clip: s.value_clip,
+            train_batch: s.train_batch_size,
+            micro_batch: s.micro_batch(),
+            ppo_epochs: s.ppo_epochs,
+        };
+        let learner = Learner::new(
+            policy,
+            critic,
+            &s.adam,
+            (schedule(s.actor_lr), schedule(s.critic_lr)),
+            update,
+            tokenizer.pad_id,
+        )?;
         let table_metadata = table_metadata(args, inputs)?;
         let kl = s.reward.controller();
-        let ppo = Self { args, inputs, judge, device, tokenizer, scorers, learner, prompts, eval_prompts, iterations, steps_per_iteration, kl, scratch, table_metadata };
+        let ppo = Self {
+            args,
+            inputs,
+            judge,
+            device,
+            tokenizer,
+            scorers,
+            learner,
+            prompts,
+            eval_prompts,
+            iterations,
+            steps_per_iteration,
+            kl,
+            scratch,
+            table_metadata,
+        };
         Ok((ppo, stats))
     }
 
@@ -178,7 +230,11 @@ impl<'a> PpoRun<'a> {
         for iteration in start + 1..=self.iterations {
             let record = self.iteration(iteration)?;
             log.write(&record)?;
-            progress.set_message(format!("reward {:.4} kl {:.4}", record["reward"].as_f64().unwrap_or(f64::NAN), record["kl"].as_f64().unwrap_or(f64::NAN)));
+            progress.set_message(format!(
+                "reward {:.4} kl {:.4}",
+                record["reward"].as_f64().unwrap_or(f64::NAN),
+                record["kl"].as_f64().unwrap_or(f64::NAN)
+            ));
             progress.inc(1);
             if iteration < self.iterations && due(self.args.settings.checkpoint_every, iteration) {
                 self.learner.save(&checkpointer, iteration, json!({"kl": self.kl}))?;
@@ -201,7 +257,14 @@ impl<'a> PpoRun<'a> {
             seed: 0,
         };
         let seed = seed_of(self.args.common.seed, iteration, 0x9E37_79B9_7F4A_7C15);
-        RolloutConfig { sampling, generation_batch: s.generation_batch(), mode: s.reward.mode, weights, pad_id: self.tokenizer.pad_id, seed }
+        RolloutConfig {
+            sampling,
+            generation_batch: s.generation_batch(),
+            mode: s.reward.mode,
+            weights,
+            pad_id: self.tokenizer.pad_id,
+            seed,
+        }
     }
 
     /// The table this iteration's rollouts go to, when they are saved.
@@ -212,14 +275,28 @@ impl<'a> PpoRun<'a> {
         }
         let mut metadata = self.table_metadata.clone();
         let w = self.args.settings.reward.mode.effective_weights(weights);
-        for (key, value) in [("beta1", w.beta1), ("clip", w.clip), ("beta2", w.beta2), ("beta3", w.beta3), ("rm_clamp", w.rm_clamp)] {
+        for (key, value) in
+            [("beta1", w.beta1), ("clip", w.clip), ("beta2", w.beta2), ("beta3", w.beta3), ("rm_clamp", w.rm_clamp)]
+        {
             metadata.insert(format!("rto.{key}"), value.to_string());
         }
         metadata.insert("rto.iteration".into(), iteration.to_string());
-        let sources = Sources { dpo: self.scorers.dpo.is_some(), policy: true, reward_model: self.scorers.reward_model.is_some() };
+        let sources = Sources {
+            dpo: self.scorers.dpo.is_some(),
+            policy: true,
+            reward_model: self.scorers.reward_model.is_some(),
+        };
         let dir = self.scratch.join("rollouts").join(format!("iter-{iteration:06}"));
         let first_id = ((iteration - 1) * self.args.settings.rollout_batch_size) as u64;
-        Ok(Some(RolloutTable::create(&dir, &self.tokenizer, sources, iteration as u32, first_id, self.judge.is_some(), metadata)?))
+        Ok(Some(RolloutTable::create(
+            &dir,
+            &self.tokenizer,
+            sources,
+            iteration as u32,
+            first_id,
+            self.judge.is_some(),
+            metadata,
+        )?))
     }
 
     fn estimator(&self) -> AdvantageEstimator {
@@ -233,7 +310,13 @@ impl<'a> PpoRun<'a> {
     /// The model folders, for errors raised while scoring.
     fn describe_models(&self) -> String {
         let show = |p: &Option<PathBuf>| p.as_ref().map_or("-".to_string(), |p| p.display().to_string());
-        format!("policy/reference {}, DPO {}, reward model {}, critic {}", self.args.policy.display(), show(&self.inputs.dpo), show(&self.inputs.reward_model), show(&self.inputs.critic))
+        format!(
+            "policy/reference {}, DPO {}, reward model {}, critic {}",
+            self.args.policy.display(),
+            show(&self.inputs.dpo),
+            show(&self.inputs.reward_model),
+            show(&self.inputs.critic)
+        )
     }
 
     /// Rollout, advantages, update, KL controller, evaluation: one metrics record.
@@ -245,18 +328,26 @@ impl<'a> PpoRun<'a> {
         let kl_coef = self.kl.coef();
         let config = self.rollout_config(iteration, s.reward.weights(kl_coef));
         let mut table = self.rollout_table(iteration, &config.weights)?;
-        let models = RolloutModels { policy: &self.learner.policy, critic: self.learner.critic.as_ref(), scorers: &self.scorers, tokenizer: &self.tokenizer };
+        let models = RolloutModels {
+            policy: &self.learner.policy,
+            critic: self.learner.critic.as_ref(),
+            scorers: &self.scorers,
+            tokenizer: &self.tokenizer,
+        };
         // A non-finite policy, reward or value stops here; the checkpoint before it is intact.
-        let (mut experience, stats) = rollout::collect(&models, prompts, &config, table.as_mut(), self.judge).with_context(|| {
-            format!("iteration {iteration}: rollout ({}); {}", self.describe_models(), last_good(&self.scratch))
-        })?;
+        let (mut experience, stats) = rollout::collect(&models, prompts, &config, table.as_mut(), self.judge)
+            .with_context(|| {
+                format!("iteration {iteration}: rollout ({}); {}", self.describe_models(), last_good(&self.scratch))
+            })?;
         if let Some(table) = table {
             table.finish()?;
         }
         let advantage_clock = Instant::now();
         let advantages = experience.compute_advantages(self.estimator(), self.device)?;
         let scoring_s = stats.scoring_s + advantage_clock.elapsed().as_secs_f64();
-        self.kl.update(stats.kl_per_sample(), experience.len() as u64).with_context(|| format!("iteration {iteration}: KL controller"))?;
+        self.kl
+            .update(stats.kl_per_sample(), experience.len() as u64)
+            .with_context(|| format!("iteration {iteration}: KL controller"))?;
         let train_clock = Instant::now();
         let first_step = ((iteration - 1) * self.steps_per_iteration) as u64;
         let scratch = last_good(&self.scratch);
@@ -284,8 +375,16 @@ impl<'a> PpoRun<'a> {
         }
         let clock = Instant::now();
         let config = self.rollout_config(iteration, RewardWeights::default());
-        let mut metrics = rollout::evaluate(&self.learner.policy, &self.scorers, &self.eval_prompts, &config.sampling, config.generation_batch, &self.tokenizer, self.judge)
-            .with_context(|| format!("iteration {iteration}: evaluation"))?;
+        let mut metrics = rollout::evaluate(
+            &self.learner.policy,
+            &self.scorers,
+            &self.eval_prompts,
+            &config.sampling,
+            config.generation_batch,
+            &self.tokenizer,
+            self.judge,
+        )
+        .with_context(|| format!("iteration {iteration}: evaluation"))?;
         metrics.insert("time/eval".into(), clock.elapsed().as_secs_f64());
         Ok(metrics)
     }
@@ -300,7 +399,8 @@ impl<'a> PpoRun<'a> {
         std::fs::copy(&metrics, out.join("metrics.jsonl")).with_context(|| format!("copying {}", metrics.display()))?;
         let rollouts = self.scratch.join("rollouts");
         if rollouts.exists() {
-            std::fs::rename(&rollouts, out.join("rollouts")).with_context(|| format!("moving {}", rollouts.display()))?;
+            std::fs::rename(&rollouts, out.join("rollouts"))
+                .with_context(|| format!("moving {}", rollouts.display()))?;
         }
         Ok(())
     }

@@ -18,7 +18,8 @@ pub fn python(script: &str, args: &[&str]) -> String {
     let root = repo_root();
     let venv = root.join(".venv/bin/python");
     assert!(venv.exists(), "{} missing: run `make setup` first", venv.display());
-    let output = Command::new(&venv).arg(root.join("tests/python").join(script)).args(args).output().expect("spawning python");
+    let output =
+        Command::new(&venv).arg(root.join("tests/python").join(script)).args(args).output().expect("spawning python");
     assert!(output.status.success(), "{script} {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
@@ -69,7 +70,10 @@ impl Models {
     }
 }
 
-const WORDS: &[&str] = &["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "hello", "world", "token", "rewards", "are", "dense", "a", "b", "c"];
+const WORDS: &[&str] = &[
+    "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "hello", "world", "token", "rewards", "are",
+    "dense", "a", "b", "c",
+];
 
 /// A deterministic sentence of `n` words (an LCG: no rand crate in the tree).
 pub fn sentence(seed: u64, n: usize) -> String {
@@ -98,7 +102,9 @@ pub fn pairs(path: &Path, n: usize) {
 
 /// `n` (prompt, response) rows.
 pub fn responses(path: &Path, n: usize) {
-    let rows: Vec<Value> = (0..n as u64).map(|i| json!({"prompt": sentence(i, 4), "response": sentence(50 + i, 2 + (i % 6) as usize)})).collect();
+    let rows: Vec<Value> = (0..n as u64)
+        .map(|i| json!({"prompt": sentence(i, 4), "response": sentence(50 + i, 2 + (i % 6) as usize)}))
+        .collect();
     write_jsonl(path, &rows);
 }
 

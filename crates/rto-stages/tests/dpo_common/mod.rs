@@ -22,7 +22,11 @@ pub fn reference(args: &[&str]) {
     let root = repo_root();
     let python = root.join(".venv/bin/python");
     assert!(python.exists(), "{} missing: run `make setup` first", python.display());
-    let output = Command::new(&python).arg(root.join("tests/python/hf_reference.py")).args(args).output().expect("spawning python");
+    let output = Command::new(&python)
+        .arg(root.join("tests/python/hf_reference.py"))
+        .args(args)
+        .output()
+        .expect("spawning python");
     assert!(output.status.success(), "hf_reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
 }
 
@@ -131,4 +135,3 @@ pub fn tail_mean(lines: &[Value], key: &str, k: usize) -> f64 {
     assert!(!tail.is_empty(), "no `{key}` in the metrics");
     tail.iter().sum::<f64>() / tail.len() as f64
 }
-

@@ -205,7 +205,9 @@ pub fn fixture(dir: &Path) -> Fixture {
 /// Flags of a small run on `fixture` into `store`; tests append their own.
 pub fn base_args(f: &Fixture, store: &Path) -> Vec<String> {
     let mut args: Vec<String> = vec!["--store".into(), store.display().to_string()];
-    for (flag, path) in [("--policy", &f.policy), ("--dpo", &f.dpo), ("--reward-model", &f.reward_model), ("--prompts", &f.prompts)] {
+    for (flag, path) in
+        [("--policy", &f.policy), ("--dpo", &f.dpo), ("--reward-model", &f.reward_model), ("--prompts", &f.prompts)]
+    {
         args.push(flag.into());
         args.push(path.display().to_string());
     }
@@ -237,7 +239,8 @@ pub fn run_ppo(args: &[String]) -> anyhow::Result<()> {
 /// [`run_ppo`] with a judge plugged in.
 pub fn run_judged(args: &[String], judge: Option<&dyn rto_stages::ppo::ResponseJudge>) -> anyhow::Result<()> {
     let _guard = lock();
-    let argv: Vec<std::ffi::OsString> = std::iter::once("ppo-train".to_string()).chain(args.iter().cloned()).map(Into::into).collect();
+    let argv: Vec<std::ffi::OsString> =
+        std::iter::once("ppo-train".to_string()).chain(args.iter().cloned()).map(Into::into).collect();
     rto_stages::ppo::cli_with_judge(rto_data::cli::parse_with_config_from(argv)?, judge)
 }
 
@@ -258,7 +261,12 @@ impl rto_stages::ppo::ResponseJudge for TargetJudge {
 /// The one completed output folder of the ppo stage in `store`.
 pub fn output(store: &Path) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(store.join("ppo"))
-        .map(|entries| entries.map(|e| e.unwrap().path()).filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect())
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(dirs.len(), 1, "expected one ppo output in {}, found {dirs:?}", store.display());
     dirs[0].clone()
@@ -275,6 +283,7 @@ pub fn manifest(dir: &Path) -> Value {
 
 /// Mean of `key` over metric lines `range`.
 pub fn mean_of(lines: &[Value], key: &str, range: std::ops::Range<usize>) -> f64 {
-    let values: Vec<f64> = lines[range].iter().map(|l| l[key].as_f64().unwrap_or_else(|| panic!("no `{key}` in {l}"))).collect();
+    let values: Vec<f64> =
+        lines[range].iter().map(|l| l[key].as_f64().unwrap_or_else(|| panic!("no `{key}` in {l}"))).collect();
     values.iter().sum::<f64>() / values.len() as f64
 }

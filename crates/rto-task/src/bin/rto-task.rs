@@ -9,8 +9,8 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use rto_data::dataset::{read_responses, ColumnNames};
 use rto_task::{
-    generate_dataset_with, gold_score, label_samples, score_breakdown, win_rate,
-    write_pairs_jsonl, ScoreStats, Sizes, BT_TEMPERATURE, DEFAULT_SEED,
+    generate_dataset_with, gold_score, label_samples, score_breakdown, win_rate, write_pairs_jsonl, ScoreStats, Sizes,
+    BT_TEMPERATURE, DEFAULT_SEED,
 };
 use std::path::{Path, PathBuf};
 
@@ -72,10 +72,7 @@ enum Command {
 
 /// (prompt text, response) rows; a message-list prompt is judged by its last user turn.
 fn read_rows(path: &Path, columns: &ColumnNames) -> Result<Vec<(String, String)>> {
-    Ok(read_responses(path, columns)?
-        .into_iter()
-        .map(|r| (r.prompt.display_text().to_string(), r.response))
-        .collect())
+    Ok(read_responses(path, columns)?.into_iter().map(|r| (r.prompt.display_text().to_string(), r.response)).collect())
 }
 
 fn scores(rows: &[(String, String)]) -> Vec<f64> {
@@ -83,10 +80,7 @@ fn scores(rows: &[(String, String)]) -> Vec<f64> {
 }
 
 fn print_stats(label: &str, s: &ScoreStats) {
-    println!(
-        "{label}: n={} mean={:.4} std={:.4} min={:.2} max={:.2}",
-        s.n, s.mean, s.std, s.min, s.max
-    );
+    println!("{label}: n={} mean={:.4} std={:.4} min={:.2} max={:.2}", s.n, s.mean, s.std, s.min, s.max);
 }
 
 fn main() -> Result<()> {

@@ -14,8 +14,8 @@ pub fn toy_dir() -> PathBuf {
 
 pub fn read_jsonl(name: &str) -> Vec<serde_json::Value> {
     let path = toy_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run `rto-task generate`)", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run `rto-task generate`)", path.display()));
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
