@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use rto_model::{generate, response_logprobs, CausalLm, Head, ModelConfig, SamplingConfig, SequenceBatch};
+use rto_rng::{SplitMix64, Stream};
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
@@ -31,10 +32,10 @@ pub fn device_logprob_difference(dir: &std::path::Path, device: Device) -> Resul
     Ok((cpu - other).abs().max().double_value(&[]))
 }
 
-fn random_tokens(rows: usize, len: usize, vocab: i64, seed: i64) -> Vec<Vec<i64>> {
-    tch::manual_seed(seed);
-    let t = Tensor::randint_low(3, vocab, [rows as i64, len as i64], (Kind::Int64, Device::Cpu));
-    Vec::<Vec<i64>>::try_from(&t).expect("2-d tensor")
+/// Token ids uniform in `3..vocab` (ids below 3 are special in the bench configs).
+fn random_tokens(rows: usize, len: usize, vocab: i64, seed: u64) -> Vec<Vec<i64>> {
+    let mut rng = SplitMix64::for_stream(seed, Stream::Synthetic, 0);
+    (0..rows).map(|_| (0..len).map(|_| 3 + rng.below(vocab as u64 - 3) as i64).collect()).collect()
 }
 
 /// Generated tokens per second: `batch` prompts of `prompt_len` tokens, `new_tokens` each.
@@ -46,8 +47,7 @@ pub fn generation(
     device: Device,
     kind: Kind,
 ) -> Result<f64> {
-    tch::manual_seed(0);
-    let model = CausalLm::random(config, Head::LanguageModel, device, kind)?;
+    let model = CausalLm::random(config, Head::LanguageModel, device, kind, 0)?;
     let prompts = random_tokens(batch, prompt_len, model.config.vocab_size, 1);
     let config = SamplingConfig { max_new_tokens: new_tokens, seed: 2, ..Default::default() };
     if device.is_cuda() {
@@ -73,10 +73,9 @@ pub struct DpoStepBench {
 
 impl DpoStepBench {
     pub fn new(config: ModelConfig, pairs: usize, seq_len: usize, device: Device) -> Result<Self> {
-        tch::manual_seed(0);
         let vocab = config.vocab_size;
-        let policy = CausalLm::random(config.clone(), Head::LanguageModel, device, Kind::Float)?;
-        let reference = CausalLm::random(config, Head::LanguageModel, device, Kind::Float)?;
+        let policy = CausalLm::random(config.clone(), Head::LanguageModel, device, Kind::Float, 0)?;
+        let reference = CausalLm::random(config, Head::LanguageModel, device, Kind::Float, 1)?;
         let optimizer = tch::nn::AdamW::default().build(&policy.vs, 1e-5)?;
         let prompt_len = seq_len / 4;
         let prompts = random_tokens(2 * pairs, prompt_len, vocab, 3);

@@ -130,7 +130,7 @@ impl FusedLinear {
     ) -> Self {
         let total: i64 = parts.iter().map(|(_, len)| len).sum();
         let fused = path / name;
-        let weight = fused.var("weight", &[total, input], init_normal());
+        let weight = fused.var("weight", &[total, input], init_weight());
         let bias = bias.then(|| fused.var("bias", &[total], nn::Init::Const(0.0)));
         let mut offset = 0;
         for (part, len) in parts {
@@ -166,13 +166,14 @@ struct Attention {
 }
 
 fn linear(path: nn::Path, input: i64, output: i64, bias: bool) -> nn::Linear {
-    let config = nn::LinearConfig { ws_init: init_normal(), bs_init: Some(nn::Init::Const(0.0)), bias };
+    let config = nn::LinearConfig { ws_init: init_weight(), bs_init: Some(nn::Init::Const(0.0)), bias };
     nn::linear(path, input, output, config)
 }
 
-/// transformers' `initializer_range` default; random-init models match theirs in scale.
-fn init_normal() -> nn::Init {
-    nn::Init::Randn { mean: 0.0, stdev: 0.02 }
+/// Weights are created as zeros: a loaded model overwrites them, and a random one is filled by
+/// `CausalLm::random` from its own seed (no draw from libtorch's global generator).
+fn init_weight() -> nn::Init {
+    nn::Init::Const(0.0)
 }
 
 impl Attention {
@@ -286,10 +287,10 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Creates the variables under `path` (normally `root / "model"`) with random values.
+    /// Creates the variables under `path` (normally `root / "model"`): weights zero, norms one.
     pub fn new(path: nn::Path, config: &ModelConfig) -> Result<Self> {
         let embed_tokens =
-            (&path / "embed_tokens").var("weight", &[config.vocab_size, config.hidden_size], init_normal());
+            (&path / "embed_tokens").var("weight", &[config.vocab_size, config.hidden_size], init_weight());
         let mut fused_parts = Vec::new();
         let layers = (0..config.num_hidden_layers)
             .map(|i| DecoderLayer::new(&path / "layers" / i, config, &mut fused_parts))

@@ -4,6 +4,7 @@ use crate::config::ModelConfig;
 use crate::llama::{positions_from_mask, Llama};
 use crate::weights;
 use anyhow::{bail, Context, Result};
+use rto_rng::{SplitMix64, Stream};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tch::nn::{self, Module};
@@ -56,34 +57,50 @@ fn folder_config(dir: &Path) -> Result<ModelConfig> {
 }
 
 impl CausalLm {
-    /// A model with random weights (normal, std 0.02), seeded through libtorch's generator.
-    pub fn random(config: ModelConfig, head: Head, device: Device, kind: Kind) -> Result<Self> {
+    /// The variables of a model, not yet filled: weights zero, norms one, in f32.
+    fn build(config: ModelConfig, head: Head, device: Device) -> Result<Self> {
         config.validate()?;
         // Every process that builds a model runs tensor work worth keeping memory for.
         crate::allocator::retain_freed_memory();
-        let mut vs = nn::VarStore::new(device);
+        let vs = nn::VarStore::new(device);
         let root = vs.root();
         let decoder = Llama::new(&root / "model", &config)?;
-        let no_bias = |init| nn::LinearConfig { ws_init: init, bs_init: None, bias: false };
-        let normal = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+        let zeros = nn::LinearConfig { ws_init: nn::Init::Const(0.0), bs_init: None, bias: false };
         let (lm_head, score) = match head {
             Head::LanguageModel if config.tie_word_embeddings => (None, None),
             Head::LanguageModel => {
-                (Some(nn::linear(&root / "lm_head", config.hidden_size, config.vocab_size, no_bias(normal))), None)
+                (Some(nn::linear(&root / "lm_head", config.hidden_size, config.vocab_size, zeros)), None)
             }
-            Head::Score => (None, Some(nn::linear(&root / "score", config.hidden_size, 1, no_bias(normal)))),
+            Head::Score => (None, Some(nn::linear(&root / "score", config.hidden_size, 1, zeros))),
         };
-        if kind != Kind::Float {
-            vs.set_kind(kind);
-        }
         Ok(Self { config, vs, decoder, head, lm_head, score })
+    }
+
+    /// A model with random weights: every matrix (HF names, in name order; tensor `i` drawn
+    /// from `seed_for(seed, Stream::Init, i)`) normal with std 0.02, transformers'
+    /// `initializer_range` default; biases zero, norms one. The same seed gives the same
+    /// weights on every device and whatever else the process has drawn.
+    pub fn random(config: ModelConfig, head: Head, device: Device, kind: Kind, seed: u64) -> Result<Self> {
+        let mut model = Self::build(config, head, device)?;
+        for (index, (_, tensor)) in model.named_tensors().into_iter().enumerate() {
+            if tensor.dim() == 2 {
+                fill_normal(&tensor, 0.02, SplitMix64::for_stream(seed, Stream::Init, index as u64));
+            }
+        }
+        if kind != Kind::Float {
+            model.vs.set_kind(kind);
+        }
+        Ok(model)
     }
 
     /// Loads an HF folder (`config.json` + safetensors) with the requested head, converting the
     /// weights to `kind`. A missing head tensor is an error naming the folder and tensor.
     pub fn load(dir: &Path, head: Head, device: Device, kind: Kind) -> Result<Self> {
         let config = folder_config(dir)?;
-        let model = Self::random(config, head, device, kind)?;
+        let mut model = Self::build(config, head, device)?;
+        if kind != Kind::Float {
+            model.vs.set_kind(kind);
+        }
         let targets: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         weights::load_into(dir, &targets).with_context(|| format!("loading model {}", dir.display()))?;
         Ok(model)
@@ -93,14 +110,12 @@ impl CausalLm {
     /// head of zeros, or the folder's own `score` when it has one (a reward model).
     pub fn load_as_value_model(dir: &Path, device: Device) -> Result<Self> {
         let config = folder_config(dir)?;
-        let model = Self::random(config, Head::Score, device, Kind::Float)?;
+        let model = Self::build(config, Head::Score, device)?;
         let mut targets: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         let has_score = weights::tensor_locations(dir)?.contains_key("score.weight");
         if !has_score {
-            let score = targets.remove("score.weight").expect("score head exists");
-            tch::no_grad(|| {
-                let _ = score.shallow_clone().zero_();
-            });
+            // The built score head is already zero.
+            targets.remove("score.weight");
         }
         weights::load_into(dir, &targets).with_context(|| format!("loading model {}", dir.display()))?;
         Ok(model)
@@ -192,4 +207,12 @@ pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Overwrites `tensor` (a variable or a view of one) with normal(0, std) draws from `rng`.
+fn fill_normal(tensor: &Tensor, std: f64, mut rng: SplitMix64) {
+    let mut values = vec![0f32; tensor.numel()];
+    rng.fill_normal(&mut values, 0.0, std);
+    let source = Tensor::from_slice(&values).view(tensor.size().as_slice()).to_device(tensor.device());
+    tch::no_grad(|| tensor.shallow_clone().copy_(&source));
 }

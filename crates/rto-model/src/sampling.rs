@@ -6,6 +6,7 @@ use crate::kv_cache::KvCache;
 use crate::llama::positions_from_mask;
 use crate::model::CausalLm;
 use anyhow::{bail, Result};
+use rto_rng::SplitMix64;
 use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone)]
@@ -20,6 +21,9 @@ pub struct SamplingConfig {
     pub greedy: bool,
     /// Tokens that end a response (EOS and friends). The stop token is part of the response.
     pub stop_ids: Vec<i64>,
+    /// Seeds this call's own generator ([`rto_rng::SplitMix64`]): the draws depend on this
+    /// seed and the logits alone, not on anything else the process did, and are the same on
+    /// every device.
     pub seed: u64,
 }
 
@@ -83,7 +87,7 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
             config.max_new_tokens
         );
     }
-    tch::manual_seed(config.seed as i64);
+    let mut uniforms = SplitMix64::new(config.seed);
     let (ids, mask) = left_pad(prompts, pad_id, width);
     let input_ids = Tensor::from_slice(&ids).view([batch, width as i64]).to_device(device);
     let attention_mask = Tensor::from_slice(&mask).view([batch, width as i64]).to_device(device);
@@ -106,7 +110,7 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
         let mut next_positions = positions.narrow(1, width as i64 - 1, 1) + 1;
         let mut logits = model.logits(&hidden.narrow(1, width as i64 - 1, 1)).squeeze_dim(1);
         for step in 0..config.max_new_tokens {
-            let tokens = pick_tokens(&logits.to_kind(Kind::Float), config);
+            let tokens = pick_tokens(&logits.to_kind(Kind::Float), config, &mut uniforms);
             // The one device→host transfer per step: stop checks happen on the host copy.
             let tokens_host = Vec::<i64>::try_from(&tokens)?;
             for (row, &token) in tokens_host.iter().enumerate() {
@@ -158,7 +162,7 @@ fn left_pad(prompts: &[Vec<i64>], pad_id: i64, width: usize) -> (Vec<i64>, Vec<i
 }
 
 /// One token per row from logits [B, V]: argmax, or a draw after temperature, top-k and top-p.
-fn pick_tokens(logits: &Tensor, config: &SamplingConfig) -> Tensor {
+fn pick_tokens(logits: &Tensor, config: &SamplingConfig, uniforms: &mut SplitMix64) -> Tensor {
     if config.greedy {
         return logits.argmax(-1, false);
     }
@@ -183,6 +187,7 @@ fn pick_tokens(logits: &Tensor, config: &SamplingConfig) -> Tensor {
     // vocabulary entry, which costs more than the rest of the step's sampling together.
     let cdf = logits.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
     let total = cdf.narrow(1, vocab - 1, 1);
-    let u = Tensor::rand([logits.size()[0], 1], (Kind::Float, logits.device())) * total;
+    let draws: Vec<f32> = (0..logits.size()[0]).map(|_| uniforms.next_f32()).collect();
+    let u = Tensor::from_slice(&draws).view([-1, 1]).to_device(logits.device()) * total;
     u.searchsorted(&cdf, false, false, "left", None::<Tensor>).squeeze_dim(1).clamp_max(vocab - 1)
 }

@@ -10,6 +10,7 @@ use rto_data::dataset::{read_prompts, ColumnNames, DatasetStats};
 use rto_data::records::{read_batches, write_columns, Column};
 use rto_data::store::StageDir;
 use rto_model::{generate, parse_device, CausalLm, Head, SamplingConfig, TextTokenizer};
+use rto_rng::{seed_for, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -50,7 +51,7 @@ pub struct GenerationSettings {
 }
 
 impl GenerationSettings {
-    /// The sampling settings of chunk 0 (each chunk offsets the seed).
+    /// The sampling settings of the stage; chunk `i` samples with `seed_for(seed, Sampling, i)`.
     fn sampling(&self, stop_ids: Vec<i64>, seed: u64) -> SamplingConfig {
         SamplingConfig {
             max_new_tokens: self.max_new_tokens,
@@ -83,10 +84,7 @@ pub fn generation_stage(
 ) -> Result<PathBuf> {
     settings.validate()?;
     let spec = stage::spec("generate", 1, common, settings)?.with_input("model", model).with_input("prompts", prompts);
-    let outcome = common.store().run(&spec, common.force, |out| {
-        tch::manual_seed(common.seed as i64);
-        generate_all(common, settings, model, prompts, out)
-    })?;
+    let outcome = common.store().run(&spec, common.force, |out| generate_all(common, settings, model, prompts, out))?;
     Ok(outcome.path)
 }
 
@@ -128,7 +126,8 @@ fn generate_all(
     let progress = crate::progress::bar(encoded.len() as u64, "generate");
     for (chunk_index, chunk) in encoded.chunks(settings.generation_batch_size).enumerate() {
         let prompts: Vec<Vec<i64>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
-        let config = SamplingConfig { seed: sampling.seed.wrapping_add(chunk_index as u64), ..sampling.clone() };
+        let config =
+            SamplingConfig { seed: seed_for(sampling.seed, Stream::Sampling, chunk_index as u64), ..sampling.clone() };
         let generation = generate(&model, &prompts, &config, tokenizer.pad_id)?;
         for ((text, _), response) in chunk.iter().zip(&generation.responses) {
             result.prompts.push(text.clone());

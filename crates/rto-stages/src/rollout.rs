@@ -14,9 +14,9 @@ use rto_algo::{
     discounted_returns, explained_variance, gae, masked_mean, reinforce_plus_plus_returns, whiten, RewardMode,
     RewardWeights,
 };
-use rto_data::dataset::SplitMix64;
 use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TokenTableWriter};
 use rto_model::{generate, response_logprobs, response_values, CausalLm, SamplingConfig, SequenceBatch, TextTokenizer};
+use rto_rng::{seed_for, Stream};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -251,7 +251,7 @@ pub struct RolloutConfig {
 
 /// The sampling seed of generation batch `index` of an iteration whose seed is `seed`.
 pub fn batch_seed(seed: u64, index: usize) -> u64 {
-    SplitMix64::new(seed ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64() >> 1
+    seed_for(seed, Stream::Sampling, index as u64)
 }
 
 /// Generates and prices responses to `prompts`; writes them to `table` when given.

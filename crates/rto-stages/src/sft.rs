@@ -144,7 +144,7 @@ fn load_model(args: &SftArgs, device: Device) -> Result<CausalLm> {
         (Some(dir), _) => CausalLm::load(dir, Head::LanguageModel, device, Kind::Float),
         (None, Some(config)) => {
             let config = ModelConfig::from_file(config)?;
-            CausalLm::random(config, Head::LanguageModel, device, Kind::Float)
+            CausalLm::random(config, Head::LanguageModel, device, Kind::Float, args.common.seed)
         }
         (None, None) => bail!("give --model or --init-config"),
     }

@@ -26,10 +26,7 @@ pub fn run(
     spec: &StageSpec,
     compute: impl FnOnce(&StageDir) -> Result<Value>,
 ) -> Result<StageOutcome> {
-    let outcome = common.store().run(spec, common.force, |dir| {
-        tch::manual_seed(common.seed as i64);
-        compute(dir)
-    })?;
+    let outcome = common.store().run(spec, common.force, compute)?;
     if outcome.reused {
         eprintln!("{}: inputs and settings unchanged, reusing {}", spec.stage, outcome.path.display());
     }

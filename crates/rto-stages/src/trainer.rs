@@ -6,6 +6,7 @@ use crate::checkpoint::{last_good, Checkpointer, MetricsLog};
 use crate::optim::{AdamW, AdamWSettings};
 use anyhow::{bail, Result};
 use rto_algo::CosineSchedule;
+use rto_rng::{permutation, seed_for, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -87,9 +88,7 @@ pub struct TrainSummary {
 
 /// The training order of one epoch: a seeded shuffle, the same in every run.
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    rto_data::dataset::shuffle(&mut order, seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    order
+    permutation(n, seed_for(seed, Stream::EpochOrder, epoch as u64))
 }
 
 pub fn train(
@@ -128,6 +127,7 @@ pub fn train(
     let mut last_eval = Metrics::new();
     for step in start..total {
         let clock = Instant::now();
+        crate::progress::set_activity(format_args!("step {}", step + 1));
         let epoch = step / steps_per_epoch;
         let order = epoch_order(n, seed, epoch);
         let first = (step % steps_per_epoch) * settings.batch_size;

@@ -149,10 +149,7 @@ fn rollout_table_holds_the_rewards_ppo_trains_on() {
     let sources = Sources { dpo: true, policy: true, reward_model: true };
     let mut table =
         RolloutTable::create(&table_dir, &loaded.tokenizer, sources, 3, 100, false, BTreeMap::new()).unwrap();
-    let (mut experience, _) = {
-        let _guard = lock();
-        collect(&loaded.models(), prompts(6), &config, Some(&mut table), None).unwrap()
-    };
+    let (mut experience, _) = collect(&loaded.models(), prompts(6), &config, Some(&mut table), None).unwrap();
     table.finish().unwrap();
     let rows = read_table(&table_dir).unwrap();
     assert_eq!(rows.len(), 6);
@@ -178,10 +175,7 @@ fn rollout_table_holds_the_rewards_ppo_trains_on() {
         assert_eq!(ours.finished, last.token_id as i64 == EOS, "sample {i}: EOS ends a finished response");
     }
     // Same seed, same responses: what a resumed run relies on.
-    let (again, _) = {
-        let _guard = lock();
-        collect(&loaded.models(), prompts(6), &config, None, None).unwrap()
-    };
+    let (again, _) = collect(&loaded.models(), prompts(6), &config, None, None).unwrap();
     assert!(again.samples.iter().zip(&experience.samples).all(|(a, b)| a.response == b.response));
     experience.compute_advantages(AdvantageEstimator::Gae { gamma: 1.0, lambda: 0.95 }, Device::Cpu).unwrap();
     let advantages: Vec<f64> = experience.samples.iter().flat_map(|s| s.advantages.iter().map(|&a| a as f64)).collect();

@@ -75,7 +75,7 @@ pub fn label_samples(samples: &[(String, String)], tau: f64, seed: u64) -> (Vec<
         });
         groups[i].1.push(r.as_str());
     }
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = SplitMix64::for_stream(seed, rto_rng::Stream::Labels, 0);
     let mut stats = LabelStats { samples: samples.len(), prompts: groups.len(), ..LabelStats::default() };
     let mut pairs = Vec::new();
     for (prompt, responses) in &groups {

@@ -64,9 +64,8 @@ fn run() -> Result<()> {
             (model, Some(tokenizer))
         }
         None => {
-            tch::manual_seed(args.seed as i64);
             let config = ModelConfig::small_llama(256, 128, 344, 2, 4, 2, 512);
-            (CausalLm::random(config, Head::LanguageModel, device, tch::Kind::Float)?, None)
+            (CausalLm::random(config, Head::LanguageModel, device, tch::Kind::Float, args.seed)?, None)
         }
     };
     let prompt: Vec<i64> = match &tokenizer {

@@ -8,7 +8,6 @@ use crate::rollout::{pad_rows, Experience, Sample};
 use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
 use rto_algo::{policy_loss, value_loss, CosineSchedule};
-use rto_data::dataset::shuffle;
 use rto_model::{response_logprobs, response_values, CausalLm, SequenceBatch};
 use serde_json::Value;
 use tch::nn::VarStore;
@@ -87,8 +86,7 @@ impl Learner {
     pub fn update(&mut self, experience: &Experience, mut step: u64, seed: u64) -> Result<Metrics> {
         let mut average = Averager::default();
         for epoch in 0..self.settings.ppo_epochs {
-            let mut order: Vec<usize> = (0..experience.len()).collect();
-            shuffle(&mut order, seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let order = crate::trainer::epoch_order(experience.len(), seed, epoch);
             for batch in order.chunks(self.settings.train_batch) {
                 average.add(&self.train_batch(experience, batch, step)?);
                 step += 1;

@@ -9,12 +9,13 @@ use crate::rollout::{
     self, AdvantageEstimator, EncodedPrompt, ResponseJudge, RolloutConfig, RolloutModels, RolloutTable,
 };
 use crate::token_scoring::{check_same_tokenizer, model_metadata, RewardModels, Sources};
-use crate::trainer::{epoch_order, Metrics};
+use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
 use rto_algo::{CosineSchedule, KlController, RewardWeights};
-use rto_data::dataset::{read_prompts, DatasetStats, SplitMix64};
+use rto_data::dataset::{read_prompts, DatasetStats};
 use rto_data::store::StageDir;
 use rto_model::{parse_device, CausalLm, Head, SamplingConfig, TextTokenizer};
+use rto_rng::{permutation, seed_for, Stream};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,10 +54,6 @@ pub(super) fn run(args: &PpoArgs, inputs: &Inputs, judge: Option<&dyn ResponseJu
     }))
 }
 
-fn seed_of(seed: u64, iteration: usize, salt: u64) -> u64 {
-    SplitMix64::new(seed ^ (iteration as u64).wrapping_mul(salt)).next_u64()
-}
-
 /// Every `every` iterations (0 = never), counting from 1.
 fn due(every: usize, iteration: usize) -> bool {
     every > 0 && iteration.is_multiple_of(every)
@@ -71,7 +68,7 @@ pub fn iteration_prompts(n: usize, batch: usize, seed: u64, iteration: usize) ->
         .map(|position| {
             let pass = position / n;
             if order.as_ref().map(|o| o.0) != Some(pass) {
-                order = Some((pass, epoch_order(n, seed, pass)));
+                order = Some((pass, permutation(n, seed_for(seed, Stream::PromptOrder, pass as u64))));
             }
             order.as_ref().map_or(0, |o| o.1[position % n])
         })
@@ -256,7 +253,7 @@ impl<'a> PpoRun<'a> {
             stop_ids: self.tokenizer.eos_id.into_iter().collect(),
             seed: 0,
         };
-        let seed = seed_of(self.args.common.seed, iteration, 0x9E37_79B9_7F4A_7C15);
+        let seed = seed_for(self.args.common.seed, Stream::Rollout, iteration as u64);
         RolloutConfig {
             sampling,
             generation_batch: s.generation_batch(),
@@ -321,6 +318,7 @@ impl<'a> PpoRun<'a> {
 
     /// Rollout, advantages, update, KL controller, evaluation: one metrics record.
     fn iteration(&mut self, iteration: usize) -> Result<Value> {
+        crate::progress::set_activity(format_args!("iteration {iteration}"));
         let clock = Instant::now();
         let s = &self.args.settings;
         let picked = iteration_prompts(self.prompts.len(), s.rollout_batch_size, self.args.common.seed, iteration);
@@ -353,7 +351,7 @@ impl<'a> PpoRun<'a> {
         let scratch = last_good(&self.scratch);
         let update = self
             .learner
-            .update(&experience, first_step, seed_of(self.args.common.seed, iteration, 0xA24B_AED4_963E_E407))
+            .update(&experience, first_step, seed_for(self.args.common.seed, Stream::Minibatch, iteration as u64))
             .with_context(|| format!("iteration {iteration}: update; {scratch}"))?;
         let training_s = train_clock.elapsed().as_secs_f64();
         let eval = self.evaluate(iteration)?;

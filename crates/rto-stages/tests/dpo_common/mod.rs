@@ -7,7 +7,7 @@ use rto_model::{CausalLm, Head, ModelConfig};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use tch::{Device, Kind};
 
 /// Tokenizer ids reach ~260 (256 byte symbols + specials), so the models need more rows.
@@ -43,13 +43,9 @@ pub fn tokenizer_dir() -> &'static Path {
 
 /// A random tiny Llama saved as an HF folder with the test tokenizer. `scale` multiplies the
 /// default init (std 0.02) so logits are not all ~0 when a test wants distinct numbers.
-pub fn tiny_model(dir: &Path, seed: i64, hidden: i64, layers: i64, scale: f64) -> PathBuf {
-    // tch's generator is global and the tests of one binary run in parallel threads.
-    static RNG: Mutex<()> = Mutex::new(());
-    let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(seed);
+pub fn tiny_model(dir: &Path, seed: u64, hidden: i64, layers: i64, scale: f64) -> PathBuf {
     let config = ModelConfig::small_llama(VOCAB, hidden, 2 * hidden, layers, 4, 2, 512);
-    let model = CausalLm::random(config, Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    let model = CausalLm::random(config, Head::LanguageModel, Device::Cpu, Kind::Float, seed).unwrap();
     tch::no_grad(|| {
         for (_, mut t) in model.vs.variables() {
             if t.dim() == 2 {

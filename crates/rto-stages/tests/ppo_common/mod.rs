@@ -87,7 +87,7 @@ fn edit(model: &CausalLm, f: impl Fn(&str, &mut Tensor)) {
 }
 
 /// A random policy (the "SFT" model). `scale` multiplies the std-0.02 init.
-pub fn policy(dir: &Path, seed: i64, scale: f64) -> PathBuf {
+pub fn policy(dir: &Path, seed: u64, scale: f64) -> PathBuf {
     policy_with_bias(dir, seed, scale, 0.0)
 }
 
@@ -95,13 +95,8 @@ pub fn policy(dir: &Path, seed: i64, scale: f64) -> PathBuf {
 /// have a constant direction through which one `lm_head` weight acts as a logit bias. A
 /// trained SFT model has such directions; a random one has none and learns any token
 /// preference far more slowly.
-pub fn policy_with_bias(dir: &Path, seed: i64, scale: f64, bias: f64) -> PathBuf {
-    let model = {
-        // libtorch's generator is global and the tests of one binary run in parallel threads.
-        let _guard = lock();
-        tch::manual_seed(seed);
-        CausalLm::random(config(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap()
-    };
+pub fn policy_with_bias(dir: &Path, seed: u64, scale: f64, bias: f64) -> PathBuf {
+    let model = CausalLm::random(config(), Head::LanguageModel, Device::Cpu, Kind::Float, seed).unwrap();
     edit(&model, |name, t| {
         if t.dim() == 2 {
             let _ = t.g_mul_scalar_(scale);
@@ -129,7 +124,7 @@ fn pass_through(model: &CausalLm) {
 
 /// A DPO model that puts most of its mass on TARGET at every position.
 pub fn dpo_model(dir: &Path) -> PathBuf {
-    let model = CausalLm::random(config(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    let model = CausalLm::random(config(), Head::LanguageModel, Device::Cpu, Kind::Float, 0).unwrap();
     pass_through(&model);
     edit(&model, |name, t| {
         if name == "lm_head.weight" {
@@ -142,7 +137,7 @@ pub fn dpo_model(dir: &Path) -> PathBuf {
 
 /// A reward model whose score rises with the fraction of TARGET tokens in the sequence.
 pub fn reward_model(dir: &Path) -> PathBuf {
-    let model = CausalLm::random(config(), Head::Score, Device::Cpu, Kind::Float).unwrap();
+    let model = CausalLm::random(config(), Head::Score, Device::Cpu, Kind::Float, 0).unwrap();
     pass_through(&model);
     let eye = Tensor::eye(HIDDEN, (Kind::Float, Device::Cpu));
     edit(&model, |name, t| {
@@ -225,20 +220,13 @@ pub fn set(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
     args
 }
 
-/// Serializes what uses libtorch's global generator (seeded init, stage runs, sampling).
-pub fn lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs the stage in-process (one at a time: sampling reseeds the global generator).
+/// Runs the stage in-process.
 pub fn run_ppo(args: &[String]) -> anyhow::Result<()> {
     run_judged(args, None)
 }
 
 /// [`run_ppo`] with a judge plugged in.
 pub fn run_judged(args: &[String], judge: Option<&dyn rto_stages::ppo::ResponseJudge>) -> anyhow::Result<()> {
-    let _guard = lock();
     let argv: Vec<std::ffi::OsString> =
         std::iter::once("ppo-train".to_string()).chain(args.iter().cloned()).map(Into::into).collect();
     rto_stages::ppo::cli_with_judge(rto_data::cli::parse_with_config_from(argv)?, judge)

@@ -1,9 +1,7 @@
 //! RTO token-reward composition (DESIGN.md §4 "RTO token reward") for every mode on one
 //! fixture, with each per-token value worked out in the comments.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rto_algo::{compose, RewardMode, RewardWeights, TokenRewardInputs, TokenRewards};
 use tch::Tensor;
 

@@ -1,8 +1,6 @@
 //! Our model against transformers on the same tiny random checkpoints.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rto_model::kv_cache::KvCache;
 use rto_model::llama::positions_from_mask;
 use rto_model::{generate, CausalLm, Head, SamplingConfig};
@@ -205,10 +203,12 @@ fn bf16_and_sharded_checkpoints_round_trip() {
 fn score_head_matches_transformers_sequence_classification() {
     let hf = hf_model("llama-gqa");
     let work = tempfile::tempdir().unwrap();
-    tch::manual_seed(5);
     let model = CausalLm::load_as_value_model(hf.path(), Device::Cpu).unwrap();
     // A fresh value head starts at zero; give it values so the comparison means something.
-    tch::no_grad(|| model.named_tensors()["score.weight"].shallow_clone().normal_(0.0, 1.0));
+    let score = model.named_tensors()["score.weight"].shallow_clone();
+    let mut values = vec![0f32; score.numel()];
+    rto_rng::SplitMix64::new(5).fill_normal(&mut values, 0.0, 1.0);
+    tch::no_grad(|| score.shallow_clone().copy_(&Tensor::from_slice(&values).view(score.size().as_slice())));
     let rm_dir = work.path().join("rm");
     model.save(&rm_dir, Kind::Float, None).unwrap();
     let prompts = vec![vec![5, 17, 33, 8], vec![21, 3]];

@@ -2,7 +2,7 @@
 //! varying gold score, stored scores that match the judge, lengths inside the model's budget,
 //! and eval prompts that no training file contains.
 
-mod common;
+use crate::common;
 
 use rto_task::{gold_score, ScoreStats, Spec};
 use std::collections::HashSet;

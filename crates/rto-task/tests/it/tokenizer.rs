@@ -1,7 +1,7 @@
 //! The task tokenizer: lossless on task text, ids inside the vocabulary, and transformers
 //! (the peer users load our folders with) agrees on the file, the chat template and the ids.
 
-mod common;
+use crate::common;
 
 use rto_task::vocab::vocab;
 use rto_task::{build_tokenizer, chat_prompt, CHAT_TEMPLATE};

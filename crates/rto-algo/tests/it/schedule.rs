@@ -1,8 +1,6 @@
 //! Cosine learning-rate schedule with warmup and global grad-norm clipping (DESIGN.md §4).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rto_algo::{clip_grad_norm, cosine_with_warmup, CosineSchedule};
 use tch::Tensor;
 

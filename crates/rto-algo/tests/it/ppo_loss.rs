@@ -1,9 +1,7 @@
 //! PPO policy and value losses, explained variance and the KL controllers (DESIGN.md §4
 //! "PPO"), with clipping active on both sides.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rto_algo::{explained_variance, policy_loss, value_loss, AdaptiveKl, KlController};
 use tch::Tensor;
 

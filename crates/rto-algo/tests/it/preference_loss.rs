@@ -1,9 +1,7 @@
 //! Preference losses (DESIGN.md §4 "DPO") and the Bradley-Terry loss on fixed log-probs, with
 //! every expected number worked out in the comments. softplus(x) = ln(1 + eˣ) = −logσ(−x).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rto_algo::{bradley_terry_loss, PreferenceInputs, PreferenceLoss};
 use tch::Tensor;
 

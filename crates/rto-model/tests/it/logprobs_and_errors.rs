@@ -1,9 +1,7 @@
 //! Per-token log-probabilities against transformers, the tokenizer/chat template against
 //! transformers, and the errors a user sees for broken checkpoints.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rto_model::{response_logprobs, CausalLm, ChatTurn, Head, ModelConfig, SequenceBatch, TextTokenizer};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};

@@ -1,8 +1,6 @@
 //! GAE, whitening and REINFORCE++ returns (DESIGN.md §4 "PPO") on hand-computed examples.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rto_algo::{discounted_returns, gae, reinforce_plus_plus_returns, whiten, GaeSettings};
 use tch::Tensor;
 

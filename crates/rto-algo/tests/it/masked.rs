@@ -1,8 +1,6 @@
 //! The masked reductions the losses are built on.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rto_algo::masked::{last_token_mask, masked_mean, masked_mean_per_row, masked_sum, masked_var};
 
 #[test]

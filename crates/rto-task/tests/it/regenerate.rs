@@ -1,7 +1,7 @@
 //! The shipped data/toy must be exactly what the generator produces from its seed: anyone can
 //! rebuild it (`rto-task generate --seed 20261126 --out data/toy`) and get the same bytes.
 
-mod common;
+use crate::common;
 
 use rto_task::{generate_dataset, DEFAULT_SEED};
 use std::collections::BTreeSet;

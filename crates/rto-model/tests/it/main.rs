@@ -1,0 +1,5 @@
+//! The integration tests of rto-model: one test binary (one link, one process) instead of one per file.
+
+mod common;
+mod logprobs_and_errors;
+mod parity;

@@ -1,0 +1,8 @@
+//! The integration tests of rto-task: one test binary (one link, one process) instead of one per file.
+
+mod common;
+mod dataset;
+mod judge;
+mod pairs;
+mod regenerate;
+mod tokenizer;
