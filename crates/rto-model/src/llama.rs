@@ -347,7 +347,7 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let attn_in = layer.input_layernorm.forward(&xs);
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            xs = xs + layer.self_attn.forward(&attn_in, &rope, bias, layer_cache);
+            xs = &xs + layer.self_attn.forward(&attn_in, &rope, bias, layer_cache);
             xs = &xs + layer.mlp.forward(&layer.post_attention_layernorm.forward(&xs));
         }
         if let Some(cache) = cache {

@@ -38,7 +38,8 @@ impl SamplingConfig {
         if self.max_new_tokens == 0 {
             bail!("max_new_tokens must be at least 1");
         }
-        if !self.greedy && !(self.temperature > 0.0 && self.temperature.is_finite()) {
+        let usable_temperature = self.temperature > 0.0 && self.temperature.is_finite();
+        if !self.greedy && !usable_temperature {
             bail!("temperature must be positive (got {}); use greedy for argmax decoding", self.temperature);
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
@@ -107,7 +108,7 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
     tch::no_grad(|| -> Result<()> {
         let positions = positions_from_mask(&attention_mask);
         let hidden = model.decoder.forward(&input_ids, &attention_mask, &positions, Some(&mut cache));
-        let mut next_positions = positions.narrow(1, width as i64 - 1, 1) + 1;
+        let last_prompt_positions = positions.narrow(1, width as i64 - 1, 1);
         let mut logits = model.logits(&hidden.narrow(1, width as i64 - 1, 1)).squeeze_dim(1);
         for step in 0..config.max_new_tokens {
             let tokens = pick_tokens(&logits.to_kind(Kind::Float), config, &mut uniforms);
@@ -131,8 +132,8 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
                 tokens.view([batch, 1])
             };
             let bias = decode_bias.narrow(3, 0, cache.len() as i64 + 1);
-            let hidden = model.decoder.forward_with_bias(&step_ids, &bias, &next_positions, Some(&mut cache));
-            next_positions += 1;
+            let step_positions = &last_prompt_positions + (step as i64 + 1);
+            let hidden = model.decoder.forward_with_bias(&step_ids, &bias, &step_positions, Some(&mut cache));
             logits = model.logits(&hidden.squeeze_dim(1));
         }
         Ok(())

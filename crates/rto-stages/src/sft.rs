@@ -88,8 +88,8 @@ pub fn cli(args: SftArgs) -> Result<()> {
 
 struct SftTask {
     model: CausalLm,
-    train: Vec<(Vec<i64>, Vec<i64>)>,
-    eval: Vec<(Vec<i64>, Vec<i64>)>,
+    train: Vec<EncodedRow>,
+    eval: Vec<EncodedRow>,
     pad_id: i64,
     micro_batch: usize,
 }
@@ -150,11 +150,14 @@ fn load_model(args: &SftArgs, device: Device) -> Result<CausalLm> {
     }
 }
 
+/// One demonstration as token ids: (prompt, response).
+type EncodedRow = (Vec<i64>, Vec<i64>);
+
 fn encode_rows(
     path: &Path,
     settings: &SftSettings,
     tokenizer: &TextTokenizer,
-) -> Result<(Vec<(Vec<i64>, Vec<i64>)>, DatasetStats)> {
+) -> Result<(Vec<EncodedRow>, DatasetStats)> {
     let rows = read_responses(path, &settings.columns)?;
     let encoder = Encoder::new(tokenizer, settings.limits.clone())?;
     let mut stats = DatasetStats::new(rows.len());

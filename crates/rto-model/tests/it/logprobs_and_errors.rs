@@ -65,7 +65,7 @@ fn tokenizer_and_chat_template_match_transformers() {
     let their_ids: Vec<i64> = serde_json::from_value(theirs["ids"].clone()).unwrap();
     assert_eq!(ids, their_ids);
     assert_eq!(tokenizer.eos_id, tokenizer.encode("</s>", false).unwrap().first().copied());
-    assert_eq!(tokenizer.decode(&ids, true).unwrap().contains("the quick brown fox"), true);
+    assert!(tokenizer.decode(&ids, true).unwrap().contains("the quick brown fox"));
 
     let bad = vec![ChatTurn { role: "robot", content: "x" }];
     let err = format!("{:#}", tokenizer.apply_chat_template(&bad, true).unwrap_err());

@@ -93,12 +93,12 @@ fn kv_cache_decoding_equals_full_forward_at_every_step() {
         let prefill = model.logits(&hidden);
         let err = masked_rel_error(&prefill, &full.narrow(1, 0, 9), &attn);
         assert!(err <= 1e-5, "prefill differs by {err:e}");
-        let mut next_pos = positions.narrow(1, 8, 1) + 1;
+        let last_prompt_pos = positions.narrow(1, 8, 1);
         for step in 0..5i64 {
+            let next_pos = &last_prompt_pos + (step + 1);
             let column: Vec<Vec<i64>> = continuation.iter().map(|c| vec![c[step as usize]]).collect();
             attn = Tensor::cat(&[&attn, &Tensor::ones([3, 1], (Kind::Int64, Device::Cpu))], 1);
             let hidden = model.decoder.forward(&to_tensor(&column), &attn, &next_pos, Some(&mut cache));
-            next_pos += 1;
             let step_logits = model.logits(&hidden);
             let expected = full.narrow(1, 9 + step, 1);
             let diff = (&step_logits - &expected).abs().max().double_value(&[]);

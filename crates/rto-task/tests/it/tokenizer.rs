@@ -5,7 +5,6 @@ use crate::common;
 
 use rto_task::vocab::vocab;
 use rto_task::{build_tokenizer, chat_prompt, CHAT_TEMPLATE};
-use std::process::Command;
 
 fn encode(text: &str) -> Vec<u32> {
     build_tokenizer().encode(text, false).unwrap().get_ids().to_vec()
@@ -66,9 +65,6 @@ fn minijinja_renders_the_template_as_chat_prompt_does() {
 
 #[test]
 fn transformers_loads_the_folder_and_agrees() {
-    let root = common::repo_root();
-    let python = root.join(".venv/bin/python");
-    assert!(python.exists(), "{} missing: run `make setup` first", python.display());
     let work = tempfile::tempdir().unwrap();
     let prompt = common::prompts("eval_prompts.jsonl")[0].clone();
     let response = common::read_jsonl("sft.jsonl")[0]["response"].as_str().unwrap().to_string();
@@ -80,14 +76,9 @@ fn transformers_loads_the_folder_and_agrees() {
     let in_path = work.path().join("in.json");
     let out_path = work.path().join("out.json");
     std::fs::write(&in_path, input.to_string()).unwrap();
-    let output = Command::new(&python)
-        .arg(root.join("crates/rto-task/tests/python/check_tokenizer.py"))
-        .arg(common::toy_dir())
-        .arg(&in_path)
-        .arg(&out_path)
-        .output()
-        .expect("spawning python");
-    assert!(output.status.success(), "check_tokenizer.py failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let toy = common::toy_dir();
+    let paths = [toy.to_str().unwrap(), in_path.to_str().unwrap(), out_path.to_str().unwrap()];
+    rto_test_support::python_script("check_tokenizer.py", &paths);
     let theirs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
 
     let expected = chat_prompt(&prompt);

@@ -1,25 +1,12 @@
 //! Test helpers: the venv's transformers as the independent reference.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use tch::Tensor;
-
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
 
 /// Runs tests/python/hf_reference.py with the project venv; panics with its stderr on failure.
 pub fn reference(args: &[&str]) {
-    let root = repo_root();
-    let python = root.join(".venv/bin/python");
-    assert!(python.exists(), "{} missing: run `make setup` first", python.display());
-    let output = Command::new(&python)
-        .arg(root.join("tests/python/hf_reference.py"))
-        .args(args)
-        .output()
-        .expect("spawning python");
-    assert!(output.status.success(), "hf_reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    rto_test_support::python_script("hf_reference.py", args);
 }
 
 /// A tiny transformers model of the given kind in a fresh temp dir.

@@ -1,11 +1,9 @@
 //! Shared test helpers: where the committed task data and the project venv live.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use rto_test_support::repo_root;
 
 /// The committed `data/toy` folder.
 pub fn toy_dir() -> PathBuf {
