@@ -5,11 +5,9 @@
 //! Wall-clock fields and input paths (which differ by the store root only) are excluded as
 //! documented in `support::compare`.
 
-mod support;
-
+use crate::support::compare::{assert_all_verify, assert_same_outputs, published};
+use crate::support::{fixture, run_ok, scratch, ANNOTATE_FLAGS, GEN_FLAGS, PREF_FLAGS, SFT_FLAGS};
 use std::path::{Path, PathBuf};
-use support::compare::{assert_all_verify, assert_same_outputs, published};
-use support::{fixture, run_ok, scratch, ANNOTATE_FLAGS, GEN_FLAGS, PREF_FLAGS, SFT_FLAGS};
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()

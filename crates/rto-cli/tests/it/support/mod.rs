@@ -1,6 +1,6 @@
 //! Shared fixtures of the binary-level tests (`bad_input`, `tampering`, kill/concurrency tests):
 //! the paths of the stage binaries, a runner that captures (status, stdout, stderr), a tiny
-//! real pipeline built once per test process, and a store snapshot for "nothing changed".
+//! real pipeline built once per build of the binaries and shared by every test process, and a store snapshot for "nothing changed".
 //!
 //! Each test file uses only part of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
@@ -8,16 +8,12 @@
 pub mod compare;
 pub mod files;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
 
-/// The repository root (where `data/toy` and `pipelines/` live).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
-}
+pub use rto_test_support::{repo_root, snapshot, snapshot_diff};
 
 /// Path of a stage binary built with this test (cargo builds them before the tests run).
 pub fn bin(name: &str) -> &'static str {
@@ -75,7 +71,7 @@ pub fn run_ok<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> PathBuf {
 }
 
 /// A tiny but real pipeline: every folder and file comes from the real binaries, so tests
-/// see exactly the artifacts users get. Built once per test process by [`fixture`].
+/// see exactly the artifacts users get. Built on first use by [`fixture`] (see [`fixture_dir`]).
 #[derive(Debug)]
 pub struct Fixture {
     /// Scratch root of this fixture (holds the inputs and the store).
@@ -154,7 +150,39 @@ pub const TINY_CONFIG: &str = r#"{
 pub fn head_lines(src: &Path, n: usize, dest: &Path) {
     let text = fs::read_to_string(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
     let lines: Vec<&str> = text.lines().take(n).collect();
-    fs::write(dest, lines.join("\n") + "\n").unwrap();
+    write_atomic(dest, &(lines.join("\n") + "\n"));
+}
+
+/// Writes by rename, so a process reading `dest` never sees half a file while another
+/// process of the same run writes the same bytes.
+fn write_atomic(dest: &Path, text: &str) {
+    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+    fs::write(&tmp, text).unwrap();
+    fs::rename(&tmp, dest).unwrap();
+}
+
+/// The fixture's folder, shared by every test process built from the same binaries: its
+/// stages go through the store, so a second process (or a second `cargo test`) reuses them by
+/// key and waits on their locks while one computes. The name holds a fingerprint (size and
+/// mtime) of the stage binaries, so a rebuilt binary never reuses outputs of an older one whose
+/// stage keys would be the same; fixtures of other builds untouched for an hour are removed.
+fn fixture_dir() -> PathBuf {
+    let mut fingerprint = blake3::Hasher::new();
+    for name in ["sft-train", "make-pairs", "dpo-train", "rm-train", "token-reward-annotate"] {
+        let meta = fs::metadata(bin(name)).unwrap_or_else(|e| panic!("{}: {e}", bin(name)));
+        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        fingerprint.update(format!("{name} {} {:?}\n", meta.len(), mtime).as_bytes());
+    }
+    let name = format!("fixture-{}", &fingerprint.finalize().to_hex()[..16]);
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for entry in fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let other = entry.file_name().to_string_lossy().into_owned();
+        let stale = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if other.starts_with("fixture-") && other != name && stale.is_some_and(|age| age.as_secs() > 3600) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    tmp.join(name)
 }
 
 /// The process-wide fixture, built on first use (a few seconds on 2 CPU cores).
@@ -170,26 +198,11 @@ pub fn scratch() -> tempfile::TempDir {
 
 fn build_fixture() -> Fixture {
     let root = repo_root();
-    // One folder per test process: statics are never dropped, so a TempDir would leak, and a
-    // name shared by two processes of the same test binary (two `cargo test` at once) lets
-    // one delete the other's store mid-run. Folders of processes that are gone are reaped.
-    let exe = std::env::current_exe().unwrap();
-    let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let prefix = format!("fixture-{stem}-");
-    for entry in fs::read_dir(tmp).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-    let dir = tmp.join(format!("{prefix}{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
+    let dir = fixture_dir();
     fs::create_dir_all(&dir).unwrap();
     let store = dir.join("store");
     let model_config = dir.join("tiny.json");
-    fs::write(&model_config, TINY_CONFIG).unwrap();
+    write_atomic(&model_config, TINY_CONFIG);
     let tokenizer = root.join("data/toy");
     let sft_data = dir.join("sft.jsonl");
     head_lines(&root.join("data/toy/sft.jsonl"), 48, &sft_data);
@@ -263,47 +276,4 @@ pub fn copy_dir(src: &Path, dest: &Path) {
             fs::copy(entry.path(), &to).unwrap();
         }
     }
-}
-
-/// Every file and folder under `dir` (relative path → blake3 of the content, or "<dir>" /
-/// "<link> target"), sorted; a missing `dir` is an empty snapshot. Equal snapshots mean the
-/// store is unchanged, including no new empty folder or lock file.
-pub fn snapshot(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if dir.symlink_metadata().is_ok() {
-        walk(dir, dir, &mut out);
-    }
-    out
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries {
-        let entry = entry.unwrap();
-        let path = entry.path();
-        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-        let kind = entry.file_type().unwrap();
-        if kind.is_symlink() {
-            out.insert(rel, format!("<link> {}", fs::read_link(&path).unwrap().display()));
-        } else if kind.is_dir() {
-            out.insert(rel, "<dir>".into());
-            walk(root, &path, out);
-        } else {
-            out.insert(rel, blake3::hash(&fs::read(&path).unwrap()).to_hex().to_string());
-        }
-    }
-}
-
-/// The differences between two snapshots, one line each (empty when equal).
-pub fn snapshot_diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
-    let mut diff = Vec::new();
-    for (k, v) in before {
-        match after.get(k) {
-            None => diff.push(format!("removed {k}")),
-            Some(w) if w != v => diff.push(format!("changed {k}")),
-            _ => {}
-        }
-    }
-    diff.extend(after.keys().filter(|k| !before.contains_key(*k)).map(|k| format!("added {k}")));
-    diff
 }

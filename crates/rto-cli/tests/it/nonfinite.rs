@@ -4,12 +4,12 @@
 //! accepted in the store, and the scratch checkpoint from before the bad step intact: it
 //! parses, its step is before the failing one, and every weight in it is finite.
 
-mod support;
+use crate::support;
 
+use crate::support::compare::{assert_all_verify, published};
+use crate::support::{copy_dir, fixture, run, scratch};
 use std::fs;
 use std::path::{Path, PathBuf};
-use support::compare::{assert_all_verify, published};
-use support::{copy_dir, fixture, run, scratch};
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()

@@ -3,12 +3,12 @@
 //! that produced it (which must not silently reuse the damaged folder, and recomputes it
 //! under --force). Each case tampers with a private copy of the fixture's store.
 
-mod support;
+use crate::support;
 
+use crate::support::files::{flip_middle_byte, truncate_half};
+use crate::support::{copy_dir, fixture, snapshot, snapshot_diff, ANNOTATE_FLAGS, PREF_FLAGS};
 use std::fs;
 use std::path::{Path, PathBuf};
-use support::files::{flip_middle_byte, truncate_half};
-use support::{copy_dir, fixture, snapshot, snapshot_diff, ANNOTATE_FLAGS, PREF_FLAGS};
 
 /// A private copy of the fixture's store and its artifacts' paths inside the copy.
 struct Copy {

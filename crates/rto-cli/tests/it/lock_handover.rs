@@ -4,14 +4,12 @@
 //! kill nothing of the holder is accepted. (The lock-contention cases of live processes are
 //! in `concurrency.rs`.)
 
-mod support;
-
+use crate::support::compare::{assert_all_verify, published};
+use crate::support::{bin, fixture, repo_root, scratch};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::compare::{assert_all_verify, published};
-use support::{bin, fixture, repo_root, scratch};
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()

@@ -6,14 +6,12 @@
 //! every kill, every accepted folder of the store must verify against its manifest and the
 //! killed stage must have accepted nothing.
 
-mod support;
-
+use crate::support::compare::{assert_all_verify, assert_same_outputs, published, Rng};
+use crate::support::{bin, fixture, repo_root, run, run_ok, scratch};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::compare::{assert_all_verify, assert_same_outputs, published, Rng};
-use support::{bin, fixture, repo_root, run, run_ok, scratch};
 
 /// How many kills per stage, and the seed of the kill points (printed, so a failure can be
 /// replayed).

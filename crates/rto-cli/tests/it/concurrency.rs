@@ -5,16 +5,14 @@
 //! other accepted folder, e.g. DPO's reference log-probs that both also needed) must verify
 //! and equal the fixture's output of the same key.
 
-mod support;
-
+use crate::support::compare::{assert_all_verify, normalized_files, published};
+use crate::support::{bin, fixture, repo_root, scratch, PREF_FLAGS, SFT_FLAGS};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::compare::{assert_all_verify, normalized_files, published};
-use support::{bin, fixture, repo_root, scratch, PREF_FLAGS, SFT_FLAGS};
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()

@@ -6,12 +6,14 @@
 //! expected substrings (file / field / row and the fix), and an identical store snapshot.
 //! Every case runs; the failure lists all failing cases at once.
 
-mod support;
+use crate::support;
 
+use crate::support::files::{
+    edit_checkpoint, int_prompt_parquet, pairs_parquet_with_score, truncate_half, with_f32_cell,
+};
+use crate::support::{copy_dir, fixture, snapshot, snapshot_diff, ANNOTATE_FLAGS, GEN_FLAGS, PREF_FLAGS, SFT_FLAGS};
 use std::fs;
 use std::path::{Path, PathBuf};
-use support::files::{edit_checkpoint, int_prompt_parquet, pairs_parquet_with_score, truncate_half, with_f32_cell};
-use support::{copy_dir, fixture, snapshot, snapshot_diff, ANNOTATE_FLAGS, GEN_FLAGS, PREF_FLAGS, SFT_FLAGS};
 
 /// Everything a case's argument builder may point at: copies of the fixture's artifacts in a
 /// private store, and a scratch folder (outside the store) for the broken inputs.

@@ -1,0 +1,11 @@
+//! Binary-level suites of the stage binaries on a tiny real pipeline: one test binary (one link, one process) instead of one per file.
+
+mod bad_input;
+mod concurrency;
+mod determinism;
+mod kill_resume;
+mod libtorch_errors;
+mod lock_handover;
+mod nonfinite;
+mod support;
+mod tampering;
