@@ -5,14 +5,24 @@
 //! folder only ever appears there by an atomic rename of a complete temporary folder that
 //! already holds its `manifest.json`, so a killed run can never leave an accepted output, and
 //! rerunning a stage whose folder exists and verifies does no work.
+//!
+//! A run that fails after taking the stage lock, by an error or a panic in any step (the
+//! stage's own work, hashing, writing the manifest, the rename, the swap of an old folder under
+//! `--force`), leaves the store as it found it: no temporary folder, no lock file or stage
+//! folder it created, the replaced folder back in place. The one trace it may leave is state
+//! the stage saved in its scratch folder, kept for the resume.
 
 mod hash;
 mod manifest;
+mod publish;
 
 pub use hash::{canonical_json, hash_file, hash_folder_content, list_files, ArtifactKey};
 pub use manifest::{verify, Manifest, ManifestInput, MANIFEST_FILE, MANIFEST_FORMAT};
+#[doc(hidden)]
+pub use publish::{FaultKind, PublishPhase};
 
 use anyhow::{bail, Context, Result};
+use publish::{Fault, PublishGuard};
 use serde::Serialize;
 use serde_json::Value;
 use std::fs;
@@ -199,22 +209,23 @@ pub struct StageOutcome {
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
-}
-
-/// Removes a temporary folder unless disarmed: covers errors and panics in the closure.
-struct TempGuard(Option<PathBuf>);
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_dir_all(p);
-        }
-    }
+    /// Always `None` outside tests; see [`Store::with_fault`].
+    fault: Option<Fault>,
 }
 
 impl Store {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), fault: None }
+    }
+
+    /// Makes `phase` of every later publish fail with an error or a panic. It exists for the
+    /// tests of the cleanup after a failed publish: manifest writes and renames have no fault a
+    /// test can provoke from outside (the tests run as root, so permissions do not stop them).
+    /// Unset, it costs one comparison per phase.
+    #[doc(hidden)]
+    pub fn with_fault(mut self, phase: PublishPhase, kind: FaultKind) -> Self {
+        self.fault = Some(Fault { phase, kind });
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -229,7 +240,7 @@ impl Store {
     /// The resumable scratch folder of a spec (see [`StageDir::scratch`]); not created here.
     pub fn scratch_dir(&self, spec: &StageSpec) -> Result<PathBuf> {
         let key = spec.key()?;
-        Ok(self.root.join(&spec.stage).join(format!(".work-{key}")))
+        Ok(publish::scratch_path(&self.root.join(&spec.stage), &key))
     }
 
     /// Returns the verified cached output of `spec` if there is one, without computing.
@@ -252,104 +263,91 @@ impl Store {
         F: FnOnce(&StageDir) -> Result<Value>,
     {
         let resolved = spec.resolve()?;
-        let key = resolved.key.clone();
         let stage = spec.stage.as_str();
         let stage_root = self.root.join(stage);
-        let final_path = stage_root.join(key.as_str());
+        let final_path = stage_root.join(resolved.key.as_str());
 
         // Lock-free fast path. A verification failure here is no verdict: a --force run may be
         // swapping the folder right now (under the lock), so it is checked again below.
         if !force {
-            if let Ok(Some(outcome)) = self.try_reuse(stage, &key, &final_path) {
+            if let Ok(Some(outcome)) = self.try_reuse(stage, &resolved.key, &final_path) {
                 return Ok(outcome);
             }
         }
 
-        let root_created = !stage_root.exists();
-        let lock_path = stage_root.join(format!("{key}.lock"));
-        let (lock, lock_created) = lock_stage(&stage_root, &lock_path, stage, &key)?;
+        // From here on every exit, early return and panic included, goes through the guard.
+        let guard = PublishGuard::lock(&stage_root, stage, &resolved.key)?;
         // Another process may have finished while we waited; under the lock nobody writes
         // the folder, so what verification says now stands.
         if !force {
-            match self.try_reuse(stage, &key, &final_path) {
-                Ok(Some(outcome)) => return Ok(outcome),
-                Ok(None) => {}
-                Err(err) => {
-                    if lock_created {
-                        let _ = fs::remove_file(&lock_path);
-                    }
-                    return Err(err);
-                }
+            if let Some(outcome) = self.try_reuse(stage, &resolved.key, &final_path)? {
+                guard.release();
+                return Ok(outcome);
             }
         }
-        clean_stale(&stage_root, &key);
+        self.compute_and_publish(spec, resolved, guard, &final_path, compute)
+            .with_context(|| format!("stage {stage} failed; no output was stored"))
+    }
 
-        let tmp = stage_root.join(format!(".tmp-{key}-{}", std::process::id()));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
-        }
-        fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut guard = TempGuard(Some(tmp.clone()));
-        let dir = StageDir { path: tmp.clone(), scratch: stage_root.join(format!(".work-{key}")), key: key.clone() };
+    /// The locked part of [`Store::run`]: computes into a temporary folder, writes its manifest
+    /// and renames it to `final_path`. Any failure drops `guard`, which undoes the run.
+    fn compute_and_publish<F>(
+        &self,
+        spec: &StageSpec,
+        resolved: ResolvedSpec,
+        mut guard: PublishGuard,
+        final_path: &Path,
+        compute: F,
+    ) -> Result<StageOutcome>
+    where
+        F: FnOnce(&StageDir) -> Result<Value>,
+    {
+        let key = resolved.key.clone();
+        let stage = spec.stage.as_str();
+        publish::clean_stale(&self.root.join(stage), &key);
+        let tmp = guard.create_tmp(&key)?;
+        let dir = StageDir { path: tmp.clone(), scratch: guard.scratch().to_path_buf(), key: key.clone() };
 
         let started = Instant::now();
-        let metrics = match compute(&dir) {
-            Ok(metrics) => metrics,
-            Err(err) => {
-                // Leave the store as it was before this run (bad input must not litter it):
-                // the temporary folder, an empty scratch folder (one holding checkpoints stays
-                // for a resume), and the lock file and stage folder if this run created them.
-                drop(guard);
-                let _ = fs::remove_dir(&dir.scratch);
-                if lock_created {
-                    let _ = fs::remove_file(&lock_path);
-                }
-                drop(lock);
-                if root_created {
-                    let _ = fs::remove_dir(&stage_root);
-                }
-                return Err(err.context(format!("stage {stage} failed; no output was stored")));
-            }
-        };
+        let metrics = compute(&dir)?;
         let wall_time_s = started.elapsed().as_secs_f64();
 
+        let manifest = self.seal(&tmp, spec, resolved, metrics, wall_time_s)?;
+        guard.publish(final_path, &key, self.fault)?;
+        eprintln!("rto: {stage}: computed {} in {wall_time_s:.1}s -> {}", key.short(), final_path.display());
+        Ok(StageOutcome { path: final_path.to_path_buf(), key, reused: false, manifest })
+    }
+
+    /// Hashes the finished folder `tmp` and writes its `manifest.json`.
+    fn seal(
+        &self,
+        tmp: &Path,
+        spec: &StageSpec,
+        resolved: ResolvedSpec,
+        metrics: Value,
+        wall_time_s: f64,
+    ) -> Result<Manifest> {
+        let stage = spec.stage.as_str();
         if tmp.join(MANIFEST_FILE).exists() {
             bail!("stage {stage} wrote its own {MANIFEST_FILE}; that name is reserved for the store");
         }
+        publish::inject(self.fault, PublishPhase::Hash)?;
         let manifest = Manifest {
             format: MANIFEST_FORMAT.to_string(),
-            key: key.clone(),
+            key: resolved.key,
             stage: stage.to_string(),
             schema_version: spec.schema_version,
             inputs: resolved.inputs,
             settings: spec.settings.clone(),
-            files: manifest::hash_all(&tmp)?,
+            files: manifest::hash_all(tmp)?,
             metrics,
             wall_time_s,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         };
+        publish::inject(self.fault, PublishPhase::WriteManifest)?;
         write_manifest(&tmp.join(MANIFEST_FILE), &manifest)?;
-
-        if final_path.exists() {
-            // --force, or a folder that failed verification: move it aside so the swap is a
-            // rename, then delete it.
-            let old = stage_root.join(format!(".old-{key}-{}", std::process::id()));
-            fs::rename(&final_path, &old).with_context(|| format!("cannot move {} aside", final_path.display()))?;
-            fs::rename(&tmp, &final_path)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), final_path.display()))?;
-            let _ = fs::remove_dir_all(&old);
-        } else {
-            fs::rename(&tmp, &final_path)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), final_path.display()))?;
-        }
-        guard.0 = None;
-        if dir.scratch.exists() {
-            let _ = fs::remove_dir_all(&dir.scratch);
-        }
-        drop(lock);
-        eprintln!("rto: {stage}: computed {} in {wall_time_s:.1}s -> {}", key.short(), final_path.display());
-        Ok(StageOutcome { path: final_path, key, reused: false, manifest })
+        Ok(manifest)
     }
 
     fn try_reuse(&self, stage: &str, key: &ArtifactKey, path: &Path) -> Result<Option<StageOutcome>> {
@@ -364,40 +362,6 @@ impl Store {
     }
 }
 
-/// Creates (if needed) and locks `lock_path`; returns the locked file and whether this call
-/// created it. A run that fails removes the lock file it created, so a waiter may end up
-/// holding the lock of a removed file: after locking, the path must still name the locked
-/// file, or the whole step is retried on the current one (the usual lock-file protocol).
-fn lock_stage(stage_root: &Path, lock_path: &Path, stage: &str, key: &ArtifactKey) -> Result<(fs::File, bool)> {
-    use std::os::unix::fs::MetadataExt;
-    loop {
-        fs::create_dir_all(stage_root)
-            .with_context(|| format!("cannot create {} (is --store a writable folder?)", stage_root.display()))?;
-        let mut open = fs::OpenOptions::new();
-        open.write(true).truncate(false);
-        let (lock, created) = match open.clone().create_new(true).open(lock_path) {
-            Ok(f) => (f, true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match open.open(lock_path) {
-                Ok(f) => (f, false),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).with_context(|| format!("cannot open lock file {}", lock_path.display())),
-            },
-            // The stage folder was removed by a failing run between our mkdir and open.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot create lock file {}", lock_path.display())),
-        };
-        if lock.try_lock().is_err() {
-            eprintln!("rto: {stage}: waiting for another run computing {} (lock {})", key.short(), lock_path.display());
-            lock.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
-        }
-        let held = lock.metadata().with_context(|| format!("cannot stat {}", lock_path.display()))?;
-        match fs::metadata(lock_path) {
-            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok((lock, created)),
-            _ => continue,
-        }
-    }
-}
-
 fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
     use std::io::Write;
     let mut bytes = serde_json::to_vec_pretty(manifest).context("cannot serialize manifest")?;
@@ -406,33 +370,6 @@ fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
     file.write_all(&bytes).with_context(|| format!("cannot write {}", path.display()))?;
     file.sync_all().with_context(|| format!("cannot sync {}", path.display()))?;
     Ok(())
-}
-
-/// Removes `.tmp-<key>-<pid>` and `.old-<key>-<pid>` folders left by killed runs. A folder
-/// is stale exactly when its key's lock can be taken: a live run holds that lock throughout.
-fn clean_stale(stage_root: &Path, held: &ArtifactKey) {
-    let Ok(entries) = fs::read_dir(stage_root) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(rest) = name.strip_prefix(".tmp-").or_else(|| name.strip_prefix(".old-")) else {
-            continue;
-        };
-        let Some(key) = rest.get(..64).filter(|k| ArtifactKey::is_key_like(k)) else {
-            continue;
-        };
-        let lock_path = stage_root.join(format!("{key}.lock"));
-        let Ok(lock) = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path) else {
-            continue;
-        };
-        // The caller already holds `held`'s lock (so try_lock on a second descriptor would
-        // fail): nobody else can be writing that key's folders.
-        if key == held.as_str() || lock.try_lock().is_ok() {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// Points `<root>/latest/<name>` at `target` (a relative link when the target is inside the
