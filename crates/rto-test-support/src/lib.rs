@@ -75,7 +75,8 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
 }
 
 /// Every path under `dir` (relative) with what it is: a file its blake3 digest, a link its
-/// target, a folder `<dir>`. Equal snapshots mean an unchanged tree.
+/// target (not followed), a folder `<dir>`, anything else (FIFO, socket) `<special>`. Equal
+/// snapshots mean an unchanged tree.
 pub fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if dir.symlink_metadata().is_ok() {
@@ -96,6 +97,8 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         } else if kind.is_dir() {
             out.insert(rel, "<dir>".into());
             walk(root, &path, out);
+        } else if !kind.is_file() {
+            out.insert(rel, "<special>".into());
         } else {
             let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             out.insert(rel, blake3::hash(&bytes).to_hex().to_string());

@@ -1,9 +1,7 @@
 //! The content-hash cache: reuse, keys, failure atomicity, verification, concurrency.
 
-mod common;
-
+use crate::common::chain;
 use anyhow::{anyhow, Result};
-use common::chain;
 use rto_data::store::{input_key, link, verify, Manifest, StageSpec, Store};
 use serde_json::json;
 use std::fs;
@@ -321,7 +319,7 @@ fn two_processes_on_one_key_compute_once() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             std::process::Command::new(&exe)
-                .args(["child_process_stage", "--exact", "--nocapture", "--test-threads=1"])
+                .args(["store::child_process_stage", "--exact", "--nocapture", "--test-threads=1"])
                 .env(CHILD_ENV, &root)
                 .stdout(std::process::Stdio::piped())
                 .spawn()

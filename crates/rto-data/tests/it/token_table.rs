@@ -1,9 +1,7 @@
 //! Token-reward tables: round trip, pyarrow as an independent reader, writer checks, and
 //! schema errors on bad files.
 
-mod common;
-
-use common::{chain, run_python};
+use crate::common::{chain, run_python};
 use rto_data::token_table::{
     read_metadata, read_samples, read_table, read_tokens, sum_dpo_rewards, sum_rewards, SampleRecord, TableLayout,
     TableOptions, TokenRecord, TokenTableReader, TokenTableWriter,

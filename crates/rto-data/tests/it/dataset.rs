@@ -1,8 +1,6 @@
 //! Datasets: Hugging Face shapes written by pyarrow, JSON lines, errors, seeded splits.
 
-mod common;
-
-use common::{chain, run_python};
+use crate::common::{chain, run_python};
 use rto_data::dataset::{
     read_preference_pairs, read_prompts, read_responses, shuffle, split, ColumnNames, DatasetStats, EvalSize, Message,
     Prompt, SplitMix64,

@@ -1,9 +1,7 @@
 //! YAML configs and common flags.
 
-mod common;
-
+use crate::common::chain;
 use clap::Parser;
-use common::chain;
 use rto_data::cli::{parse_with_config_from, CommonArgs};
 use std::ffi::OsString;
 use std::fs;

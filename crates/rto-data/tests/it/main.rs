@@ -1,0 +1,9 @@
+//! The integration tests of rto-data: one test binary (one link, one process) instead of one per file.
+
+mod cli;
+mod common;
+mod dataset;
+mod store;
+mod store_publish_failures;
+mod store_swap;
+mod token_table;
