@@ -23,6 +23,11 @@ pub enum AnnotateCommand {
     Show(ShowArgs),
 }
 
+/// annotate's names from before the reward flags were shared with ppo-train, kept so old
+/// commands and YAML configs still run: (arg id, old name). Only here, not on the shared
+/// struct: in ppo-train a bare `--clip` would read as PPO's ratio clip.
+const OLD_NAMES: [(&str, &str); 2] = [("dpo_clip", "clip"), ("kl_coef", "beta2")];
+
 impl clap::CommandFactory for AnnotateCli {
     fn command() -> clap::Command {
         let cmd = clap::Command::new("token-reward-annotate")
@@ -31,6 +36,7 @@ impl clap::CommandFactory for AnnotateCli {
             .args_conflicts_with_subcommands(true)
             .subcommand_negates_reqs(true);
         let cmd = <AnnotateArgs as clap::Args>::augment_args(cmd);
+        let cmd = OLD_NAMES.iter().fold(cmd, |cmd, &(id, old)| cmd.mut_arg(id, |arg| arg.alias(old)));
         <AnnotateCommand as clap::Subcommand>::augment_subcommands(cmd)
     }
 
