@@ -147,7 +147,7 @@ def ppo_args(inp, mode):
 def annotate_args(inp):
     a = ANNOTATE
     return ["--ref", inp["sft"], "--dpo", inp["dpo"], "--data", inp["pairs"], "--mode", "rto", "--beta1", a["beta1"],
-            "--clip", a["clip"], "--batch-size", a["batch_size"],
+            "--dpo-clip", a["clip"], "--batch-size", a["batch_size"],
             "--max-prompt-len", MAX_PROMPT, "--max-response-len", MAX_RESPONSE]
 
 

@@ -4,8 +4,8 @@
 //! '-' written as '_' (`eval_fraction: 0.05` means `--eval-fraction 0.05`). Its values are
 //! placed before the command-line arguments, and a flag given on the command line replaces
 //! the file's value (for a repeated flag, the whole list), so a pipeline can keep one config
-//! and override a setting per run. Paths in a config are relative to the working directory,
-//! like paths on the command line.
+//! and override a setting per run. A flag's aliases (old names) are keys too. Paths in a
+//! config are relative to the working directory, like paths on the command line.
 
 use crate::store::{link, StageOutcome, Store};
 use anyhow::{anyhow, bail, Context, Result};
@@ -126,10 +126,7 @@ fn supplied_ids(cmd: &clap::Command, user: &[OsString]) -> BTreeSet<String> {
         }
         if let Some(long) = s.strip_prefix("--") {
             let name = long.split('=').next().unwrap_or(long);
-            if let Some(a) = cmd
-                .get_arguments()
-                .find(|a| a.get_long() == Some(name) || a.get_all_aliases().is_some_and(|al| al.contains(&name)))
-            {
+            if let Some(a) = cmd.get_arguments().find(|a| answers_to(a, name)) {
                 ids.insert(a.get_id().to_string());
             }
         } else if let Some(shorts) = s.strip_prefix('-') {
@@ -145,6 +142,12 @@ fn supplied_ids(cmd: &clap::Command, user: &[OsString]) -> BTreeSet<String> {
         }
     }
     ids
+}
+
+/// Whether `--long` names `arg`, by its name or an alias (an old name kept when a flag was
+/// renamed: configs written with it keep working).
+fn answers_to(arg: &clap::Arg, long: &str) -> bool {
+    arg.get_long() == Some(long) || arg.get_all_aliases().is_some_and(|aliases| aliases.contains(&long))
 }
 
 /// Turns the YAML mapping in `path` into `--flag=value` arguments.
@@ -168,7 +171,7 @@ fn config_args(cmd: &clap::Command, path: &Path, supplied: &BTreeSet<String>) ->
         }
         let arg = cmd
             .get_arguments()
-            .find(|a| a.get_long() == Some(flag.as_str()) && !matches!(flag.as_str(), "help" | "version"))
+            .find(|a| answers_to(a, &flag) && !matches!(flag.as_str(), "help" | "version"))
             .ok_or_else(|| {
                 let valid: Vec<String> = cmd
                     .get_arguments()

@@ -17,22 +17,23 @@ mod command;
 
 pub use command::{main_cli, AnnotateCli, AnnotateCommand};
 
-use crate::encode::{Encoder, LengthLimits};
+use crate::compat::check_models;
+use crate::encode::{fits_context, Encoder, LengthLimits, SEQUENCE_TOO_LONG};
 use crate::progress;
 use crate::stage;
-use crate::token_scoring::{check_same_tokenizer, model_metadata, score_batch, table_rows, RewardModels, Sources};
+use crate::token_scoring::{score_batch, table_rows, RewardConfig, RewardMetadata, RewardModels, Sources};
 use anyhow::{bail, Context, Result};
-use rto_algo::{RewardMode, RewardWeights};
+use rto_algo::RewardWeights;
 use rto_data::cli::CommonArgs;
 use rto_data::dataset::{
     read_preference_pairs, read_responses, ColumnNames, DatasetStats, PreferencePair, Prompt, ResponseRecord,
 };
-use rto_data::store::{hash_file, input_key, StageDir};
+use rto_data::store::{input_key, StageDir, StageSpec};
 use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TableSummary, TokenTableWriter};
-use rto_model::{parse_device, response_logprobs, CausalLm, ChatTurn, Head, ModelConfig, SequenceBatch, TextTokenizer};
+use rto_model::{parse_device, response_logprobs, CausalLm, ChatTurn, Head, SequenceBatch, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -42,24 +43,10 @@ const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct AnnotateSettings {
-    /// Reward composition: rto, ppo (β1 = 0), dpo-only (β3 = 0), ddpo, rs-ppo.
-    #[arg(long, default_value = "rto")]
-    pub mode: RewardMode,
-    /// β1: scale of the DPO log-ratio.
-    #[arg(long, default_value_t = 0.05)]
-    pub beta1: f64,
-    /// c: each token's DPO reward is clipped to [−c, c] ("inf" turns clipping off).
-    #[arg(long, default_value_t = 0.05)]
-    pub clip: f64,
-    /// β2: KL-penalty coefficient (only with --policy).
-    #[arg(long, default_value_t = 0.01)]
-    pub beta2: f64,
-    /// β3: weight of the reward model's sentence reward (only with --reward-model).
-    #[arg(long, default_value_t = 1.0)]
-    pub beta3: f64,
-    /// The reward-model score is clamped to [−x, x] before β3.
-    #[arg(long, default_value_t = 10.0)]
-    pub rm_clamp: f64,
+    /// The reward: ppo-train's flags (--mode --beta1 --dpo-clip --kl-coef --beta3 --rm-clamp).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub reward: RewardConfig,
     /// Read --data as preference pairs (default: pairs when the file has chosen/rejected
     /// columns and no response column).
     #[arg(long)]
@@ -71,18 +58,6 @@ pub struct AnnotateSettings {
     pub limits: LengthLimits,
     #[command(flatten)]
     pub columns: ColumnNames,
-}
-
-impl AnnotateSettings {
-    pub fn weights(&self) -> RewardWeights {
-        RewardWeights {
-            beta1: self.beta1,
-            clip: self.clip,
-            beta2: self.beta2,
-            beta3: self.beta3,
-            rm_clamp: self.rm_clamp,
-        }
-    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -123,6 +98,28 @@ impl Rows {
         }
     }
 
+    /// The prompt and response texts of row `index`; `None` for a pair without a preference
+    /// (skipped, as in DPO training).
+    fn texts(&self, index: usize, stats: &mut DatasetStats) -> Option<(&Prompt, Vec<Response<'_>>)> {
+        match self {
+            Rows::Responses(r) => {
+                Some((&r[index].prompt, vec![Response { text: &r[index].response, side: None, gold: None }]))
+            }
+            Rows::Pairs(p) => {
+                let pair = &p[index];
+                if pair.chosen.trim() == pair.rejected.trim() {
+                    stats.skip("chosen_equals_rejected");
+                    return None;
+                }
+                let sides = vec![
+                    Response { text: &pair.chosen, side: Some("chosen"), gold: pair.score_chosen },
+                    Response { text: &pair.rejected, side: Some("rejected"), gold: pair.score_rejected },
+                ];
+                Some((&pair.prompt, sides))
+            }
+        }
+    }
+
     /// Sequences to annotate (a pair is two).
     fn sequences(&self) -> u64 {
         match self {
@@ -136,13 +133,21 @@ impl Rows {
 /// tokenizers, vocabularies, data columns) is checked before the store is touched.
 pub fn cli(args: AnnotateArgs) -> Result<()> {
     let settings = &args.settings;
-    settings.mode.check_weights(&settings.weights())?;
+    settings.reward.validate()?;
     if settings.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    check_models(&args)?;
+    let max_positions = context_of_models(&args)?;
     let rows = read_rows(&args.data, settings)?;
-    let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, settings)?
+    let spec = stage_spec(&args)?;
+    stage::run(&args.common, &spec, |out| run(&args, &rows, max_positions, out))?;
+    Ok(())
+}
+
+/// The cache key's spec: the settings as resolved (flag aliases leave no trace) and the
+/// content of the data and the model folders.
+pub fn stage_spec(args: &AnnotateArgs) -> Result<StageSpec> {
+    let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
         .with_input("data", &args.data)
         .with_input("reference", &args.ref_model)
         .with_input("dpo", &args.dpo);
@@ -151,47 +156,37 @@ pub fn cli(args: AnnotateArgs) -> Result<()> {
             spec = spec.with_input(role, dir);
         }
     }
-    stage::run(&args.common, &spec, |out| run(&args, &rows, out))?;
-    Ok(())
+    Ok(spec)
 }
 
-/// Same tokenizer and vocab_size everywhere, a tokenizer that fits the models, and length
-/// limits the models can hold (a batch is as wide as its longest prompt plus its longest
-/// response, so the two limits together must fit every model's positions).
-fn check_models(args: &AnnotateArgs) -> Result<()> {
-    let folders: Vec<&Path> =
-        [Some(&args.ref_model), Some(&args.dpo), args.policy.as_ref(), args.reward_model.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(PathBuf::as_path)
-            .collect();
-    check_same_tokenizer(&folders)?;
-    let config = |dir: &Path| ModelConfig::from_file(&dir.join("config.json"));
-    let reference = config(&args.ref_model)?;
+/// The model folders by role, reference first.
+fn model_roles(args: &AnnotateArgs) -> [(&'static str, Option<&Path>); 4] {
+    [
+        ("reference", Some(args.ref_model.as_path())),
+        ("dpo", Some(args.dpo.as_path())),
+        ("policy", args.policy.as_deref()),
+        ("reward_model", args.reward_model.as_deref()),
+    ]
+}
+
+/// Checks that the models belong together and returns the longest sequence they all hold.
+/// Limits above it are no error: sequences that do not fit are skipped and counted (a note
+/// says so), so a short-context model annotates every row that fits it.
+fn context_of_models(args: &AnnotateArgs) -> Result<usize> {
+    let roles: Vec<(&str, &Path)> = model_roles(args).into_iter().filter_map(|(r, d)| Some((r, d?))).collect();
+    let shared = check_models(&roles)?;
     let limits = &args.settings.limits;
-    let width = (limits.max_prompt_len + limits.max_response_len) as i64;
-    for dir in &folders {
-        let other = config(dir)?;
-        if other.vocab_size != reference.vocab_size {
-            bail!(
-                "{} has vocab_size {}, the reference {} has {}: the models do not share a vocabulary",
-                dir.join("config.json").display(),
-                other.vocab_size,
-                args.ref_model.join("config.json").display(),
-                reference.vocab_size
-            );
-        }
-        if width > other.max_position_embeddings {
-            bail!(
-                "--max-prompt-len {} + --max-response-len {} = {width} tokens exceeds max_position_embeddings {} of {}: lower the limits",
-                limits.max_prompt_len,
-                limits.max_response_len,
-                other.max_position_embeddings,
-                dir.join("config.json").display()
-            );
-        }
+    let width = limits.max_prompt_len + limits.max_response_len;
+    if width > shared.max_positions {
+        eprintln!(
+            "{STAGE}: --max-prompt-len {} + --max-response-len {} = {width} tokens is more than max_position_embeddings {} of {}: sequences longer than that are skipped (counted as {SEQUENCE_TOO_LONG})",
+            limits.max_prompt_len,
+            limits.max_response_len,
+            shared.max_positions,
+            shared.max_positions_config.display()
+        );
     }
-    TextTokenizer::from_dir(&args.ref_model)?.check_fits(reference.vocab_size, &args.ref_model)
+    Ok(shared.max_positions)
 }
 
 /// Reads the dataset as pairs or responses (see the module docs for the detection rule).
@@ -222,6 +217,13 @@ fn read_rows(path: &Path, settings: &AnnotateSettings) -> Result<Rows> {
     }
 }
 
+/// One response of a row: its text, its side of a pair, and its gold score.
+struct Response<'a> {
+    text: &'a str,
+    side: Option<&'static str>,
+    gold: Option<f64>,
+}
+
 /// The loaded models and everything a batch needs.
 struct Annotator<'a> {
     models: RewardModels,
@@ -231,6 +233,8 @@ struct Annotator<'a> {
     weights: RewardWeights,
     sources: Sources,
     device: Device,
+    /// The longest sequence every model holds (a batch is never wider).
+    max_positions: usize,
 }
 
 /// One sequence waiting for its batch: ids, and the sample row to fill in.
@@ -242,7 +246,7 @@ struct Item {
     pair_row: Option<usize>,
 }
 
-fn run(args: &AnnotateArgs, rows: &Rows, out: &StageDir) -> Result<Value> {
+fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, out: &StageDir) -> Result<Value> {
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
     let models = RewardModels::load(&args.ref_model, Some(&args.dpo), args.reward_model.as_deref(), device)?;
@@ -250,11 +254,12 @@ fn run(args: &AnnotateArgs, rows: &Rows, out: &StageDir) -> Result<Value> {
         args.policy.as_ref().map(|dir| CausalLm::load(dir, Head::LanguageModel, device, Kind::Float)).transpose()?;
     let sources = Sources { dpo: true, policy: policy.is_some(), reward_model: models.reward_model.is_some() };
     let tokenizer = TextTokenizer::from_dir(&args.ref_model)?;
-    let annotator = Annotator { models, policy, tokenizer, settings, weights: settings.weights(), sources, device };
+    let weights = settings.reward.weights();
+    let annotator = Annotator { models, policy, tokenizer, settings, weights, sources, device, max_positions };
     let is_pairs = matches!(rows, Rows::Pairs(_));
     let options = TableOptions {
         layout: TableLayout { side: is_pairs, gold_score: has_gold(rows), iteration: false },
-        metadata: table_metadata(args)?,
+        metadata: table_metadata(args)?.to_kv(),
         ..TableOptions::default()
     };
     let writer = TokenTableWriter::create(out.path(), options)?;
@@ -268,28 +273,11 @@ fn has_gold(rows: &Rows) -> bool {
 
 /// File-level metadata: the effective weights (what `mode` applied), the settings, and the
 /// content keys of the models, tokenizer and data, so a table says what priced its tokens.
-fn table_metadata(args: &AnnotateArgs) -> Result<BTreeMap<String, String>> {
-    let s = &args.settings;
-    let w = s.mode.effective_weights(&s.weights());
-    let mut meta = BTreeMap::from([
-        ("rto.stage".to_string(), STAGE.to_string()),
-        ("rto.mode".to_string(), s.mode.name().to_string()),
-        ("rto.beta1".to_string(), w.beta1.to_string()),
-        ("rto.clip".to_string(), w.clip.to_string()),
-        ("rto.beta2".to_string(), w.beta2.to_string()),
-        ("rto.beta3".to_string(), w.beta3.to_string()),
-        ("rto.rm_clamp".to_string(), w.rm_clamp.to_string()),
-        ("rto.settings".to_string(), serde_json::to_string(s)?),
-        ("rto.tokenizer".to_string(), hash_file(&args.ref_model.join("tokenizer.json"))?.as_str().to_string()),
-        ("rto.data".to_string(), input_key(&args.data)?.as_str().to_string()),
-    ]);
-    let folders = [
-        ("reference", Some(&args.ref_model)),
-        ("dpo", Some(&args.dpo)),
-        ("policy", args.policy.as_ref()),
-        ("reward_model", args.reward_model.as_ref()),
-    ];
-    meta.extend(model_metadata(&folders)?);
+fn table_metadata(args: &AnnotateArgs) -> Result<RewardMetadata> {
+    let reward = &args.settings.reward;
+    let mut meta = RewardMetadata::new(STAGE, reward.mode, &reward.weights(), &args.ref_model, &model_roles(args))?;
+    meta.data = Some(input_key(&args.data)?.as_str().to_string());
+    meta.settings = Some(serde_json::to_value(&args.settings)?);
     Ok(meta)
 }
 
@@ -312,8 +300,8 @@ impl Annotator<'_> {
                 self.encode_row(&encoder, rows, index, &mut stats)
                     .with_context(|| format!("{} row {index}", file.display()))?,
             );
-            while pending.len() >= self.settings.batch_size || (index + 1 == rows.len() && !pending.is_empty()) {
-                let take = pending.len().min(self.settings.batch_size);
+            let more = index + 1 < rows.len();
+            while let Some(take) = next_batch(&pending, self.settings.batch_size, self.max_positions, more) {
                 let batch: Vec<Item> = pending.drain(..take).collect();
                 self.annotate_batch(batch, &mut writer, &mut tally)
                     .with_context(|| format!("annotating {}", file.display()))?;
@@ -338,45 +326,35 @@ impl Annotator<'_> {
 
     /// The sequences of source row `index` (none when a limit or rule skips it).
     fn encode_row(&self, encoder: &Encoder, rows: &Rows, index: usize, stats: &mut DatasetStats) -> Result<Vec<Item>> {
-        let (prompt, responses): (&Prompt, Vec<(&str, Option<&str>, Option<f64>)>) = match rows {
-            Rows::Responses(r) => (&r[index].prompt, vec![(r[index].response.as_str(), None, None)]),
-            Rows::Pairs(p) => {
-                let pair = &p[index];
-                // As in DPO training: a pair without a preference is not annotated.
-                if pair.chosen.trim() == pair.rejected.trim() {
-                    stats.skip("chosen_equals_rejected");
-                    return Ok(Vec::new());
-                }
-                let sides = vec![
-                    (pair.chosen.as_str(), Some("chosen"), pair.score_chosen),
-                    (pair.rejected.as_str(), Some("rejected"), pair.score_rejected),
-                ];
-                (&pair.prompt, sides)
-            }
-        };
+        let Some((prompt, responses)) = rows.texts(index, stats) else { return Ok(Vec::new()) };
         let Some(prompt_ids) = encoder.prompt(prompt, stats)? else { return Ok(Vec::new()) };
         let mut encoded = Vec::new();
-        for (text, _, _) in &responses {
-            let Some(ids) = encoder.response(text, stats)? else { return Ok(Vec::new()) };
+        for response in &responses {
+            let Some(ids) = encoder.response(response.text, stats)? else { return Ok(Vec::new()) };
             encoded.push(ids);
+        }
+        // A pair is annotated whole or not at all, like the other skip rules.
+        let longest = encoded.iter().map(Vec::len).max().unwrap_or(0);
+        if !fits_context(prompt_ids.len(), longest, self.max_positions, stats) {
+            return Ok(Vec::new());
         }
         let prompt_text = self.render_prompt(prompt)?;
         let is_pair = matches!(rows, Rows::Pairs(_));
-        let items = responses.into_iter().zip(encoded).enumerate().map(|(k, ((text, side, gold), ids))| Item {
+        let items = responses.into_iter().zip(encoded).enumerate().map(|(k, (response, ids))| Item {
             prompt: prompt_ids.clone(),
             response: ids,
             sample: SampleRecord {
                 sample_id: if is_pair { 2 * index as u64 + k as u64 } else { index as u64 },
                 prompt_id: prompt.id(),
                 prompt: prompt_text.clone(),
-                response: text.to_string(),
+                response: response.text.to_string(),
                 n_tokens: 0,
                 dpo_return: None,
                 sentence_reward: None,
                 ret: 0.0,
-                gold_score: gold,
+                gold_score: response.gold,
                 iteration: None,
-                side: side.map(str::to_string),
+                side: response.side.map(str::to_string),
             },
             pair_row: is_pair.then_some(index),
         });
@@ -402,7 +380,7 @@ impl Annotator<'_> {
         let batch = SequenceBatch::new(&prompts, &responses, self.tokenizer.pad_id, self.device)?;
         let logp_policy: Option<Tensor> =
             self.policy.as_ref().map(|p| tch::no_grad(|| response_logprobs(p, &batch, false).logprobs));
-        let scores = score_batch(&self.models, &batch, logp_policy, self.settings.mode, &self.weights)
+        let scores = score_batch(&self.models, &batch, logp_policy, self.settings.reward.mode, &self.weights)
             .with_context(|| format!("samples {first}..={last}"))?;
         let host = scores.to_host()?;
         for (row, item) in items.into_iter().enumerate() {
@@ -412,6 +390,25 @@ impl Annotator<'_> {
         }
         Ok(())
     }
+}
+
+/// How many of the first `pending` items make the next batch: at most `batch_size`, and only as
+/// many as keep its width (longest prompt + longest response, the padded layout) within
+/// `max_positions`. `None` while the batch could still grow (`more` rows to come) or nothing is
+/// pending. With limits the models hold, the width rule never cuts and batches are plain runs
+/// of `batch_size` sequences.
+fn next_batch(pending: &[Item], batch_size: usize, max_positions: usize, more: bool) -> Option<usize> {
+    let (mut prompt, mut response, mut take) = (0, 0, 0);
+    for item in pending.iter().take(batch_size) {
+        let (p, r) = (prompt.max(item.prompt.len()), response.max(item.response.len()));
+        // Every item fits alone (`fits_context`), so a batch holds at least one.
+        if take > 0 && p + r > max_positions {
+            break;
+        }
+        (prompt, response, take) = (p, r, take + 1);
+    }
+    let could_grow = take == pending.len() && take < batch_size && more;
+    (take > 0 && !could_grow).then_some(take)
 }
 
 /// Running totals for the manifest, O(1) memory apart from the one unmatched chosen side

@@ -7,6 +7,7 @@
 //! rerun with another β, loss or learning rate reuses the reference pass, and a different
 //! reference changes the `dpo` key. SimPO has no reference and skips the first stage.
 
+use crate::compat::check_models;
 use crate::encode::{EncodedPair, LengthLimits};
 use crate::preference::{self, batch_tokens, halves, mean, metrics_of, pair_batch, response_lengths, summed_logprobs};
 use crate::stage;
@@ -138,7 +139,8 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     let mut ref_logps = None;
     if loss.needs_reference() {
         let reference = args.ref_model.clone().unwrap_or(args.model.clone());
-        preference::check_same_tokenizer(&args.model, &reference)?;
+        // DPO subtracts log-probs of the same token ids under both models.
+        check_models(&[("policy", &args.model), ("reference", &reference)])?;
         let artifact = reference_logps(&args, &reference)?;
         spec = spec.with_input("ref_logps", &artifact);
         ref_logps = Some(artifact);

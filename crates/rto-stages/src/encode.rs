@@ -6,7 +6,10 @@
 //! - a response gets EOS appended, then is cut to `max_response_len` (`truncated_response`);
 //!   a cut response has no EOS, as a generation that ran out of budget;
 //! - an empty response is skipped (`empty_response`); a pair whose chosen and rejected texts are
-//!   equal carries no preference and is skipped (`chosen_equals_rejected`).
+//!   equal carries no preference and is skipped (`chosen_equals_rejected`);
+//! - a sequence (prompt + response) longer than the stage's models can hold is skipped
+//!   (`sequence_too_long`, see [`fits_context`]): the limits are checked against the rows
+//!   actually there, so a model with a short context takes every row that fits it.
 
 use anyhow::{bail, Context, Result};
 use rto_data::dataset::{DatasetStats, PreferencePair, Prompt};
@@ -38,6 +41,20 @@ pub struct EncodedPair {
     pub rejected: Vec<i64>,
 }
 
+/// The skip reason of a sequence longer than the models' context.
+pub const SEQUENCE_TOO_LONG: &str = "sequence_too_long";
+
+/// Whether `prompt` + `response` tokens fit `max_positions` (the smallest
+/// max_position_embeddings of the stage's models, from `compat::check_models`); a sequence
+/// that does not is counted as [`SEQUENCE_TOO_LONG`] in `stats`.
+pub fn fits_context(prompt: usize, response: usize, max_positions: usize, stats: &mut DatasetStats) -> bool {
+    let fits = prompt + response <= max_positions;
+    if !fits {
+        stats.skip(SEQUENCE_TOO_LONG);
+    }
+    fits
+}
+
 /// What to change when every row was skipped, from the skip reasons; appended to the
 /// "no usable rows" errors so the message says the fix, not only the counts.
 pub fn skip_hint(stats: &DatasetStats) -> String {
@@ -51,6 +68,9 @@ pub fn skip_hint(stats: &DatasetStats) -> String {
             "empty_response" => Some("fill the response column (or name another with --response-column)"),
             "chosen_equals_rejected" => Some("chosen and rejected must differ"),
             "empty_prompt" => Some("fill the prompt column (or name another with --prompt-column)"),
+            SEQUENCE_TOO_LONG => Some(
+                "prompt + response must fit the models' max_position_embeddings: lower --max-response-len (or --max-new-tokens) or use models with a longer context",
+            ),
             _ => None,
         })
         .collect();

@@ -9,9 +9,9 @@
 pub mod html;
 pub mod terminal;
 
+use crate::token_scoring::RewardMetadata;
 use anyhow::{bail, Context, Result};
 use rto_data::token_table::{SampleRecord, TokenRecord, TokenTableReader};
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -66,9 +66,19 @@ pub struct Selection {
     /// max |value| over every token of the table (the colour scale).
     pub scale: f32,
     pub column: ValueColumn,
-    pub metadata: BTreeMap<String, String>,
+    /// What priced the tokens (`None` for a table written by other code).
+    pub reward: Option<RewardMetadata>,
     pub table_samples: u64,
     pub source: PathBuf,
+}
+
+impl Selection {
+    /// What priced the tokens as (label, value) pairs for display; content keys (64 hex
+    /// characters) cut to the 12 that identify them.
+    pub fn metadata_entries(&self) -> Vec<(String, String)> {
+        let entries = self.reward.iter().flat_map(RewardMetadata::display_entries);
+        entries.map(|(label, value)| (label, value.chars().take(12).collect())).collect()
+    }
 }
 
 /// Reads the table once, streaming: the scale needs every token, the display only a few.
@@ -83,7 +93,9 @@ pub fn select(args: &ShowArgs) -> Result<Selection> {
         })?;
     }
     let reader = TokenTableReader::open(&args.folder)?;
-    let metadata = reader.metadata().clone();
+    let reward = RewardMetadata::from_kv(reader.metadata()).with_context(|| {
+        format!("{}: the rto.* metadata of tokens.parquet is damaged; rewrite the table", args.folder.display())
+    })?;
     let keep = if args.html.is_some() { args.max_samples } else { 1 };
     let (mut samples, mut scale, mut table_samples) = (Vec::new(), 0f32, 0u64);
     for item in reader {
@@ -104,7 +116,7 @@ pub fn select(args: &ShowArgs) -> Result<Selection> {
     if samples.is_empty() {
         bail!("{}: the table has no samples", args.folder.display());
     }
-    Ok(Selection { samples, scale, column: args.by, metadata, table_samples, source: args.folder.clone() })
+    Ok(Selection { samples, scale, column: args.by, reward, table_samples, source: args.folder.clone() })
 }
 
 /// Entry point of `token-reward-annotate show`.
@@ -118,6 +130,7 @@ pub fn show(args: &ShowArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let coloured = stdout.is_terminal();
     let mut out = stdout.lock();
+    out.write_all(terminal::table_line(&selection, coloured).as_bytes())?;
     for (sample, tokens) in &selection.samples {
         let text =
             if coloured { terminal::coloured(sample, tokens, &selection) } else { terminal::plain(sample, tokens) };

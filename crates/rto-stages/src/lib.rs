@@ -4,10 +4,13 @@
 //!
 //! Shared machinery: [`encode`] (records → token ids, truncation rules), [`optim`] (AdamW with
 //! saveable state), [`checkpoint`] (resumable checkpoints, metrics log), [`trainer`] (the
-//! supervised loop), [`stage`] (cache frame), [`progress`].
+//! supervised loop), [`stage`] (cache frame), [`progress`], [`compat`] (the one check that
+//! models combined by a stage belong together), [`token_scoring`] (the token reward: its
+//! settings, forwards, table rows and table metadata, shared by annotate and ppo).
 
 pub mod annotate;
 pub mod checkpoint;
+pub mod compat;
 pub mod dpo;
 pub mod encode;
 pub mod evaluate;

@@ -4,7 +4,7 @@
 
 use crate::encode::{EncodedPair, Encoder, LengthLimits};
 use crate::trainer::Metrics;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rto_data::dataset::{read_preference_pairs, ColumnNames, DatasetStats};
 use rto_model::{response_logprobs, CausalLm, SequenceBatch, TextTokenizer};
 use serde_json::Value;
@@ -110,23 +110,4 @@ pub fn evaluate_pairs<T>(
 pub fn metrics_of(value: &impl serde::Serialize) -> Result<Metrics> {
     let Value::Object(map) = serde_json::to_value(value)? else { bail!("metrics must serialize to an object") };
     Ok(map.into_iter().filter_map(|(k, v)| v.as_f64().map(|v| (k, v))).collect())
-}
-
-/// Fails before any compute when `reference`'s tokenizer is not the policy's: DPO subtracts
-/// log-probs of the same token ids under both models, which is meaningless across tokenizers.
-/// Compared as parsed JSON, so formatting differences between writers do not matter.
-pub fn check_same_tokenizer(policy_dir: &Path, reference_dir: &Path) -> Result<()> {
-    let read = |dir: &Path| -> Result<Value> {
-        let path = dir.join("tokenizer.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-    };
-    if read(policy_dir)? != read(reference_dir)? {
-        bail!(
-            "the reference tokenizer {} differs from the policy tokenizer {}: DPO compares log-probs of the same token ids, so both models must use one tokenizer",
-            reference_dir.join("tokenizer.json").display(),
-            policy_dir.join("tokenizer.json").display()
-        );
-    }
-    Ok(())
 }

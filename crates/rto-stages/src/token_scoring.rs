@@ -1,13 +1,21 @@
 //! Pricing response tokens: the forwards of the reference, DPO and reward models on a batch,
 //! handed to the one RTO reward composition (`rto_algo::compose`), and the conversion of the
 //! result into token-reward table rows. token-reward-annotate and ppo-train both come here,
-//! so the table a user inspects and the reward PPO optimizes cannot drift apart.
+//! so the table a user inspects and the reward PPO optimizes cannot drift apart; for the same
+//! reason the reward's flags ([`RewardConfig`]) and the tables' `rto.*` metadata
+//! ([`RewardMetadata`]) are defined here once for both.
 
-use anyhow::{bail, Context, Result};
+mod config;
+mod metadata;
+
+pub use config::RewardConfig;
+pub use metadata::RewardMetadata;
+
+use anyhow::{bail, Result};
 use rto_algo::{compose, RewardMode, RewardWeights, TokenRewardInputs, TokenRewards};
 use rto_data::token_table::{SampleRecord, TokenRecord};
 use rto_model::{response_logprobs, sequence_scores, CausalLm, Head, SequenceBatch, TextTokenizer};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// The models that price tokens (DESIGN.md §4): π_ref (the SFT model), the DPO model, and the
@@ -19,53 +27,15 @@ pub struct RewardModels {
     reward_normalization: Option<(f64, f64)>,
 }
 
-/// Fails unless every folder's tokenizer.json is byte-identical to the first one's: token ids
-/// from one tokenizer mean nothing to a model trained with another.
-pub fn check_same_tokenizer(folders: &[&Path]) -> Result<()> {
-    for dir in folders {
-        if !dir.join("config.json").is_file() {
-            bail!("{} is not a model folder (no config.json): give a folder printed by a training stage or a Hugging Face model folder", dir.display());
-        }
-    }
-    let Some((first, rest)) = folders.split_first() else { return Ok(()) };
-    let read = |dir: &Path| -> Result<Vec<u8>> {
-        let path = dir.join("tokenizer.json");
-        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
-    };
-    let reference = read(first)?;
-    for dir in rest {
-        if read(dir)? != reference {
-            bail!(
-                "{} and {} differ: the models were trained with different tokenizers",
-                first.join("tokenizer.json").display(),
-                dir.join("tokenizer.json").display()
-            );
-        }
-    }
-    Ok(())
-}
-
 impl RewardModels {
-    /// Loads the models (f32) and checks that they share one tokenizer and vocabulary.
+    /// Loads the models (f32). Callers first check that they belong together
+    /// ([`crate::compat::check_models`]), before the store is touched.
     pub fn load(reference: &Path, dpo: Option<&Path>, reward_model: Option<&Path>, device: Device) -> Result<Self> {
-        let folders: Vec<&Path> = [Some(reference), dpo, reward_model].into_iter().flatten().collect();
-        check_same_tokenizer(&folders)?;
-        let reference_model = CausalLm::load(reference, Head::LanguageModel, device, Kind::Float)?;
+        let reference = CausalLm::load(reference, Head::LanguageModel, device, Kind::Float)?;
         let dpo = dpo.map(|d| CausalLm::load(d, Head::LanguageModel, device, Kind::Float)).transpose()?;
         let reward_model = reward_model.map(|d| CausalLm::load(d, Head::Score, device, Kind::Float)).transpose()?;
-        let vocab = reference_model.config.vocab_size;
-        for (model, dir) in dpo.iter().chain(&reward_model).zip(folders.iter().skip(1)) {
-            if model.config.vocab_size != vocab {
-                bail!(
-                    "{} has vocab_size {}, the reference {} has {vocab}",
-                    dir.join("config.json").display(),
-                    model.config.vocab_size,
-                    reference.join("config.json").display()
-                );
-            }
-        }
         let reward_normalization = reward_model.as_ref().and_then(|m| m.config.reward_normalization());
-        Ok(Self { reference: reference_model, dpo, reward_model, reward_normalization })
+        Ok(Self { reference, dpo, reward_model, reward_normalization })
     }
 
     /// Reward-model scores [B], normalized with the stored eval mean/std when there are some.
@@ -196,16 +166,4 @@ pub fn table_rows(
         sources.reward_model.then(|| records.iter().map(|r| r.sentence_reward.unwrap_or(0.0)).sum());
     sample.ret = records.iter().map(|r| r.reward).sum();
     (sample, records)
-}
-
-/// Content keys of the model folders, for table metadata (which models priced these tokens).
-pub fn model_metadata(folders: &[(&str, Option<&PathBuf>)]) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for (role, folder) in folders {
-        if let Some(folder) = folder {
-            let key = rto_data::store::input_key(folder)?;
-            out.push((format!("rto.model.{role}"), key.as_str().to_string()));
-        }
-    }
-    Ok(out)
 }

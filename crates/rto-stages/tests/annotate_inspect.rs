@@ -128,9 +128,12 @@ fn command_line_annotates_by_default_and_shows_as_subcommand() {
         panic!("expected the default (annotate) command")
     };
     assert_eq!(annotate.ref_model, PathBuf::from("r"));
-    assert!(annotate.settings.clip.is_infinite());
-    assert_eq!(annotate.settings.mode, rto_algo::RewardMode::DpoOnly);
-    assert_eq!((annotate.settings.beta1, annotate.settings.beta2, annotate.settings.beta3), (0.05, 0.01, 1.0));
+    assert!(annotate.settings.reward.dpo_clip.is_infinite());
+    assert_eq!(annotate.settings.reward.mode, rto_algo::RewardMode::DpoOnly);
+    assert_eq!(
+        (annotate.settings.reward.beta1, annotate.settings.reward.kl_coef, annotate.settings.reward.beta3),
+        (0.05, 0.01, 1.0)
+    );
 
     match parse(&["show", "some/folder", "--sample", "7", "--html", "p.html"]).unwrap() {
         AnnotateCli::Show(show) => {

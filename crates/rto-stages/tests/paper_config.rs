@@ -46,15 +46,15 @@ fn ppo_and_rto_sections_are_the_papers_and_differ_only_in_the_dpo_reward() {
     for (args, mode) in [(&ppo, rto_algo::RewardMode::Ppo), (&rto, rto_algo::RewardMode::Rto)] {
         let s = &args.settings;
         s.validate().unwrap();
-        assert_eq!(s.reward.mode, mode);
+        assert_eq!(s.reward.mode(), mode);
         assert_eq!((s.gamma, s.lambda, s.eps_clip, s.value_clip), (1.0, 0.95, 0.2, 0.2));
         assert_eq!((s.actor_lr, s.critic_lr), (5e-7, 9e-6));
         assert_eq!((s.rollout_batch_size, s.train_batch_size, s.ppo_epochs), (1024, 128, 1));
-        assert_eq!((s.reward.kl_coef, s.reward.beta3, s.reward.rm_clamp), (0.01, 1.0, 10.0));
+        assert_eq!((s.reward.config.kl_coef, s.reward.config.beta3, s.reward.config.rm_clamp), (0.01, 1.0, 10.0));
         assert_eq!((s.temperature, s.top_p), (1.0, 1.0));
         assert_eq!(s.max_new_tokens, Some(1024));
     }
-    assert_eq!((rto.settings.reward.beta1, rto.settings.reward.dpo_clip), (0.05, 0.05));
+    assert_eq!((rto.settings.reward.config.beta1, rto.settings.reward.config.dpo_clip), (0.05, 0.05));
     let (mut a, mut b) = (serde_json::to_value(&ppo.settings).unwrap(), serde_json::to_value(&rto.settings).unwrap());
     for v in [&mut a, &mut b] {
         v["reward"]["mode"] = serde_json::Value::Null;

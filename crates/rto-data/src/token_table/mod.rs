@@ -1,7 +1,9 @@
 //! The token-reward tables of DESIGN.md §3: `tokens.parquet` (one row per response token)
 //! and `samples.parquet` (one row per sample), zstd-compressed, with file-level key-value
 //! metadata. The column names and types below are the contract with users' pandas / polars /
-//! duckdb code and with every stage, so they are defined once, here.
+//! duckdb code and with every stage, so they are defined once, here. The `rto.*` metadata keys
+//! the stages write (what priced the tokens) are defined once too, by
+//! `rto_stages::token_scoring::RewardMetadata`.
 
 mod reader;
 mod writer;

@@ -21,6 +21,9 @@ struct StageArgs {
     ipo: bool,
     #[arg(long, default_value = "data/prefs.parquet")]
     data: PathBuf,
+    /// Renamed from --old-clip, which stays an alias.
+    #[arg(long, default_value_t = 1.0, alias = "old-clip")]
+    new_clip: f64,
 }
 
 fn args(list: &[&str]) -> Vec<OsString> {
@@ -130,4 +133,25 @@ fn empty_config_sets_nothing() {
     let cfg = config(tmp.path(), "# nothing yet\n");
     let a: StageArgs = parse_with_config_from(args(&["--config", cfg.to_str().unwrap()])).unwrap();
     assert_eq!(a.beta, 0.1);
+}
+
+#[test]
+fn an_alias_is_a_config_key_and_either_name_on_the_command_line_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = config(tmp.path(), "old_clip: 0.25\n");
+    let old = old.to_str().unwrap();
+    let a: StageArgs = parse_with_config_from(args(&["--config", old])).unwrap();
+    assert_eq!(a.new_clip, 0.25);
+    let a: StageArgs = parse_with_config_from(args(&["--config", old, "--new-clip", "0.5"])).unwrap();
+    assert_eq!(a.new_clip, 0.5, "the command line's new name replaces the file's old name");
+
+    let new = tmp.path().join("new.yaml");
+    fs::write(&new, "new_clip: 0.25\n").unwrap();
+    let new = new.to_str().unwrap();
+    let a: StageArgs = parse_with_config_from(args(&["--config", new, "--old-clip=0.75"])).unwrap();
+    assert_eq!(a.new_clip, 0.75, "the command line's old name replaces the file's new name");
+    let mut b: StageArgs = parse_with_config_from(args(&["--config", old])).unwrap();
+    let c: StageArgs = parse_with_config_from(args(&["--config", new])).unwrap();
+    b.common.config = c.common.config.clone();
+    assert_eq!(b, c, "old and new keys give the same arguments (the file names aside)");
 }

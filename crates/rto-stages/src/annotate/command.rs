@@ -23,14 +23,30 @@ pub enum AnnotateCommand {
     Show(ShowArgs),
 }
 
+const ABOUT: &str = "RTO token rewards for every response token, as Parquet; `show` displays them";
+const LONG_ABOUT: &str = "RTO token rewards for every response token, as Parquet; `show` displays them
+
+The token rewards of DESIGN.md §4 for every response of a dataset of (prompt, response) rows or \
+preference pairs, written to the store as a token-reward table (tokens.parquet + samples.parquet). \
+The reward flags are ppo-train's (--mode --beta1 --dpo-clip --kl-coef --beta3 --rm-clamp). \
+`token-reward-annotate show FOLDER` displays a table.";
+
+/// annotate's names from before the reward flags were shared with ppo-train, kept so old
+/// commands and YAML configs still run: (arg id, old name). Only here, not on the shared
+/// struct: in ppo-train a bare `--clip` would read as PPO's ratio clip.
+const OLD_NAMES: [(&str, &str); 2] = [("dpo_clip", "clip"), ("kl_coef", "beta2")];
+
 impl clap::CommandFactory for AnnotateCli {
     fn command() -> clap::Command {
         let cmd = clap::Command::new("token-reward-annotate")
             .version(env!("CARGO_PKG_VERSION"))
-            .about("RTO token rewards for every response token, as Parquet; `show` displays them")
             .args_conflicts_with_subcommands(true)
             .subcommand_negates_reqs(true);
         let cmd = <AnnotateArgs as clap::Args>::augment_args(cmd);
+        let cmd = OLD_NAMES.iter().fold(cmd, |cmd, &(id, old)| cmd.mut_arg(id, |arg| arg.alias(old)));
+        // After the flattened structs: clap gives a command the doc comment of each flattened
+        // struct as its about text, the last one winning, unless the command sets its own.
+        let cmd = cmd.about(ABOUT).long_about(LONG_ABOUT);
         <AnnotateCommand as clap::Subcommand>::augment_subcommands(cmd)
     }
 

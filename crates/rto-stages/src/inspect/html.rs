@@ -79,21 +79,8 @@ fn summary(selection: &Selection) -> String {
         selection.samples.len(),
         selection.table_samples
     );
-    for key in [
-        "rto.mode",
-        "rto.beta1",
-        "rto.clip",
-        "rto.beta2",
-        "rto.beta3",
-        "rto.model.reference",
-        "rto.model.dpo",
-        "rto.model.policy",
-        "rto.model.reward_model",
-    ] {
-        if let Some(value) = selection.metadata.get(key) {
-            let short: String = value.chars().take(12).collect();
-            let _ = write!(out, "{} <code>{}</code> ", escape(key.trim_start_matches("rto.")), escape(&short));
-        }
+    for (label, value) in selection.metadata_entries() {
+        let _ = write!(out, "{} <code>{}</code> ", escape(&label), escape(&value));
     }
     let scale = selection.scale;
     let _ = write!(

@@ -17,6 +17,22 @@ fn sanitize(text: &str) -> String {
         .collect()
 }
 
+/// One line saying what priced the table's tokens (stage, mode, weights, content keys), dim
+/// on a terminal; empty for a table without that metadata.
+pub fn table_line(selection: &Selection, coloured: bool) -> String {
+    let entries: Vec<String> =
+        selection.metadata_entries().into_iter().map(|(label, value)| format!("{label} {value}")).collect();
+    if entries.is_empty() {
+        return String::new();
+    }
+    let line = sanitize(&entries.join("  "));
+    if coloured {
+        format!("{DIM}{line}{RESET}\n\n")
+    } else {
+        format!("{line}\n\n")
+    }
+}
+
 fn header(sample: &SampleRecord) -> String {
     let side = sample.side.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
     format!(

@@ -28,9 +28,11 @@ mod run;
 pub use crate::rollout::ResponseJudge;
 pub use learner::{Learner, UpdateSettings};
 
+use crate::compat::{check_models, SharedModels};
 use crate::encode::LengthLimits;
 use crate::optim::AdamWSettings;
 use crate::stage;
+use crate::token_scoring::RewardConfig;
 use anyhow::{bail, ensure, Result};
 use rto_algo::{AdaptiveKl, GaeSettings, KlController, RewardMode, RewardWeights};
 use rto_data::cli::CommonArgs;
@@ -53,57 +55,44 @@ pub enum Algo {
     ReinforcePlusPlus,
 }
 
-/// The token reward (DESIGN.md §4) and its KL controller.
+// The token reward (DESIGN.md §4) with the flags token-reward-annotate shares, and the KL
+// controller. `config` is flattened in serde too, so the stage key's `reward` object keeps the
+// fields it had before the flags were shared (and ppo keys did not move). No doc comment: clap
+// would take it as the about text of a command that flattens this after setting its own.
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct RewardSettings {
-    /// rto | ppo (β1 = 0) | dpo-only (β3 = 0) | ddpo | rs-ppo.
-    #[arg(long, default_value = "rto")]
-    pub mode: RewardMode,
-    /// β1: scale of the DPO log-ratio.
-    #[arg(long, default_value_t = 0.05)]
-    pub beta1: f64,
-    /// c: the per-token DPO reward is clipped to [−c, c].
-    #[arg(long, default_value_t = 0.05)]
-    pub dpo_clip: f64,
-    /// β2: KL-penalty coefficient (the initial one when --kl-target is given).
-    #[arg(long, default_value_t = 0.01)]
-    pub kl_coef: f64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub config: RewardConfig,
     /// Adaptive KL: steer the per-response KL (nats) towards this target.
     #[arg(long)]
     pub kl_target: Option<f64>,
     /// Adaptive KL: samples over which a full ±20% correction is applied.
     #[arg(long, default_value_t = 10000.0)]
     pub kl_horizon: f64,
-    /// β3: weight of the reward model's sentence reward.
-    #[arg(long, default_value_t = 1.0)]
-    pub beta3: f64,
-    /// The reward-model score is clamped to [−x, x].
-    #[arg(long, default_value_t = 10.0)]
-    pub rm_clamp: f64,
 }
 
 impl RewardSettings {
     pub fn controller(&self) -> KlController {
+        let coef = self.config.kl_coef;
         match self.kl_target {
-            Some(target) => KlController::Adaptive(AdaptiveKl { coef: self.kl_coef, target, horizon: self.kl_horizon }),
-            None => KlController::Fixed { coef: self.kl_coef },
+            Some(target) => KlController::Adaptive(AdaptiveKl { coef, target, horizon: self.kl_horizon }),
+            None => KlController::Fixed { coef },
         }
     }
 
     /// The weights with β2 = `kl_coef` (the controller's current value).
     pub fn weights(&self, kl_coef: f64) -> RewardWeights {
-        RewardWeights {
-            beta1: self.beta1,
-            clip: self.dpo_clip,
-            beta2: kl_coef,
-            beta3: self.beta3,
-            rm_clamp: self.rm_clamp,
-        }
+        RewardWeights { beta2: kl_coef, ..self.config.weights() }
+    }
+
+    pub fn mode(&self) -> RewardMode {
+        self.config.mode
     }
 
     /// Which models the mode reads: (DPO model, reward model).
     pub fn needs(&self) -> (bool, bool) {
-        match self.mode {
+        match self.mode() {
             RewardMode::Rto | RewardMode::Ddpo | RewardMode::RsPpo => (true, true),
             RewardMode::Ppo => (false, true),
             RewardMode::DpoOnly => (true, false),
@@ -234,7 +223,7 @@ impl PpoSettings {
         }
         GaeSettings { gamma: self.gamma, lambda: self.lambda }.validate()?;
         self.adam.validate()?;
-        self.reward.mode.check_weights(&self.reward.weights(self.reward.kl_coef))?;
+        self.reward.config.validate()?;
         self.reward.controller().validate()
     }
 }
@@ -298,14 +287,22 @@ impl Inputs {
     pub fn of(args: &PpoArgs) -> Result<Self> {
         let reward = &args.settings.reward;
         let (needs_dpo, needs_rm) = reward.needs();
-        let dpo = pick("--dpo", &args.dpo, needs_dpo, reward.mode)?;
-        let reward_model = pick("--reward-model", &args.reward_model, needs_rm, reward.mode)?;
+        let dpo = pick("--dpo", &args.dpo, needs_dpo, reward.mode())?;
+        let reward_model = pick("--reward-model", &args.reward_model, needs_rm, reward.mode())?;
         let critic = match args.settings.algo {
             Algo::ReinforcePlusPlus => None,
             // The paper initializes the critic from the reward model.
             Algo::Ppo => Some(args.critic.clone().or(args.reward_model.clone()).unwrap_or(args.policy.clone())),
         };
         Ok(Self { dpo, reward_model, critic })
+    }
+
+    /// The model folders a run reads by role, the policy first, checked together before the
+    /// store is touched (see [`crate::compat`]).
+    fn check(&self, policy: &Path) -> Result<SharedModels> {
+        let mut models = vec![("policy", policy)];
+        models.extend(self.roles());
+        check_models(&models)
     }
 
     fn roles(&self) -> Vec<(&'static str, &Path)> {
@@ -336,6 +333,7 @@ pub fn cli(args: PpoArgs) -> Result<()> {
 pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Result<()> {
     args.settings.validate()?;
     let inputs = Inputs::of(&args)?;
+    let shared = inputs.check(&args.policy)?;
     let key = KeySettings { settings: &args.settings, judge: judge.map(|j| j.name()) };
     let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &key)?
         .with_input("policy", &args.policy)
@@ -348,6 +346,6 @@ pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Resul
         (Some(path), _) => eprintln!("ppo: --eval-every is 0, so {} is not used", path.display()),
         _ => {}
     }
-    stage::run(&args.common, &spec, |out| run::run(&args, &inputs, judge, out))?;
+    stage::run(&args.common, &spec, |out| run::run(&args, &inputs, &shared, judge, out))?;
     Ok(())
 }

@@ -4,11 +4,12 @@
 use super::learner::{Learner, UpdateSettings};
 use super::{Algo, Inputs, PpoArgs, PpoSettings};
 use crate::checkpoint::{last_good, Checkpointer, MetricsLog};
-use crate::encode::Encoder;
+use crate::compat::SharedModels;
+use crate::encode::{fits_context, skip_hint, Encoder};
 use crate::rollout::{
     self, AdvantageEstimator, EncodedPrompt, ResponseJudge, RolloutConfig, RolloutModels, RolloutTable,
 };
-use crate::token_scoring::{check_same_tokenizer, model_metadata, RewardModels, Sources};
+use crate::token_scoring::{RewardMetadata, RewardModels, Sources};
 use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
 use rto_algo::{CosineSchedule, KlController, RewardWeights};
@@ -17,7 +18,6 @@ use rto_data::store::StageDir;
 use rto_model::{parse_device, CausalLm, Head, SamplingConfig, TextTokenizer};
 use rto_rng::{permutation, seed_for, Stream};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind};
@@ -36,12 +36,19 @@ struct PpoRun<'a> {
     steps_per_iteration: usize,
     kl: KlController,
     scratch: PathBuf,
-    /// File metadata shared by every rollout table (model and tokenizer hashes, mode).
-    table_metadata: BTreeMap<String, String>,
+    /// File metadata of the rollout tables (models, tokenizer, mode); each table sets its
+    /// iteration and the weights it was priced with.
+    table_metadata: RewardMetadata,
 }
 
-pub(super) fn run(args: &PpoArgs, inputs: &Inputs, judge: Option<&dyn ResponseJudge>, out: &StageDir) -> Result<Value> {
-    let (mut ppo, stats) = PpoRun::load(args, inputs, judge, out.scratch()?)?;
+pub(super) fn run(
+    args: &PpoArgs,
+    inputs: &Inputs,
+    shared: &SharedModels,
+    judge: Option<&dyn ResponseJudge>,
+    out: &StageDir,
+) -> Result<Value> {
+    let (mut ppo, stats) = PpoRun::load(args, inputs, shared, judge, out.scratch()?)?;
     let last = ppo.train()?;
     ppo.publish(out)?;
     // No `resumed_from` here: a resumed run's accepted folder must equal an uninterrupted
@@ -75,12 +82,13 @@ pub fn iteration_prompts(n: usize, batch: usize, seed: u64, iteration: usize) ->
         .collect()
 }
 
-/// Encodes the prompts of `path`; those longer than the limit are skipped and counted.
+/// Encodes the prompts of `path`; those longer than the limit, or too long for the models
+/// together with --max-new-tokens, are skipped and counted.
 fn encode_prompts(
     path: &Path,
     settings: &PpoSettings,
     tokenizer: &TextTokenizer,
-    max_positions: i64,
+    max_positions: usize,
 ) -> Result<(Vec<EncodedPrompt>, DatasetStats)> {
     let records = read_prompts(path, &settings.columns)?;
     let encoder = Encoder::new(tokenizer, settings.limits.clone())?;
@@ -93,58 +101,42 @@ fn encode_prompts(
             stats.skip("empty_prompt");
             continue;
         }
+        if !fits_context(ids.len(), settings.max_new_tokens(), max_positions, &mut stats) {
+            continue;
+        }
         prompts.push(EncodedPrompt { id: record.prompt.id(), text: record.prompt.display_text().to_string(), ids });
     }
     if prompts.is_empty() {
         bail!(
-            "{}: no usable prompts out of {} rows: all were skipped (--max-prompt-len {}; skipped: {:?})",
+            "{}: no usable prompts out of {} rows: all were skipped (--max-prompt-len {}, --max-new-tokens {}, max_position_embeddings {max_positions}; skipped: {:?}){}",
             path.display(),
             records.len(),
             settings.limits.max_prompt_len,
-            stats.skipped
+            settings.max_new_tokens(),
+            stats.skipped,
+            skip_hint(&stats)
         );
-    }
-    let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
-    if (longest + settings.max_new_tokens()) as i64 > max_positions {
-        bail!("{}: a prompt of {longest} tokens plus --max-new-tokens {} exceeds the policy's max_position_embeddings {max_positions}", path.display(), settings.max_new_tokens());
     }
     Ok((prompts, stats))
 }
 
-/// The critic from `dir` (score head kept, or zero), checked against the policy.
-fn load_critic(dir: &Path, policy_dir: &Path, policy: &CausalLm, device: Device) -> Result<CausalLm> {
-    check_same_tokenizer(&[policy_dir, dir])?;
-    let critic = CausalLm::load_as_value_model(dir, device)?;
-    if critic.config.vocab_size != policy.config.vocab_size {
-        bail!(
-            "critic {} has vocab_size {}, the policy {} has {}",
-            dir.join("config.json").display(),
-            critic.config.vocab_size,
-            policy_dir.join("config.json").display(),
-            policy.config.vocab_size
-        );
-    }
-    Ok(critic)
-}
-
-fn table_metadata(args: &PpoArgs, inputs: &Inputs) -> Result<BTreeMap<String, String>> {
+/// The rollout tables' metadata: the policy is the reference (and encodes the text); the
+/// weights are the initial ones, each table replaces them with its iteration's.
+fn table_metadata(args: &PpoArgs, inputs: &Inputs) -> Result<RewardMetadata> {
     let models = [
-        ("reference", Some(&args.policy)),
-        ("dpo", inputs.dpo.as_ref()),
-        ("reward_model", inputs.reward_model.as_ref()),
+        ("reference", Some(args.policy.as_path())),
+        ("dpo", inputs.dpo.as_deref()),
+        ("reward_model", inputs.reward_model.as_deref()),
     ];
-    let mut metadata: BTreeMap<String, String> = model_metadata(&models)?.into_iter().collect();
-    let tokenizer = rto_data::store::hash_file(&args.policy.join("tokenizer.json"))?;
-    metadata.insert("rto.tokenizer".into(), tokenizer.as_str().to_string());
-    metadata.insert("rto.stage".into(), super::STAGE.into());
-    metadata.insert("rto.mode".into(), args.settings.reward.mode.name().into());
-    Ok(metadata)
+    let reward = &args.settings.reward;
+    RewardMetadata::new(super::STAGE, reward.mode(), &reward.config.weights(), &args.policy, &models)
 }
 
 impl<'a> PpoRun<'a> {
     fn load(
         args: &'a PpoArgs,
         inputs: &'a Inputs,
+        shared: &SharedModels,
         judge: Option<&'a dyn ResponseJudge>,
         scratch: PathBuf,
     ) -> Result<(Self, DatasetStats)> {
@@ -153,12 +145,12 @@ impl<'a> PpoRun<'a> {
         let tokenizer = TextTokenizer::from_dir(&args.policy)?;
         let scorers = RewardModels::load(&args.policy, inputs.dpo.as_deref(), inputs.reward_model.as_deref(), device)?;
         let policy = CausalLm::load(&args.policy, Head::LanguageModel, device, Kind::Float)?;
-        tokenizer.check_fits(policy.config.vocab_size, &args.policy)?;
         if tokenizer.eos_id.is_none() {
             eprintln!("ppo: {} names no eos_token: every response runs to --max-new-tokens", args.policy.display());
         }
-        let critic = inputs.critic.as_deref().map(|dir| load_critic(dir, &args.policy, &policy, device)).transpose()?;
-        let max_positions = policy.config.max_position_embeddings;
+        // The critic: score head kept, or zero (checked with the other models in `cli`).
+        let critic = inputs.critic.as_deref().map(|dir| CausalLm::load_as_value_model(dir, device)).transpose()?;
+        let max_positions = shared.max_positions;
         let (prompts, stats) = encode_prompts(&args.prompts, s, &tokenizer, max_positions)?;
         let eval_prompts = match (&args.eval_prompts, s.eval_every) {
             (Some(path), every) if every > 0 => encode_prompts(path, s, &tokenizer, max_positions)?.0,
@@ -257,7 +249,7 @@ impl<'a> PpoRun<'a> {
         RolloutConfig {
             sampling,
             generation_batch: s.generation_batch(),
-            mode: s.reward.mode,
+            mode: s.reward.mode(),
             weights,
             pad_id: self.tokenizer.pad_id,
             seed,
@@ -270,14 +262,11 @@ impl<'a> PpoRun<'a> {
         if every == 0 || !(iteration == 1 || due(every, iteration) || iteration == self.iterations) {
             return Ok(None);
         }
-        let mut metadata = self.table_metadata.clone();
-        let w = self.args.settings.reward.mode.effective_weights(weights);
-        for (key, value) in
-            [("beta1", w.beta1), ("clip", w.clip), ("beta2", w.beta2), ("beta3", w.beta3), ("rm_clamp", w.rm_clamp)]
-        {
-            metadata.insert(format!("rto.{key}"), value.to_string());
-        }
-        metadata.insert("rto.iteration".into(), iteration.to_string());
+        let metadata = RewardMetadata {
+            weights: self.args.settings.reward.mode().effective_weights(weights),
+            iteration: Some(iteration as u32),
+            ..self.table_metadata.clone()
+        };
         let sources = Sources {
             dpo: self.scorers.dpo.is_some(),
             policy: true,
@@ -292,7 +281,7 @@ impl<'a> PpoRun<'a> {
             iteration as u32,
             first_id,
             self.judge.is_some(),
-            metadata,
+            metadata.to_kv(),
         )?))
     }
 
