@@ -1,9 +1,7 @@
 //! `token-reward-annotate show`: terminal, plain text and HTML views of a hand-written table,
 //! and the command line (annotate by default, `show` as a subcommand).
 
-mod annotate_common;
-
-use annotate_common::run_cli;
+use crate::annotate_common::run_cli;
 use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TokenRecord, TokenTableWriter};
 use rto_stages::annotate::AnnotateCli;
 use rto_stages::inspect::{colour, html, select, terminal, ShowArgs, ValueColumn};

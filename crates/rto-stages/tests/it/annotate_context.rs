@@ -6,11 +6,8 @@
 //! The models are ppo_common's (word-level tokenizer: one token per word, EOS appended to a
 //! response, no BOS), so every length below is counted by hand.
 
-mod annotate_common;
-mod ppo_common;
-
-use annotate_common::{manifest, output, run_cli, write_jsonl};
-use ppo_common::{dpo_model, policy, word};
+use crate::annotate_common::{manifest, output, run_cli, write_jsonl};
+use crate::ppo_common::{dpo_model, policy, word};
 use rto_data::token_table::read_table;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,6 @@ use rto_stages::token_scoring::RewardMetadata;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 /// Both files' key-value metadata as pyarrow reads it: {"tokens": {...}, "samples": {...}}.
 fn pyarrow_metadata(dir: &Path) -> Value {
@@ -18,11 +17,7 @@ for name in ('tokens', 'samples'):
     md = pq.read_schema(f'{sys.argv[1]}/{name}.parquet').metadata
     out[name] = {k.decode(): v.decode() for k, v in md.items() if k.decode().startswith('rto.')}
 print(json.dumps(out))";
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(python.exists(), "{} missing: run `make setup` first", python.display());
-    let out = Command::new(python).arg("-c").arg(SCRIPT).arg(dir).output().unwrap();
-    assert!(out.status.success(), "pyarrow failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&rto_test_support::python_code(SCRIPT, &[dir.to_str().unwrap()])).unwrap()
 }
 
 /// A one-sample table with `kv` as its metadata.

@@ -1,9 +1,7 @@
 //! Bad input to token-reward-annotate: each a clear error naming the file, column or model,
 //! and nothing left in the store.
 
-mod annotate_common;
-
-use annotate_common::*;
+use crate::annotate_common::*;
 use rto_model::Head;
 use serde_json::json;
 use std::path::Path;

@@ -2,9 +2,7 @@
 //! `ppo_common`): the policy must clearly move towards it in rto and in ppo mode within a
 //! bounded number of iterations, and the run must leave what a user opens afterwards.
 
-mod ppo_common;
-
-use ppo_common::*;
+use crate::ppo_common::*;
 use rto_data::token_table::{read_metadata, read_table};
 use rto_stages::ppo::ResponseJudge;
 use std::path::{Path, PathBuf};

@@ -2,9 +2,7 @@
 //! by transformers as LlamaForSequenceClassification with our scores, and bad input
 //! (kill-and-resume is tested on the binaries: rto-cli/tests/kill_resume.rs).
 
-mod dpo_common;
-
-use dpo_common::*;
+use crate::dpo_common::*;
 use rto_model::{sequence_scores, CausalLm, Head, ModelConfig, SequenceBatch, TextTokenizer};
 use rto_stages::encode::{Encoder, LengthLimits};
 use std::path::Path;

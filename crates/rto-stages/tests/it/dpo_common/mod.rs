@@ -6,29 +6,23 @@
 use rto_model::{CausalLm, Head, ModelConfig};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use tch::{Device, Kind};
 
-/// Tokenizer ids reach ~260 (256 byte symbols + specials), so the models need more rows.
-pub const VOCAB: i64 = 320;
-
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+pub use rto_test_support::{manifest, stage_output as output, stage_outputs as outputs};
 
 /// Runs tests/python/hf_reference.py with the project venv; panics with its stderr on failure.
 pub fn reference(args: &[&str]) {
-    let root = repo_root();
-    let python = root.join(".venv/bin/python");
-    assert!(python.exists(), "{} missing: run `make setup` first", python.display());
-    let output = Command::new(&python)
-        .arg(root.join("tests/python/hf_reference.py"))
-        .args(args)
-        .output()
-        .expect("spawning python");
-    assert!(output.status.success(), "hf_reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    rto_test_support::python_script("hf_reference.py", args);
 }
+
+/// The records of a folder's metrics.jsonl.
+pub fn metrics(dir: &Path) -> Vec<Value> {
+    rto_test_support::read_jsonl(&dir.join("metrics.jsonl"))
+}
+
+/// Tokenizer ids reach ~260 (256 byte symbols + specials), so the models need more rows.
+pub const VOCAB: i64 = 320;
 
 /// One tokenizer folder per test process (making it starts Python).
 pub fn tokenizer_dir() -> &'static Path {
@@ -95,33 +89,6 @@ pub fn run_dpo(list: &[&str]) -> anyhow::Result<()> {
 
 pub fn run_rm(list: &[&str]) -> anyhow::Result<()> {
     rto_stages::rm::cli(rto_data::cli::parse_with_config_from(args(list))?)
-}
-
-/// The completed output folders of `stage` in `store` (not scratch, temp or lock entries).
-pub fn outputs(store: &Path, stage: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(store.join(stage)) else { return vec![] };
-    let mut dirs: Vec<PathBuf> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-/// The one output folder of `stage` in `store`.
-pub fn output(store: &Path, stage: &str) -> PathBuf {
-    let dirs = outputs(store, stage);
-    assert_eq!(dirs.len(), 1, "expected one {stage} output in {}, found {dirs:?}", store.display());
-    dirs[0].clone()
-}
-
-pub fn metrics(dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-pub fn manifest(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
 }
 
 /// Mean of `key` over the last `k` metric lines that have it.

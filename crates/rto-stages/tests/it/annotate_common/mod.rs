@@ -6,22 +6,13 @@ use rto_model::{CausalLm, Head, ModelConfig};
 use rto_stages::annotate::{main_cli, AnnotateCli};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tch::{Device, Kind};
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+pub use rto_test_support::{manifest, python_script as python};
 
-/// Runs a script of tests/python with the project venv; returns stdout, panics with stderr.
-pub fn python(script: &str, args: &[&str]) -> String {
-    let root = repo_root();
-    let venv = root.join(".venv/bin/python");
-    assert!(venv.exists(), "{} missing: run `make setup` first", venv.display());
-    let output =
-        Command::new(&venv).arg(root.join("tests/python").join(script)).args(args).output().expect("spawning python");
-    assert!(output.status.success(), "{script} {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
+/// The one accepted annotate folder in `store`.
+pub fn output(store: &Path) -> PathBuf {
+    rto_test_support::stage_output(store, "annotate")
 }
 
 /// The byte-level BPE tokenizer of hf_reference.py (ids up to ~260, chat template, </s>).
@@ -114,20 +105,4 @@ pub fn responses(path: &Path, n: usize) {
 pub fn run_cli(args: &[&str]) -> anyhow::Result<()> {
     let argv = std::iter::once("token-reward-annotate").chain(args.iter().copied()).map(Into::into).collect();
     main_cli(rto_data::cli::parse_with_config_from::<AnnotateCli>(argv)?)
-}
-
-/// The one finished annotate output in `store`.
-pub fn output(store: &Path) -> PathBuf {
-    let outputs: Vec<PathBuf> = std::fs::read_dir(store.join("annotate"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("manifest.json").exists())
-        .collect();
-    assert_eq!(outputs.len(), 1, "expected one output in {}: {outputs:?}", store.display());
-    outputs[0].clone()
-}
-
-pub fn manifest(folder: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(folder.join("manifest.json")).unwrap()).unwrap()
 }

@@ -2,9 +2,7 @@
 //! transformers, learning a planted preference and bad input
 //! (kill-and-resume is tested on the binaries: rto-cli/tests/kill_resume.rs).
 
-mod dpo_common;
-
-use dpo_common::*;
+use crate::dpo_common::*;
 use rto_model::{ChatTurn, TextTokenizer};
 use std::path::Path;
 use tch::{Kind, Tensor};

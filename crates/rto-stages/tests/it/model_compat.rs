@@ -3,9 +3,7 @@
 //! is accepted by all of them, a tokenizer with one token renamed is refused by all of them
 //! before the store is touched, with a message naming both folders' files.
 
-mod ppo_common;
-
-use ppo_common::{base_args, fixture, run_ppo, set, tokenizer_json, Fixture};
+use crate::ppo_common::{base_args, fixture, run_ppo, set, tokenizer_json, Fixture};
 use rto_stages::compat::check_models;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -19,16 +19,19 @@ use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
+pub use crate::dpo_common::{manifest, metrics};
+
+/// The one accepted ppo folder in `store`.
+pub fn output(store: &Path) -> PathBuf {
+    rto_test_support::stage_output(store, "ppo")
+}
+
 pub const VOCAB: i64 = 64;
 pub const HIDDEN: i64 = 32;
 pub const EOS: i64 = 2;
 /// The token the hand-built reward favors (word "w6").
 pub const TARGET: i64 = 10;
 const SPECIALS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
-
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
 
 pub fn word(id: i64) -> String {
     match id {
@@ -244,29 +247,6 @@ impl rto_stages::ppo::ResponseJudge for TargetJudge {
     fn name(&self) -> String {
         "target-fraction".into()
     }
-}
-
-/// The one completed output folder of the ppo stage in `store`.
-pub fn output(store: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(store.join("ppo"))
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert_eq!(dirs.len(), 1, "expected one ppo output in {}, found {dirs:?}", store.display());
-    dirs[0].clone()
-}
-
-pub fn metrics(dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-pub fn manifest(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
 }
 
 /// Mean of `key` over metric lines `range`.

@@ -1,9 +1,7 @@
 //! token-reward-annotate end to end on tiny random models: the table against pyarrow (sums)
 //! and transformers (log-probs and rewards), and the pair statistic against DPO's accuracy.
 
-mod annotate_common;
-
-use annotate_common::*;
+use crate::annotate_common::*;
 use rto_algo::{PreferenceInputs, PreferenceLoss};
 use rto_data::store::input_key;
 use rto_data::token_table::{read_metadata, read_samples};

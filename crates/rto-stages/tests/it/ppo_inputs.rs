@@ -1,9 +1,7 @@
 //! Bad input to ppo-train fails early with an error that names the file or model, and leaves
 //! no output the cache would accept.
 
-mod ppo_common;
-
-use ppo_common::*;
+use crate::ppo_common::*;
 use rto_model::Head;
 use std::path::Path;
 

@@ -3,9 +3,7 @@
 //! sentence reward sits on the last token only, padding gets nothing, and the rollout table
 //! holds exactly the rewards PPO trains on.
 
-mod ppo_common;
-
-use ppo_common::*;
+use crate::ppo_common::*;
 use rto_algo::{compose, RewardMode, RewardWeights, TokenRewardInputs};
 use rto_data::token_table::read_table;
 use rto_model::{response_logprobs, sequence_scores, CausalLm, Head, SamplingConfig, SequenceBatch, TextTokenizer};
