@@ -375,6 +375,7 @@ impl Annotator<'_> {
 
     fn annotate_batch(&self, items: Vec<Item>, writer: &mut TokenTableWriter, tally: &mut Tally) -> Result<()> {
         let (first, last) = (items[0].sample.sample_id, items[items.len() - 1].sample.sample_id);
+        crate::progress::set_activity(format_args!("samples {first}..={last}"));
         let prompts: Vec<Vec<i64>> = items.iter().map(|i| i.prompt.clone()).collect();
         let responses: Vec<Vec<i64>> = items.iter().map(|i| i.response.clone()).collect();
         let batch = SequenceBatch::new(&prompts, &responses, self.tokenizer.pad_id, self.device)?;

@@ -179,7 +179,8 @@ fn compute_reference(args: &DpoArgs, reference: &Path, out: &StageDir) -> Result
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
     let model = CausalLm::load(reference, Head::LanguageModel, device, Kind::Float)?;
     tokenizer.check_fits(model.config.vocab_size, reference)?;
-    let (pairs, stats) = preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer)?;
+    let (pairs, stats) =
+        preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer, &model, reference)?;
     let progress = crate::progress::bar(pairs.len() as u64, REF_STAGE);
     let mut logps: Vec<f32> = Vec::with_capacity(2 * pairs.len());
     let mut rejected: Vec<f32> = Vec::with_capacity(pairs.len());
@@ -313,9 +314,11 @@ fn load_examples(
     loss: PreferenceLoss,
     ref_logps: Option<&Path>,
     tokenizer: &TextTokenizer,
+    model: &CausalLm,
 ) -> Result<(Vec<DpoExample>, DatasetStats)> {
     let settings = &args.settings;
-    let (pairs, stats) = preference::read_pairs(&args.data, &settings.columns, &settings.limits, tokenizer)?;
+    let (pairs, stats) =
+        preference::read_pairs(&args.data, &settings.columns, &settings.limits, tokenizer, model, &args.model)?;
     let examples = match (loss.needs_reference(), ref_logps) {
         (true, Some(artifact)) => attach_reference(pairs, artifact)?,
         (true, None) => bail!("{loss:?} needs the {REF_STAGE} artifact"),
@@ -330,7 +333,7 @@ fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, out: &Sta
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
     let model = CausalLm::load(&args.model, Head::LanguageModel, device, Kind::Float)?;
     tokenizer.check_fits(model.config.vocab_size, &args.model)?;
-    let (examples, stats) = load_examples(args, loss, ref_logps, &tokenizer)?;
+    let (examples, stats) = load_examples(args, loss, ref_logps, &tokenizer, &model)?;
     let (train, eval) = split(examples, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
     let micro_batch = settings.train.micro_batch();
     let mut task = DpoTask { model, loss, train, eval, pad_id: tokenizer.pad_id, micro_batch };

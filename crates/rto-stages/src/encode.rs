@@ -55,6 +55,26 @@ pub fn fits_context(prompt: usize, response: usize, max_positions: usize, stats:
     fits
 }
 
+/// Fails unless every batch a training stage can build fits the model's context. A batch is
+/// `[left-padded prompt | right-padded response]`, so its width is the longest prompt plus the
+/// longest response among its rows, and a seeded shuffle can put any rows together: the
+/// widest prompt and the widest response of the data must fit together. Checked before the
+/// first step, so the user gets this message instead of a failure deep in a forward.
+pub fn check_batch_width(
+    widest_prompt: usize,
+    widest_response: usize,
+    max_positions: i64,
+    model_dir: &std::path::Path,
+) -> Result<()> {
+    let width = widest_prompt + widest_response;
+    anyhow::ensure!(
+        width as i64 <= max_positions,
+        "{}: the longest prompt ({widest_prompt} tokens) and the longest response ({widest_response}) need {width} positions, more than the model's max_position_embeddings {max_positions}: lower --max-prompt-len and --max-response-len to sum to at most {max_positions}",
+        model_dir.display()
+    );
+    Ok(())
+}
+
 /// What to change when every row was skipped, from the skip reasons; appended to the
 /// "no usable rows" errors so the message says the fix, not only the counts.
 pub fn skip_hint(stats: &DatasetStats) -> String {

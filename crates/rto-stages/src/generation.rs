@@ -125,6 +125,7 @@ fn generate_all(
     let mut result = Generations { prompts: vec![], responses: vec![], lengths: vec![] };
     let progress = crate::progress::bar(encoded.len() as u64, "generate");
     for (chunk_index, chunk) in encoded.chunks(settings.generation_batch_size).enumerate() {
+        crate::progress::set_activity(format_args!("generation batch {chunk_index}"));
         let prompts: Vec<Vec<i64>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
         let config =
             SamplingConfig { seed: seed_for(sampling.seed, Stream::Sampling, chunk_index as u64), ..sampling.clone() };

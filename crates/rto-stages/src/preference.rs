@@ -2,7 +2,7 @@
 //! pairs into one batch of 2B rows (the B chosen rows, then the B rejected rows, so one forward
 //! serves both sides and `halves` splits the result), and evaluation over a split in chunks.
 
-use crate::encode::{EncodedPair, Encoder, LengthLimits};
+use crate::encode::{check_batch_width, EncodedPair, Encoder, LengthLimits};
 use crate::trainer::Metrics;
 use anyhow::{bail, Result};
 use rto_data::dataset::{read_preference_pairs, ColumnNames, DatasetStats};
@@ -17,10 +17,16 @@ pub fn read_pairs(
     columns: &ColumnNames,
     limits: &LengthLimits,
     tokenizer: &TextTokenizer,
+    model: &CausalLm,
+    model_dir: &Path,
 ) -> Result<(Vec<EncodedPair>, DatasetStats)> {
     let pairs = read_preference_pairs(path, columns)?;
     let encoder = Encoder::new(tokenizer, limits.clone())?;
-    encoder.pairs(&pairs, &path.display().to_string())
+    let (encoded, stats) = encoder.pairs(&pairs, &path.display().to_string())?;
+    let widest = |f: fn(&EncodedPair) -> usize| encoded.iter().map(f).max().unwrap_or(0);
+    let widest_response = widest(|p| p.chosen.len().max(p.rejected.len()));
+    check_batch_width(widest(|p| p.prompt.len()), widest_response, model.config.max_position_embeddings, model_dir)?;
+    Ok((encoded, stats))
 }
 
 /// One batch of 2B rows: row i is pair i's chosen response, row B+i its rejected response.

@@ -150,7 +150,8 @@ fn run(args: &RmArgs, out: &StageDir) -> Result<Value> {
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
     let model = CausalLm::load_as_value_model(&args.model, device)?;
     tokenizer.check_fits(model.config.vocab_size, &args.model)?;
-    let (pairs, stats) = preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer)?;
+    let (pairs, stats) =
+        preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer, &model, &args.model)?;
     let (train, eval) = split(pairs, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
     let micro_batch = settings.train.micro_batch();
     let mut task = RmTask { model, train, eval, margin: settings.margin, pad_id: tokenizer.pad_id, micro_batch };

@@ -4,7 +4,7 @@
 //! with `--tokenizer` naming the folder whose tokenizer files the model uses): the toy task's
 //! SFT model is trained from scratch on this machine.
 
-use crate::encode::{Encoder, LengthLimits};
+use crate::encode::{check_batch_width, Encoder, LengthLimits};
 use crate::stage;
 use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
 use anyhow::{bail, Context, Result};
@@ -187,6 +187,10 @@ fn run(args: &SftArgs, tokenizer_dir: &Path, out: &StageDir) -> Result<Value> {
     let model = load_model(args, device)?;
     tokenizer.check_fits(model.config.vocab_size, tokenizer_dir)?;
     let (rows, stats) = encode_rows(&args.data, settings, &tokenizer)?;
+    let widest = |f: fn(&EncodedRow) -> usize| rows.iter().map(f).max().unwrap_or(0);
+    let model_dir = args.model.as_deref().or(args.init_config.as_deref()).unwrap_or(tokenizer_dir);
+    let max_positions = model.config.max_position_embeddings;
+    check_batch_width(widest(|r| r.0.len()), widest(|r| r.1.len()), max_positions, model_dir)?;
     let (train, eval) = split(rows, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
     let micro_batch = settings.train.micro_batch();
     let mut task = SftTask { model, train, eval, pad_id: tokenizer.pad_id, micro_batch };

@@ -447,6 +447,21 @@ fn cases() -> Vec<Case> {
             expect: &["blocker/runs/rm", "--store"],
         },
         Case {
+            name: "rm model context shorter than the data",
+            bin: "rm-train",
+            args: |c| {
+                let m = c.model_copy(&c.sft, "short-context", |d| {
+                    let path = d.join("config.json");
+                    let mut config: serde_json::Value =
+                        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+                    config["max_position_embeddings"] = serde_json::json!(12);
+                    fs::write(&path, config.to_string()).unwrap();
+                });
+                set(c.pref_args(&["--data", &s(&c.pairs_file)]), "--model", &m)
+            },
+            expect: &["short-context", "max_position_embeddings 12", "--max-prompt-len and --max-response-len"],
+        },
+        Case {
             name: "rm negative learning rate",
             bin: "rm-train",
             args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--learning-rate=-0.001"]),
