@@ -6,7 +6,7 @@
 //! documented in `support::compare`.
 
 use crate::support::compare::{assert_all_verify, assert_same_outputs, published};
-use crate::support::{fixture, run_ok, scratch, ANNOTATE_FLAGS, GEN_FLAGS, PREF_FLAGS, SFT_FLAGS};
+use crate::support::{fixture, run_ok, scratch, ANNOTATE_FLAGS, GEN_FLAGS, PPO_FLAGS, PREF_FLAGS, SFT_FLAGS};
 use std::path::{Path, PathBuf};
 
 fn s(p: &Path) -> String {
@@ -42,24 +42,7 @@ fn pipeline(store: &Path) -> Vec<PathBuf> {
             &[st(), arg(&[("--ref", &sft), ("--dpo", &dpo), ("--reward-model", &rm), ("--data", &data)])].concat(),
         ),
     );
-    let ppo_flags = [
-        "--rollout-batch-size",
-        "8",
-        "--train-batch-size",
-        "4",
-        "--micro-batch-size",
-        "2",
-        "--max-new-tokens",
-        "8",
-        "--max-prompt-len",
-        "48",
-        "--iterations",
-        "2",
-        "--eval-every",
-        "2",
-        "--save-rollouts-every",
-        "1",
-    ];
+    let ppo_flags = [PPO_FLAGS, &["--iterations", "2", "--eval-every", "2", "--save-rollouts-every", "1"]].concat();
     let ppo = run_ok(
         "ppo-train",
         &with(

@@ -7,7 +7,7 @@
 //! killed stage must have accepted nothing.
 
 use crate::support::compare::{assert_all_verify, assert_same_outputs, published, Rng};
-use crate::support::{bin, fixture, repo_root, run, run_ok, scratch};
+use crate::support::{bin, fixture, repo_root, run, run_ok, scratch, PPO_FLAGS};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -156,32 +156,28 @@ fn rm_train_resumes_bitwise_after_kills() {
 fn ppo_train_resumes_bitwise_after_kills() {
     let f = fixture();
     let list = |store: &Path| {
-        let mut a = args(&[
-            "--rollout-batch-size",
-            "8",
-            "--train-batch-size",
-            "4",
-            "--micro-batch-size",
-            "2",
-            "--max-new-tokens",
-            "8",
-            "--max-prompt-len",
-            "48",
-            "--iterations",
-            "8",
-            "--checkpoint-every",
-            "2",
-            "--save-rollouts-every",
-            "3",
-            "--actor-lr",
-            "1e-3",
-            "--critic-lr",
-            "1e-3",
-            "--kl-target",
-            "2",
-            "--kl-horizon",
-            "100",
-        ]);
+        let mut a = args(
+            &[
+                PPO_FLAGS,
+                &[
+                    "--iterations",
+                    "8",
+                    "--checkpoint-every",
+                    "2",
+                    "--save-rollouts-every",
+                    "3",
+                    "--actor-lr",
+                    "1e-3",
+                    "--critic-lr",
+                    "1e-3",
+                    "--kl-target",
+                    "2",
+                    "--kl-horizon",
+                    "100",
+                ],
+            ]
+            .concat(),
+        );
         a.extend([
             "--store".into(),
             s(store),

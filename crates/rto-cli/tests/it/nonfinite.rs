@@ -7,7 +7,7 @@
 use crate::support;
 
 use crate::support::compare::{assert_all_verify, published};
-use crate::support::{copy_dir, fixture, run, scratch};
+use crate::support::{copy_dir, fixture, run, scratch, PPO_FLAGS};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -156,26 +156,12 @@ fn an_inf_weight_in_the_input_model_stops_rm_train_at_step_1() {
 
 fn ppo_args(store: &Path, reward_model: &Path, extra: &[&str]) -> Vec<String> {
     let f = fixture();
-    let mut list: Vec<String> = [
-        "--rollout-batch-size",
-        "8",
-        "--train-batch-size",
-        "4",
-        "--micro-batch-size",
-        "2",
-        "--max-new-tokens",
-        "8",
-        "--max-prompt-len",
-        "48",
-        "--iterations",
-        "4",
-        "--checkpoint-every",
-        "1",
-    ]
-    .iter()
-    .chain(extra)
-    .map(|x| x.to_string())
-    .collect();
+    let mut list: Vec<String> = PPO_FLAGS
+        .iter()
+        .chain(&["--iterations", "4", "--checkpoint-every", "1"])
+        .chain(extra)
+        .map(|x| x.to_string())
+        .collect();
     list.extend([
         "--store".into(),
         s(store),

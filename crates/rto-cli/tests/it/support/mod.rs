@@ -134,6 +134,20 @@ pub const PREF_FLAGS: &[&str] = &[
     "--max-response-len",
     "48",
 ];
+/// Flags that keep a ppo-train run on the fixture to seconds (iterations and the rest are each
+/// test's own).
+pub const PPO_FLAGS: &[&str] = &[
+    "--rollout-batch-size",
+    "8",
+    "--train-batch-size",
+    "4",
+    "--micro-batch-size",
+    "2",
+    "--max-new-tokens",
+    "8",
+    "--max-prompt-len",
+    "48",
+];
 pub const ANNOTATE_FLAGS: &[&str] = &["--batch-size", "8", "--max-prompt-len", "48", "--max-response-len", "48"];
 
 /// A tiny config of the toy model's shape family: vocabulary of data/toy's tokenizer (256).
