@@ -16,6 +16,8 @@ pub struct AdamWSettings {
     pub adam_beta2: f64,
     #[arg(long, default_value_t = 1e-8)]
     pub adam_eps: f64,
+    /// Decoupled weight decay (AdamW), applied to weight matrices and embeddings but not to
+    /// biases or norm weights, as HF Trainer and OpenRLHF do.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
     /// Global gradient L2 norm limit.
@@ -35,6 +37,13 @@ impl AdamWSettings {
         }
         Ok(())
     }
+}
+
+/// Whether weight decay applies to the variable `name`: not to biases and norm weights. HF
+/// Trainer exempts "bias" and LayerNorm weights, OpenRLHF `bias` and `*norm.weight`; our norm
+/// variables are `input_layernorm`, `post_attention_layernorm` and `model.norm`.
+pub fn decays(name: &str) -> bool {
+    !(name.ends_with("bias") || name.ends_with("norm.weight"))
 }
 
 pub struct AdamW {
@@ -76,14 +85,14 @@ impl AdamW {
         let correction1 = 1.0 - s.adam_beta1.powi(self.steps as i32);
         let correction2 = 1.0 - s.adam_beta2.powi(self.steps as i32);
         tch::no_grad(|| {
-            for (i, (_, param)) in self.params.iter().enumerate() {
+            for (i, (name, param)) in self.params.iter().enumerate() {
                 let grad = param.grad();
                 if !grad.defined() {
                     continue;
                 }
                 let grad = grad.to_kind(Kind::Float);
                 let mut param = param.shallow_clone();
-                if s.weight_decay > 0.0 {
+                if s.weight_decay > 0.0 && decays(name) {
                     let _ = param.g_mul_scalar_(1.0 - lr * s.weight_decay);
                 }
                 let m = &mut self.exp_avg[i];

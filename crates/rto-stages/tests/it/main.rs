@@ -10,6 +10,7 @@ mod dpo_common;
 mod dpo_train;
 mod help_text;
 mod model_compat;
+mod optim;
 mod paper_config;
 mod ppo_common;
 mod ppo_inputs;
