@@ -39,6 +39,9 @@ pub struct CommonArgs {
     /// Also point <store>/latest/NAME at the output folder.
     #[arg(long, value_name = "NAME")]
     pub link: Option<String>,
+    /// Print the memory plan (from config.json sizes) and stop before loading any model.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl CommonArgs {
@@ -48,8 +51,9 @@ impl CommonArgs {
     }
 
     /// The common flags that change a stage's results, for its key: the seed, and the device
-    /// (CPU and CUDA kernels give different floats). `--store`, `--force`, `--config` and
-    /// `--link` say where and whether to compute, not what, so they stay out of keys.
+    /// (CPU and CUDA kernels give different floats). `--store`, `--force`, `--config`,
+    /// `--link` and `--dry-run` say where and whether to compute, not what, so they stay out
+    /// of keys.
     pub fn key_settings(&self) -> serde_json::Value {
         serde_json::json!({ "seed": self.seed, "device": self.device })
     }

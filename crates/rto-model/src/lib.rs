@@ -10,6 +10,7 @@ pub mod config;
 pub mod device;
 pub mod kv_cache;
 pub mod llama;
+pub mod memory;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;

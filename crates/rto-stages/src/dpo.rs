@@ -17,6 +17,7 @@ use rto_algo::{PreferenceInputs, PreferenceLoss};
 use rto_data::cli::CommonArgs;
 use rto_data::dataset::{split, ColumnNames, DatasetStats, EvalSize};
 use rto_data::store::{StageDir, StageSpec};
+use rto_model::memory::Role;
 use rto_model::{parse_device, CausalLm, Head, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -133,6 +134,12 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     let loss = args.settings.preference_loss()?;
     args.settings.train.validate()?;
     stage::check_learning_rate("learning-rate", args.settings.learning_rate)?;
+    let limits = &args.settings.limits;
+    let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
+    let policy = stage::planned("policy", &args.model, Head::LanguageModel, Role::Trained, rows, tokens)?;
+    if !stage::plan_memory(&args.common, STAGE, &[policy], None)? {
+        return Ok(());
+    }
     let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings.key()?)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);

@@ -15,7 +15,8 @@ use rto_algo::bradley_terry_loss;
 use rto_data::cli::CommonArgs;
 use rto_data::dataset::{split, ColumnNames, EvalSize};
 use rto_data::store::StageDir;
-use rto_model::{parse_device, sequence_scores, CausalLm, TextTokenizer};
+use rto_model::memory::Role;
+use rto_model::{parse_device, sequence_scores, CausalLm, Head, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -66,6 +67,12 @@ pub fn cli(args: RmArgs) -> Result<()> {
     }
     args.settings.train.validate()?;
     stage::check_learning_rate("learning-rate", args.settings.learning_rate)?;
+    let limits = &args.settings.limits;
+    let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
+    let reward_model = stage::planned("reward model", &args.model, Head::Score, Role::Trained, rows, tokens)?;
+    if !stage::plan_memory(&args.common, STAGE, &[reward_model], None)? {
+        return Ok(());
+    }
     let spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);

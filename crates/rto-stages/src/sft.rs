@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use rto_data::cli::CommonArgs;
 use rto_data::dataset::{read_responses, split, ColumnNames, DatasetStats, EvalSize};
 use rto_data::store::StageDir;
+use rto_model::memory::{BatchShape, PlannedModel, Role};
 use rto_model::{parse_device, response_logprobs, CausalLm, Head, ModelConfig, SequenceBatch, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -68,8 +69,14 @@ pub fn cli(args: SftArgs) -> Result<()> {
         (None, Some(config)) => config.clone(),
         (None, None) => bail!("give --model or --init-config"),
     };
-    let vocab = ModelConfig::from_file(&config_path)?.vocab_size;
-    TextTokenizer::from_dir(&tokenizer_dir)?.check_fits_config(vocab, &config_path)?;
+    let config = ModelConfig::from_file(&config_path)?;
+    TextTokenizer::from_dir(&tokenizer_dir)?.check_fits_config(config.vocab_size, &config_path)?;
+    let tokens = args.settings.limits.max_prompt_len + args.settings.limits.max_response_len;
+    let batch = BatchShape { rows: args.settings.train.micro_batch() as u64, tokens: tokens as u64 };
+    let policy = PlannedModel { name: "policy".into(), config, head: Head::LanguageModel, role: Role::Trained, batch };
+    if !stage::plan_memory(&args.common, STAGE, &[policy], None)? {
+        return Ok(());
+    }
     let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
         .with_input("data", &args.data)
         .with_input("tokenizer", tokenizer_dir.join("tokenizer.json"));

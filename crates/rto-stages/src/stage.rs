@@ -3,8 +3,11 @@
 use anyhow::Result;
 use rto_data::cli::CommonArgs;
 use rto_data::store::{StageDir, StageOutcome, StageSpec};
+use rto_model::memory::{self, BatchShape, MemoryPlan, PlannedModel, Role};
+use rto_model::{Head, ModelConfig};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::path::Path;
 
 /// The spec of `stage` with the stage's own settings plus the seed and device in the key.
 pub fn spec(stage: &str, schema_version: u32, common: &CommonArgs, settings: &impl Serialize) -> Result<StageSpec> {
@@ -19,6 +22,47 @@ pub fn check_learning_rate(flag: &str, lr: f64) -> Result<()> {
     Ok(())
 }
 
+/// Prints the memory plan of `models` (and a rollout KV cache) on stderr before any model is
+/// loaded, and refuses when the CPU cannot hold it (MemAvailable). Returns `false` under
+/// `--dry-run`: the caller stops there, having loaded nothing.
+pub fn plan_memory(
+    common: &CommonArgs,
+    stage: &str,
+    models: &[PlannedModel],
+    extra: Option<&MemoryPlan>,
+) -> Result<bool> {
+    let mut plan = MemoryPlan::default();
+    plan.add_runtime(memory::current_rss_bytes().unwrap_or(0));
+    for model in models {
+        plan.add_model(model);
+    }
+    if let Some(extra) = extra {
+        plan.lines.extend(extra.lines.iter().cloned());
+    }
+    eprintln!("{}", plan.render(stage));
+    if common.device == "cpu" {
+        if let Some(available) = memory::cpu_available_bytes() {
+            plan.check_fits(stage, available, "this machine's RAM")?;
+        }
+    } else {
+        // tch exposes no free-memory query for CUDA; the peak is still recorded.
+        eprintln!("{stage}: the plan is not checked against {} memory", common.device);
+    }
+    Ok(!common.dry_run)
+}
+
+/// A model of a stage's plan, its sizes read from `dir/config.json`.
+pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, tokens: usize) -> Result<PlannedModel> {
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    Ok(PlannedModel {
+        name: name.into(),
+        config,
+        head,
+        role,
+        batch: BatchShape { rows: rows as u64, tokens: tokens as u64 },
+    })
+}
+
 /// Runs `compute` through the cache (no-op when a verified output exists), honours `--link`,
 /// and prints the output folder as the last line of stdout.
 pub fn run(
@@ -26,7 +70,15 @@ pub fn run(
     spec: &StageSpec,
     compute: impl FnOnce(&StageDir) -> Result<Value>,
 ) -> Result<StageOutcome> {
-    let outcome = common.store().run(spec, common.force, compute)?;
+    let outcome = common.store().run(spec, common.force, |dir| {
+        let mut summary = compute(dir)?;
+        // Not reproducible (the allocator, the machine): excluded by name where outputs are
+        // compared, like wall_time_s.
+        if let (Some(map), Some(peak)) = (summary.as_object_mut(), memory::peak_rss_bytes()) {
+            map.insert("peak_rss_bytes".into(), peak.into());
+        }
+        Ok(summary)
+    })?;
     if outcome.reused {
         eprintln!("{}: inputs and settings unchanged, reusing {}", spec.stage, outcome.path.display());
     }

@@ -6,6 +6,7 @@ mod determinism;
 mod kill_resume;
 mod libtorch_errors;
 mod lock_handover;
+mod memory_plan;
 mod nonfinite;
 mod support;
 mod tampering;

@@ -2,4 +2,5 @@
 
 mod common;
 mod logprobs_and_errors;
+mod memory;
 mod parity;

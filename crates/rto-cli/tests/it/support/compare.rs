@@ -1,9 +1,9 @@
 //! Comparing stage outputs across runs and stores (kill/resume, determinism, concurrency):
 //! published folders, their files with wall-clock data removed, and manifest verification.
 //!
-//! Wall-clock data is excluded by name, in one place: `wall_time_s` and `created` in
-//! `manifest.json`, `*tokens_per_s` and `time/*` in metrics records. Manifests also record
-//! the paths their inputs were read from, which differ between stores by the store root only;
+//! Wall-clock data is excluded by name, in one place: `wall_time_s`, `created` and the
+//! process's `peak_rss_bytes` in `manifest.json`, `*tokens_per_s` and `time/*` in metrics
+//! records. Manifests also record the paths their inputs were read from, which differ between stores by the store root only;
 //! [`normalized_files`] replaces that root by `<store>`.
 
 use serde_json::Value;
@@ -11,9 +11,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Is `key` a wall-clock field (never reproducible across runs)?
+/// Is `key` a wall-clock or machine-dependent field (never reproducible across runs)?
 pub fn is_wall_clock(key: &str) -> bool {
-    key == "wall_time_s" || key == "created" || key.ends_with("tokens_per_s") || key.starts_with("time/")
+    key == "wall_time_s"
+        || key == "created"
+        || key == "peak_rss_bytes"
+        || key.ends_with("tokens_per_s")
+        || key.starts_with("time/")
 }
 
 /// `value` with every wall-clock field removed, at any depth.

@@ -1,0 +1,197 @@
+//! The memory plan: what a stage will hold, from `config.json` sizes alone, before any model is
+//! loaded, and whether the device can hold it.
+//!
+//! Each model a stage holds is a [`Role`]: trained (weights, gradients and two fp32 Adam
+//! moments, plus activations kept for the backward pass) or frozen (weights, and one forward's
+//! transient activations). Rollout sampling adds its KV cache. The numbers are estimates with
+//! stated formulas, not measurements: the stages record what they actually peaked at
+//! (`peak_rss_bytes` in the manifest) so a user can compare the two.
+
+use crate::config::ModelConfig;
+use crate::model::Head;
+use std::fmt::Write;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// How a model takes part in a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Trained with AdamW: weights + gradients + 2 fp32 moments, activations for backward.
+    Trained,
+    /// Only forwards without gradients (reference, DPO model, reward model).
+    Frozen,
+}
+
+/// The batch shape a model sees: rows and tokens per row, per micro batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchShape {
+    pub rows: u64,
+    pub tokens: u64,
+}
+
+/// One model of a stage's plan.
+#[derive(Debug, Clone)]
+pub struct PlannedModel {
+    pub name: String,
+    pub config: ModelConfig,
+    pub head: Head,
+    pub role: Role,
+    pub batch: BatchShape,
+}
+
+/// The bytes of one line of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanLine {
+    pub what: String,
+    pub bytes: u64,
+}
+
+/// What a stage will hold, line by line.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPlan {
+    pub lines: Vec<PlanLine>,
+}
+
+/// Parameters of a model of `config` with `head`, counted as the tensors it holds
+/// (embeddings, per layer q/k/v/o with their biases, the gated MLP and two norms, the final
+/// norm, and `lm_head` unless tied or the `score` row).
+pub fn parameter_count(config: &ModelConfig, head: Head) -> u64 {
+    let (hidden, inter) = (config.hidden_size as u64, config.intermediate_size as u64);
+    let (heads, kv, head_dim) =
+        (config.num_attention_heads as u64, config.num_kv_heads() as u64, config.head_dim() as u64);
+    let qkv_out = (heads + 2 * kv) * head_dim;
+    let attention = hidden * qkv_out
+        + heads * head_dim * hidden
+        + if config.qkv_bias() { qkv_out } else { 0 }
+        + if config.o_bias() { hidden } else { 0 };
+    let layer = attention + 3 * hidden * inter + 2 * hidden;
+    let embeddings = config.vocab_size as u64 * hidden;
+    let output = match head {
+        Head::LanguageModel if config.tie_word_embeddings => 0,
+        Head::LanguageModel => embeddings,
+        Head::Score => hidden,
+    };
+    embeddings + config.num_hidden_layers as u64 * layer + hidden + output
+}
+
+/// Activations a training micro batch keeps for backward, per model: per layer and token about
+/// 18 hidden-sized values (norm inputs and outputs, q/k/v, attention output, residuals) and 4
+/// intermediate-sized ones (gate, up, their product, the SiLU), plus the attention
+/// probabilities (heads × tokens per token), all in `bytes` each; and the fp32 logits with
+/// their log-softmax and its gradient at the head (3 × vocab per token).
+fn training_activations(config: &ModelConfig, batch: BatchShape, bytes: u64) -> u64 {
+    let tokens = batch.rows * batch.tokens;
+    let (hidden, inter, heads) =
+        (config.hidden_size as u64, config.intermediate_size as u64, config.num_attention_heads as u64);
+    let per_layer = tokens * (18 * hidden + 4 * inter + heads * batch.tokens) * bytes;
+    config.num_hidden_layers as u64 * per_layer + tokens * 3 * config.vocab_size as u64 * 4
+}
+
+/// A forward without gradients holds about one layer's activations at a time, plus the fp32
+/// logits and their log-softmax.
+fn forward_activations(config: &ModelConfig, batch: BatchShape, bytes: u64) -> u64 {
+    let tokens = batch.rows * batch.tokens;
+    let (hidden, inter, heads) =
+        (config.hidden_size as u64, config.intermediate_size as u64, config.num_attention_heads as u64);
+    tokens * (6 * hidden + 3 * inter + heads * batch.tokens) * bytes + tokens * 2 * config.vocab_size as u64 * 4
+}
+
+/// Bytes of a KV cache for `rows` sequences of `positions` tokens.
+pub fn kv_cache_bytes(config: &ModelConfig, rows: u64, positions: u64, bytes: u64) -> u64 {
+    let per_token = 2 * config.num_kv_heads() as u64 * config.head_dim() as u64 * bytes;
+    config.num_hidden_layers as u64 * rows * positions * per_token
+}
+
+impl MemoryPlan {
+    /// Adds the lines of one model in fp32 (the precision every stage computes in today).
+    pub fn add_model(&mut self, model: &PlannedModel) {
+        let params = parameter_count(&model.config, model.head);
+        let weights = params * 4;
+        let name = &model.name;
+        self.push(format!("{name}: weights ({:.1} M parameters, fp32)", params as f64 / 1e6), weights);
+        match model.role {
+            Role::Trained => {
+                self.push(format!("{name}: gradients"), weights);
+                self.push(format!("{name}: AdamW moments (2 × fp32)"), 2 * params * 4);
+                self.push(
+                    format!(
+                        "{name}: activations ({} × {} tokens per micro batch)",
+                        model.batch.rows, model.batch.tokens
+                    ),
+                    training_activations(&model.config, model.batch, 4),
+                );
+            }
+            Role::Frozen => self.push(
+                format!("{name}: forward activations ({} × {} tokens)", model.batch.rows, model.batch.tokens),
+                forward_activations(&model.config, model.batch, 4),
+            ),
+        }
+    }
+
+    /// Adds the KV cache of rollout sampling.
+    pub fn add_kv_cache(&mut self, config: &ModelConfig, rows: u64, positions: u64) {
+        self.push(
+            format!("rollout KV cache ({rows} × {positions} positions, fp32)"),
+            kv_cache_bytes(config, rows, positions, 4),
+        );
+    }
+
+    /// Adds the process itself: libtorch, MKL and the allocator's pools before any model.
+    pub fn add_runtime(&mut self, bytes: u64) {
+        self.push("runtime (libtorch, buffers)".into(), bytes);
+    }
+
+    fn push(&mut self, what: String, bytes: u64) {
+        self.lines.push(PlanLine { what, bytes });
+    }
+
+    pub fn total(&self) -> u64 {
+        self.lines.iter().map(|l| l.bytes).sum()
+    }
+
+    /// The plan as the lines a stage prints.
+    pub fn render(&self, stage: &str) -> String {
+        let mut out = format!("{stage}: memory plan (estimate from config.json sizes)\n");
+        for line in &self.lines {
+            let _ = writeln!(out, "  {:>10.1} MiB  {}", line.bytes as f64 / MIB, line.what);
+        }
+        let _ = write!(out, "  {:>10.1} MiB  total", self.total() as f64 / MIB);
+        out
+    }
+
+    /// Fails with one line saying what would fit when `available` bytes cannot hold the plan.
+    pub fn check_fits(&self, stage: &str, available: u64, device: &str) -> anyhow::Result<()> {
+        let total = self.total();
+        anyhow::ensure!(
+            total <= available,
+            "{stage}: the memory plan needs {:.1} GiB but {device} has {:.1} GiB available: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, or a smaller model (bf16, gradient checkpointing and LoRA are planned); --dry-run prints the plan without loading anything",
+            total as f64 / (MIB * 1024.0),
+            available as f64 / (MIB * 1024.0)
+        );
+        Ok(())
+    }
+}
+
+/// Bytes of RAM the kernel says are available now (`MemAvailable` of /proc/meminfo).
+pub fn cpu_available_bytes() -> Option<u64> {
+    proc_bytes("/proc/meminfo", "MemAvailable:")
+}
+
+/// This process's resident-set high-water mark (`VmHWM` of /proc/self/status), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_bytes("/proc/self/status", "VmHWM:")
+}
+
+/// This process's resident set now (`VmRSS`): what it holds before it loads a model is the
+/// runtime line of a plan.
+pub fn current_rss_bytes() -> Option<u64> {
+    proc_bytes("/proc/self/status", "VmRSS:")
+}
+
+/// A `<key> <n> kB` line of a /proc file, in bytes.
+fn proc_bytes(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
