@@ -30,6 +30,7 @@ use rto_data::dataset::{
 };
 use rto_data::store::{input_key, StageDir, StageSpec};
 use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TableSummary, TokenTableWriter};
+use rto_model::memory::Role;
 use rto_model::{parse_device, response_logprobs, CausalLm, ChatTurn, Head, SequenceBatch, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -138,10 +139,28 @@ pub fn cli(args: AnnotateArgs) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let max_positions = context_of_models(&args)?;
+    if !plan_memory(&args)? {
+        return Ok(());
+    }
     let rows = read_rows(&args.data, settings)?;
     let spec = stage_spec(&args)?;
     stage::run(&args.common, &spec, |out| run(&args, &rows, max_positions, out))?;
     Ok(())
+}
+
+/// The memory plan of the frozen models (one scoring batch each); `false` under --dry-run.
+fn plan_memory(args: &AnnotateArgs) -> Result<bool> {
+    let (rows, tokens) =
+        (args.settings.batch_size, args.settings.limits.max_prompt_len + args.settings.limits.max_response_len);
+    let lm = |name: &str, dir: &Path| stage::planned(name, dir, Head::LanguageModel, Role::Frozen, rows, tokens);
+    let mut models = vec![lm("reference", &args.ref_model)?, lm("dpo model", &args.dpo)?];
+    if let Some(policy) = &args.policy {
+        models.push(lm("policy", policy)?);
+    }
+    if let Some(rm) = &args.reward_model {
+        models.push(stage::planned("reward model", rm, Head::Score, Role::Frozen, rows, tokens)?);
+    }
+    stage::plan_memory(&args.common, STAGE, &models, None)
 }
 
 /// The cache key's spec: the settings as resolved (flag aliases leave no trace) and the
