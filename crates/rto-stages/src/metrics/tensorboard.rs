@@ -54,6 +54,7 @@ impl EventLog {
             .append(true)
             .open(&path)
             .with_context(|| format!("--tensorboard: opening {}", path.display()))?;
+        eprintln!("tensorboard: writing {} ({} records so far)", dir.display(), kept.len());
         Ok(Self { file, path })
     }
 
@@ -69,9 +70,7 @@ impl EventLog {
 /// training ran, but `--tensorboard` should still show its curves).
 pub fn export(dir: &Path, metrics_jsonl: &Path) -> Result<()> {
     let records = super::read_records(metrics_jsonl)?;
-    EventLog::open(dir, &records)?;
-    eprintln!("tensorboard: wrote {} records to {}", records.len(), dir.display());
-    Ok(())
+    EventLog::open(dir, &records).map(drop)
 }
 
 /// The step and scalars of a metrics record: every number but the axis keys.
