@@ -13,11 +13,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 all: build
 
-# The venv holds libtorch (from the torch wheel) and the peers tests compare against.
+# The venv holds libtorch (from the torch wheel) and the peers tests compare against
+# (tensorboard: its event reader checks the files --tensorboard writes).
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check \
-		torch==$(TORCH_VERSION) transformers==$(TRANSFORMERS_VERSION) pyarrow safetensors
+		torch==$(TORCH_VERSION) transformers==$(TRANSFORMERS_VERSION) pyarrow safetensors tensorboard
 	touch $@
 
 # Generated, not committed: it holds this checkout's absolute libtorch path, so that

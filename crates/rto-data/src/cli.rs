@@ -7,7 +7,7 @@
 //! and override a setting per run. A flag's aliases (old names) are keys too. Paths in a
 //! config are relative to the working directory, like paths on the command line.
 
-use crate::store::{link, StageOutcome, Store};
+use crate::store::{link, ArtifactKey, StageOutcome, Store};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{ArgAction, Parser};
 use serde::Serialize;
@@ -65,6 +65,37 @@ impl CommonArgs {
             link(&self.store, name, &outcome.path)?;
         }
         print_output(&outcome.path)
+    }
+}
+
+// The flags of every training stage (sft, dpo, rm, ppo) that say where else a run writes its
+// metrics, never what it computes: no stage key includes them, so they cannot change a folder.
+// No doc comment: clap would take it as the about text of the commands that flatten it.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TrainingLogArgs {
+    /// Also write the metrics as TensorBoard event files to DIR/<stage>-<key>/ (outside the
+    /// store: neither the key nor the stage folder changes).
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
+}
+
+impl TrainingLogArgs {
+    /// Fails unless `--tensorboard DIR` can be written (it is created if missing), so a wrong
+    /// path stops the run before the store or a model is touched, not after training.
+    pub fn check(&self) -> Result<()> {
+        let Some(dir) = &self.tensorboard else { return Ok(()) };
+        let unwritable =
+            || format!("--tensorboard {}: not a writable folder; give a folder you can write", dir.display());
+        fs::create_dir_all(dir).with_context(unwritable)?;
+        let probe = dir.join(format!(".rto-write-check-{}", std::process::id()));
+        fs::write(&probe, b"").with_context(unwritable)?;
+        fs::remove_file(&probe).with_context(unwritable)
+    }
+
+    /// The run folder of the stage output `key`: DIR/<stage>-<short key>, one per output, so
+    /// runs with other settings sit side by side in TensorBoard.
+    pub fn run_dir(&self, stage: &str, key: &ArtifactKey) -> Option<PathBuf> {
+        self.tensorboard.as_ref().map(|dir| dir.join(format!("{stage}-{}", key.short())))
     }
 }
 

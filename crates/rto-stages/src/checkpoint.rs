@@ -6,6 +6,7 @@
 //! previous or the new checkpoint, never a mix. Data order and sampling are derived from
 //! (seed, step), so the step is all the RNG state a resume needs.
 
+use crate::metrics::tensorboard::EventLog;
 use crate::optim::AdamW;
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -120,24 +121,27 @@ pub fn last_good(scratch: &Path) -> String {
 }
 
 /// `metrics.jsonl`: one JSON object per line, each with a `step`. Reopening for a resumed run
-/// drops lines past the checkpoint, so the final file equals an uninterrupted run's.
+/// drops lines past the checkpoint, so the final file equals an uninterrupted run's. With a
+/// TensorBoard run folder, every record also goes there as scalars, the folder started over
+/// from the kept records on each opening (see [`crate::metrics::tensorboard`]).
 pub struct MetricsLog {
     file: std::fs::File,
     path: PathBuf,
+    events: Option<EventLog>,
 }
 
 impl MetricsLog {
     pub fn open(path: &Path, resume_step: usize) -> Result<Self> {
-        let kept: Vec<String> = match std::fs::read_to_string(path) {
+        Self::open_with_tensorboard(path, resume_step, None)
+    }
+
+    /// [`Self::open`], mirrored into the TensorBoard run folder `tensorboard` when given.
+    pub fn open_with_tensorboard(path: &Path, resume_step: usize, tensorboard: Option<&Path>) -> Result<Self> {
+        let kept: Vec<(String, Value)> = match std::fs::read_to_string(path) {
             Ok(text) => text
                 .lines()
-                .filter(|line| {
-                    serde_json::from_str::<Value>(line)
-                        .ok()
-                        .and_then(|v| v["step"].as_u64())
-                        .is_some_and(|s| s as usize <= resume_step && resume_step > 0)
-                })
-                .map(str::to_string)
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok().map(|v| (line.to_string(), v)))
+                .filter(|(_, v)| v["step"].as_u64().is_some_and(|s| s as usize <= resume_step && resume_step > 0))
                 .collect(),
             Err(_) => vec![],
         };
@@ -145,8 +149,8 @@ impl MetricsLog {
         // kept lines are back would lose the records up to the checkpoint for good.
         let tmp = path.with_extension("jsonl.tmp");
         let mut text = String::new();
-        for line in kept {
-            text.push_str(&line);
+        for (line, _) in &kept {
+            text.push_str(line);
             text.push('\n');
         }
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
@@ -155,12 +159,17 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self { file, path: path.to_path_buf() })
+        let records: Vec<Value> = kept.into_iter().map(|(_, v)| v).collect();
+        let events = tensorboard.map(|dir| EventLog::open(dir, &records)).transpose()?;
+        Ok(Self { file, path: path.to_path_buf(), events })
     }
 
     pub fn write(&mut self, record: &Value) -> Result<()> {
         writeln!(self.file, "{record}").with_context(|| format!("writing {}", self.path.display()))?;
         self.file.flush()?;
+        if let Some(events) = &mut self.events {
+            events.write(record)?;
+        }
         Ok(())
     }
 

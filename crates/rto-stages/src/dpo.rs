@@ -14,7 +14,7 @@ use crate::stage;
 use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
 use anyhow::{bail, Context, Result};
 use rto_algo::{PreferenceInputs, PreferenceLoss};
-use rto_data::cli::CommonArgs;
+use rto_data::cli::{CommonArgs, TrainingLogArgs};
 use rto_data::dataset::{split, ColumnNames, DatasetStats, EvalSize};
 use rto_data::store::{StageDir, StageSpec};
 use rto_model::memory::Role;
@@ -116,6 +116,8 @@ impl DpoSettings {
 pub struct DpoArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub logs: TrainingLogArgs,
     /// Policy to train (the SFT model); also the reference unless --ref is given.
     #[arg(long)]
     pub model: PathBuf,
@@ -134,6 +136,7 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     let loss = args.settings.preference_loss()?;
     args.settings.train.validate()?;
     stage::check_learning_rate("learning-rate", args.settings.learning_rate)?;
+    args.logs.check()?;
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
     let policy = stage::planned("policy", &args.model, Head::LanguageModel, Role::Trained, rows, tokens)?;
@@ -154,7 +157,7 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     } else if args.ref_model.is_some() {
         eprintln!("dpo-train: {loss:?} needs no reference model; --ref is ignored");
     }
-    stage::run(&args.common, &spec, |out| run(&args, loss, ref_logps.as_deref(), out))?;
+    stage::run_training(&args.common, &args.logs, &spec, |out| run(&args, loss, ref_logps.as_deref(), out))?;
     Ok(())
 }
 
@@ -345,10 +348,11 @@ fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, out: &Sta
     let micro_batch = settings.train.micro_batch();
     let mut task = DpoTask { model, loss, train, eval, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = out.scratch()?;
-    let summary =
-        trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
+    let tensorboard = args.logs.run_dir(STAGE, out.key());
+    let (lr, seed) = (settings.learning_rate, args.common.seed);
+    let summary = trainer::train(&mut task, &settings.train, lr, seed, &scratch, STAGE, tensorboard.as_deref())?;
     task.model.save(out.path(), Kind::Float, Some(&args.model))?;
-    std::fs::copy(scratch.join("metrics.jsonl"), out.join("metrics.jsonl"))?;
+    crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     let ref_key = ref_logps.map(rto_data::store::input_key).transpose()?;
     Ok(json!({
         "train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats,

@@ -6,7 +6,8 @@
 //! saveable state), [`checkpoint`] (resumable checkpoints, metrics log), [`trainer`] (the
 //! supervised loop), [`stage`] (cache frame), [`progress`], [`compat`] (the one check that
 //! models combined by a stage belong together), [`token_scoring`] (the token reward: its
-//! settings, forwards, table rows and table metadata, shared by annotate and ppo).
+//! settings, forwards, table rows and table metadata, shared by annotate and ppo), [`metrics`]
+//! (TensorBoard event files, metrics.png and `show` of the training stages).
 
 pub mod annotate;
 pub mod checkpoint;
@@ -16,6 +17,7 @@ pub mod encode;
 pub mod evaluate;
 pub mod generation;
 pub mod inspect;
+pub mod metrics;
 pub mod optim;
 pub mod pairs;
 pub mod ppo;

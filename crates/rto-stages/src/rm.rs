@@ -12,7 +12,7 @@ use crate::stage;
 use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
 use anyhow::{bail, Result};
 use rto_algo::bradley_terry_loss;
-use rto_data::cli::CommonArgs;
+use rto_data::cli::{CommonArgs, TrainingLogArgs};
 use rto_data::dataset::{split, ColumnNames, EvalSize};
 use rto_data::store::StageDir;
 use rto_model::memory::Role;
@@ -49,6 +49,8 @@ pub struct RmSettings {
 pub struct RmArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub logs: TrainingLogArgs,
     /// Model folder whose decoder starts the reward model (its `score.weight` too, if any;
     /// else the head starts at zero).
     #[arg(long)]
@@ -67,6 +69,7 @@ pub fn cli(args: RmArgs) -> Result<()> {
     }
     args.settings.train.validate()?;
     stage::check_learning_rate("learning-rate", args.settings.learning_rate)?;
+    args.logs.check()?;
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
     let reward_model = stage::planned("reward model", &args.model, Head::Score, Role::Trained, rows, tokens)?;
@@ -76,7 +79,7 @@ pub fn cli(args: RmArgs) -> Result<()> {
     let spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);
-    stage::run(&args.common, &spec, |out| run(&args, out))?;
+    stage::run_training(&args.common, &args.logs, &spec, |out| run(&args, out))?;
     Ok(())
 }
 
@@ -163,14 +166,15 @@ fn run(args: &RmArgs, out: &StageDir) -> Result<Value> {
     let micro_batch = settings.train.micro_batch();
     let mut task = RmTask { model, train, eval, margin: settings.margin, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = out.scratch()?;
-    let summary =
-        trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
+    let tensorboard = args.logs.run_dir(STAGE, out.key());
+    let (lr, seed) = (settings.learning_rate, args.common.seed);
+    let summary = trainer::train(&mut task, &settings.train, lr, seed, &scratch, STAGE, tensorboard.as_deref())?;
     // Without an eval split the training pairs are the only sample of the reward scale.
     let (normalized_on, sample) = if task.eval.is_empty() { ("train", &task.train) } else { ("eval", &task.eval) };
     let (reward_mean, reward_std) = task.reward_moments(sample)?;
     task.model.config.set_reward_normalization(reward_mean, reward_std);
     task.model.save(out.path(), Kind::Float, Some(&args.model))?;
-    std::fs::copy(scratch.join("metrics.jsonl"), out.join("metrics.jsonl"))?;
+    crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     Ok(json!({
         "train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats,
         "reward_normalization": {"mean": reward_mean, "std": reward_std, "split": normalized_on},

@@ -8,7 +8,7 @@ use crate::encode::{check_batch_width, Encoder, LengthLimits};
 use crate::stage;
 use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
 use anyhow::{bail, Context, Result};
-use rto_data::cli::CommonArgs;
+use rto_data::cli::{CommonArgs, TrainingLogArgs};
 use rto_data::dataset::{read_responses, split, ColumnNames, DatasetStats, EvalSize};
 use rto_data::store::StageDir;
 use rto_model::memory::{BatchShape, PlannedModel, Role};
@@ -41,6 +41,8 @@ pub struct SftSettings {
 pub struct SftArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub logs: TrainingLogArgs,
     /// Model folder to fine-tune.
     #[arg(long, conflicts_with = "init_config", required_unless_present = "init_config")]
     pub model: Option<PathBuf>,
@@ -62,6 +64,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
     let tokenizer_dir = args.tokenizer.clone().or(args.model.clone()).context("--tokenizer or --model is required")?;
     args.settings.train.validate()?;
     stage::check_learning_rate("learning-rate", args.settings.learning_rate)?;
+    args.logs.check()?;
     // Tokenizer against the model's vocabulary before the store is touched (the weights are
     // checked against the config when they load).
     let config_path = match (&args.model, &args.init_config) {
@@ -89,7 +92,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
         (None, Some(config)) => spec.with_input("init_config", config),
         (None, None) => bail!("give --model or --init-config"),
     };
-    stage::run(&args.common, &spec, |out| run(&args, &tokenizer_dir, out))?;
+    stage::run_training(&args.common, &args.logs, &spec, |out| run(&args, &tokenizer_dir, out))?;
     Ok(())
 }
 
@@ -202,9 +205,10 @@ fn run(args: &SftArgs, tokenizer_dir: &Path, out: &StageDir) -> Result<Value> {
     let micro_batch = settings.train.micro_batch();
     let mut task = SftTask { model, train, eval, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = out.scratch()?;
-    let summary =
-        trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &scratch, STAGE)?;
+    let tensorboard = args.logs.run_dir(STAGE, out.key());
+    let (lr, seed) = (settings.learning_rate, args.common.seed);
+    let summary = trainer::train(&mut task, &settings.train, lr, seed, &scratch, STAGE, tensorboard.as_deref())?;
     task.model.save(out.path(), Kind::Float, Some(tokenizer_dir))?;
-    std::fs::copy(scratch.join("metrics.jsonl"), out.join("metrics.jsonl"))?;
+    crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     Ok(json!({"train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats}))
 }

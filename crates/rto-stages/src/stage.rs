@@ -1,7 +1,7 @@
 //! The frame every stage binary shares: key the stage, run it through the store, report.
 
 use anyhow::Result;
-use rto_data::cli::CommonArgs;
+use rto_data::cli::{CommonArgs, TrainingLogArgs};
 use rto_data::store::{StageDir, StageOutcome, StageSpec};
 use rto_model::memory::{self, BatchShape, MemoryPlan, PlannedModel, Role};
 use rto_model::{Head, ModelConfig};
@@ -83,5 +83,20 @@ pub fn run(
         eprintln!("{}: inputs and settings unchanged, reusing {}", spec.stage, outcome.path.display());
     }
     common.finish(&outcome)?;
+    Ok(outcome)
+}
+
+/// [`run`] for a training stage. When the output is reused (no training ran), `--tensorboard`
+/// still gets its curves, from the folder's metrics.jsonl.
+pub fn run_training(
+    common: &CommonArgs,
+    logs: &TrainingLogArgs,
+    spec: &StageSpec,
+    compute: impl FnOnce(&StageDir) -> Result<Value>,
+) -> Result<StageOutcome> {
+    let outcome = run(common, spec, compute)?;
+    if let (true, Some(dir)) = (outcome.reused, logs.run_dir(&spec.stage, &outcome.key)) {
+        crate::metrics::tensorboard::export(&dir, &outcome.path.join("metrics.jsonl"))?;
+    }
     Ok(outcome)
 }

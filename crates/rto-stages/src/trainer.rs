@@ -1,6 +1,7 @@
 //! The supervised training loop shared by sft-train, dpo-train and rm-train: epochs over a
 //! seeded order, gradient accumulation, cosine schedule, clipping, periodic eval, metrics,
-//! progress, and checkpoints that make a killed run resume to the same bits.
+//! progress, and checkpoints that make a killed run resume to the same bits. The metrics go to
+//! the scratch folder's metrics.jsonl (and to a TensorBoard run folder when one is given).
 
 use crate::checkpoint::{last_good, Checkpointer, MetricsLog};
 use crate::optim::{AdamW, AdamWSettings};
@@ -98,6 +99,7 @@ pub fn train(
     seed: u64,
     scratch: &Path,
     label: &str,
+    tensorboard: Option<&Path>,
 ) -> Result<TrainSummary> {
     settings.validate()?;
     let n = task.train_len();
@@ -120,7 +122,7 @@ pub fn train(
     if start > 0 {
         eprintln!("{label}: resuming from the checkpoint at step {start}");
     }
-    let mut log = MetricsLog::open(&scratch.join("metrics.jsonl"), start)?;
+    let mut log = MetricsLog::open_with_tensorboard(&scratch.join("metrics.jsonl"), start, tensorboard)?;
     let progress = crate::progress::bar(total as u64, label);
     progress.set_position(start as u64);
     let mut last_train = Metrics::new();

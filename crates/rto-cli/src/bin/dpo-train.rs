@@ -1,4 +1,6 @@
-//! dpo-train: see `rto_stages::dpo`.
+//! dpo-train: see `rto_stages::dpo` (and `rto_stages::metrics::show` for `show`).
 fn main() {
-    rto_cli::main_with(|| rto_stages::dpo::cli(rto_data::cli::parse_with_config()?))
+    rto_cli::main_with(|| {
+        rto_stages::metrics::show::main_cli(rto_data::cli::parse_with_config()?, rto_stages::dpo::cli)
+    })
 }

@@ -1,4 +1,4 @@
-//! rm-train: see `rto_stages::rm`.
+//! rm-train: see `rto_stages::rm` (and `rto_stages::metrics::show` for `show`).
 fn main() {
-    rto_cli::main_with(|| rto_stages::rm::cli(rto_data::cli::parse_with_config()?))
+    rto_cli::main_with(|| rto_stages::metrics::show::main_cli(rto_data::cli::parse_with_config()?, rto_stages::rm::cli))
 }

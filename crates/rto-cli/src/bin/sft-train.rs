@@ -1,4 +1,6 @@
-//! sft-train: see `rto_stages::sft`.
+//! sft-train: see `rto_stages::sft` (and `rto_stages::metrics::show` for `show`).
 fn main() {
-    rto_cli::main_with(|| rto_stages::sft::cli(rto_data::cli::parse_with_config()?))
+    rto_cli::main_with(|| {
+        rto_stages::metrics::show::main_cli(rto_data::cli::parse_with_config()?, rto_stages::sft::cli)
+    })
 }

@@ -13,7 +13,8 @@
 //! The output folder holds the policy itself (HF layout, tokenizer copied), so it can be
 //! passed wherever a model folder is expected, and:
 //! - `critic/`: the value model with its score head (absent for `--algo reinforce++`);
-//! - `metrics.jsonl`: one line per iteration (`step` = iteration);
+//! - `metrics.jsonl`: one line per iteration (`step` = iteration), and `metrics.png`, its curves
+//!   (also to TensorBoard with `--tensorboard DIR`);
 //! - `rollouts/iter-NNNNNN/{tokens,samples}.parquet`: the token-reward schema with an
 //!   `iteration` column, for iteration 1, every `--save-rollouts-every` iterations and the
 //!   last; sample ids are unique across iterations, so the folders concatenate.
@@ -35,7 +36,7 @@ use crate::stage;
 use crate::token_scoring::RewardConfig;
 use anyhow::{bail, ensure, Result};
 use rto_algo::{AdaptiveKl, GaeSettings, KlController, RewardMode, RewardWeights};
-use rto_data::cli::CommonArgs;
+use rto_data::cli::{CommonArgs, TrainingLogArgs};
 use rto_data::dataset::ColumnNames;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -237,6 +238,8 @@ impl PpoSettings {
 pub struct PpoArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub logs: TrainingLogArgs,
     /// The SFT model: the policy's starting point and the KL reference.
     #[arg(long)]
     pub policy: PathBuf,
@@ -332,6 +335,7 @@ pub fn cli(args: PpoArgs) -> Result<()> {
 /// greedy evaluations (`eval/judge_score`).
 pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Result<()> {
     args.settings.validate()?;
+    args.logs.check()?;
     let inputs = Inputs::of(&args)?;
     let shared = inputs.check(&args.policy)?;
     let key = KeySettings { settings: &args.settings, judge: judge.map(|j| j.name()) };
@@ -346,6 +350,6 @@ pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Resul
         (Some(path), _) => eprintln!("ppo: --eval-every is 0, so {} is not used", path.display()),
         _ => {}
     }
-    stage::run(&args.common, &spec, |out| run::run(&args, &inputs, &shared, judge, out))?;
+    stage::run_training(&args.common, &args.logs, &spec, |out| run::run(&args, &inputs, &shared, judge, out))?;
     Ok(())
 }

@@ -36,6 +36,8 @@ struct PpoRun<'a> {
     steps_per_iteration: usize,
     kl: KlController,
     scratch: PathBuf,
+    /// The `--tensorboard` run folder of this output, if any.
+    tensorboard: Option<PathBuf>,
     /// File metadata of the rollout tables (models, tokenizer, mode); each table sets its
     /// iteration and the weights it was priced with.
     table_metadata: RewardMetadata,
@@ -49,6 +51,7 @@ pub(super) fn run(
     out: &StageDir,
 ) -> Result<Value> {
     let (mut ppo, stats) = PpoRun::load(args, inputs, shared, judge, out.scratch()?)?;
+    ppo.tensorboard = args.logs.run_dir(super::STAGE, out.key());
     let last = ppo.train()?;
     ppo.publish(out)?;
     // No `resumed_from` here: a resumed run's accepted folder must equal an uninterrupted
@@ -198,6 +201,7 @@ impl<'a> PpoRun<'a> {
             steps_per_iteration,
             kl,
             scratch,
+            tensorboard: None,
             table_metadata,
         };
         Ok((ppo, stats))
@@ -212,7 +216,8 @@ impl<'a> PpoRun<'a> {
             self.kl = serde_json::from_value(restored.state["kl"].clone()).context("checkpoint state.json: `kl`")?;
             eprintln!("ppo: resuming from the checkpoint after iteration {start}");
         }
-        let mut log = MetricsLog::open(&self.scratch.join("metrics.jsonl"), start)?;
+        let metrics = self.scratch.join("metrics.jsonl");
+        let mut log = MetricsLog::open_with_tensorboard(&metrics, start, self.tensorboard.as_deref())?;
         let progress = crate::progress::bar(self.iterations as u64, "ppo");
         progress.set_position(start as u64);
         let mut last = Value::Null;
@@ -382,8 +387,7 @@ impl<'a> PpoRun<'a> {
         if let (Some(critic), Some(source)) = (&self.learner.critic, &self.inputs.critic) {
             critic.save(&out.join("critic"), Kind::Float, Some(source))?;
         }
-        let metrics = self.scratch.join("metrics.jsonl");
-        std::fs::copy(&metrics, out.join("metrics.jsonl")).with_context(|| format!("copying {}", metrics.display()))?;
+        crate::metrics::publish(&self.scratch.join("metrics.jsonl"), out, super::STAGE)?;
         let rollouts = self.scratch.join("rollouts");
         if rollouts.exists() {
             std::fs::rename(&rollouts, out.join("rollouts"))
