@@ -19,6 +19,7 @@ fn token(position: u32, text: &str, reward: f32) -> TokenRecord {
         kl_penalty: None,
         sentence_reward: Some(0.0),
         reward,
+        gold_credit: None,
     }
 }
 
