@@ -19,3 +19,4 @@ mod ppo_train;
 mod reward_flags;
 mod reward_metadata;
 mod rm_train;
+mod token_views;
