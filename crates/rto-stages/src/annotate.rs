@@ -14,6 +14,7 @@
 //! `token-reward-annotate show FOLDER` (see [`crate::inspect`]) displays a finished table.
 
 mod command;
+mod gold;
 
 pub use command::{main_cli, AnnotateCli, AnnotateCommand};
 
@@ -59,6 +60,13 @@ pub struct AnnotateSettings {
     pub limits: LengthLimits,
     #[command(flatten)]
     pub columns: ColumnNames,
+    /// Score every response with a gold judge: `toy` (the shipped task's judge, as in
+    /// ppo-train and rto-eval). Adds the `gold_credit` token column (each word's share of the
+    /// gold score on its tokens) and sets `gold_score` to the judge's score.
+    #[arg(long, value_name = "NAME")]
+    // Left out of the key when unset, so tables annotated without a judge keep their keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -137,6 +145,9 @@ pub fn cli(args: AnnotateArgs) -> Result<()> {
     settings.reward.validate()?;
     if settings.batch_size == 0 {
         bail!("--batch-size must be at least 1");
+    }
+    if let Some(name) = &settings.judge {
+        gold::check_judge(name)?;
     }
     let max_positions = context_of_models(&args)?;
     if !plan_memory(&args)? {
@@ -263,6 +274,8 @@ struct Item {
     sample: SampleRecord,
     /// The source row, for pairs (to compare chosen with rejected).
     pair_row: Option<usize>,
+    /// What a judge reads of the prompt (the last user turn).
+    judge_prompt: String,
 }
 
 fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, out: &StageDir) -> Result<Value> {
@@ -276,9 +289,11 @@ fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, out: &StageDir) -
     let weights = settings.reward.weights();
     let annotator = Annotator { models, policy, tokenizer, settings, weights, sources, device, max_positions };
     let is_pairs = matches!(rows, Rows::Pairs(_));
+    let judged = settings.judge.is_some();
     let options = TableOptions {
-        layout: TableLayout { side: is_pairs, gold_score: has_gold(rows), iteration: false },
+        layout: TableLayout { side: is_pairs, gold_score: judged || has_gold(rows), iteration: false },
         metadata: table_metadata(args)?.to_kv(),
+        gold_credit: judged,
         ..TableOptions::default()
     };
     let writer = TokenTableWriter::create(out.path(), options)?;
@@ -376,6 +391,7 @@ impl Annotator<'_> {
                 side: response.side.map(str::to_string),
             },
             pair_row: is_pair.then_some(index),
+            judge_prompt: prompt.display_text().to_string(),
         });
         Ok(items.collect())
     }
@@ -404,7 +420,12 @@ impl Annotator<'_> {
             .with_context(|| format!("samples {first}..={last}"))?;
         let host = scores.to_host()?;
         for (row, item) in items.into_iter().enumerate() {
-            let (sample, tokens) = table_rows(&host, self.sources, &item.response, row, &self.tokenizer, item.sample);
+            let (mut sample, mut tokens) =
+                table_rows(&host, self.sources, &item.response, row, &self.tokenizer, item.sample);
+            if self.settings.judge.is_some() {
+                gold::add_credit(&self.tokenizer, &item.judge_prompt, &item.response, &mut sample, &mut tokens)
+                    .with_context(|| format!("judging sample {}", sample.sample_id))?;
+            }
             tally.add(&sample, item.pair_row);
             writer.push_sample(sample, &tokens)?;
         }

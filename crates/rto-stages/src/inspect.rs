@@ -1,23 +1,29 @@
 //! `token-reward-annotate show`: a token-reward table for people who would rather look than
-//! read. A terminal gets the response with each token's background coloured by its reward
-//! ([`terminal`]); a pipe or file gets plain text with the values; `--html` writes one
-//! self-contained page ([`html`]).
+//! read. A terminal gets the response with each token's background coloured ([`terminal`]);
+//! a pipe or file gets plain text with the values; `--html` writes one self-contained page
+//! with filters, paging and a pair view ([`html`]).
 //!
-//! Colours are scaled by the largest |value| in the whole table (not per sample), so the same
-//! colour means the same reward across samples and between the terminal and the page.
+//! Both views colour by the same column (`--color-by`, [`scale::ValueColumn`]) on the same
+//! symmetric scale fit over the whole table ([`scale`] has the rule), and draw token
+//! boundaries the same way ([`piece`]). A folder of tables (ppo-train's `rollouts/`, one
+//! `iter-*` table per iteration) is read as one table.
 
 pub mod html;
+pub mod piece;
+pub mod scale;
 pub mod terminal;
 
 use crate::token_scoring::RewardMetadata;
 use anyhow::{bail, Context, Result};
-use rto_data::token_table::{SampleRecord, TokenRecord, TokenTableReader};
+use rto_data::token_table::{SampleRecord, TokenRecord, TokenTableReader, TOKENS_FILE};
+use scale::{ScaleInputs, Scales, ValueColumn};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShowArgs {
-    /// A token-reward table folder (or its tokens.parquet / samples.parquet).
+    /// A token-reward table folder (or its tokens.parquet / samples.parquet), or a folder of
+    /// tables such as ppo-train's rollouts/.
     pub folder: PathBuf,
     /// The sample_id to show (default: the first sample; with --html: the first --max-samples).
     #[arg(long)]
@@ -25,50 +31,27 @@ pub struct ShowArgs {
     /// Write one self-contained HTML page here instead of printing.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    /// Samples on the HTML page, from the start of the table.
-    #[arg(long, default_value_t = 200)]
+    /// Samples in the HTML page, from the start of the table (the page shows them a page at a
+    /// time; filters and sorting work on these).
+    #[arg(long, default_value_t = 2000)]
     pub max_samples: usize,
-    /// The column that colours the tokens.
-    #[arg(long, value_enum, default_value_t = ValueColumn::Reward)]
-    pub by: ValueColumn,
-}
-
-/// Per-token columns a colour can stand for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ValueColumn {
-    Reward,
-    DpoReward,
-    KlPenalty,
-}
-
-impl ValueColumn {
-    pub fn name(self) -> &'static str {
-        match self {
-            ValueColumn::Reward => "reward",
-            ValueColumn::DpoReward => "dpo_reward",
-            ValueColumn::KlPenalty => "kl_penalty",
-        }
-    }
-
-    /// The token's value; a null column counts as 0 (no colour).
-    pub fn of(self, token: &TokenRecord) -> f32 {
-        match self {
-            ValueColumn::Reward => token.reward,
-            ValueColumn::DpoReward => token.dpo_reward.unwrap_or(0.0),
-            ValueColumn::KlPenalty => token.kl_penalty.unwrap_or(0.0),
-        }
-    }
+    /// The per-token value that colours the tokens [default: dpo_reward when the table has
+    /// it, else reward].
+    #[arg(long = "color-by", alias = "by", value_enum, value_name = "COLUMN")]
+    pub color_by: Option<ValueColumn>,
 }
 
 /// The samples to display and what their colours are scaled by.
 pub struct Selection {
     pub samples: Vec<(SampleRecord, Vec<TokenRecord>)>,
-    /// max |value| over every token of the table (the colour scale).
-    pub scale: f32,
+    /// The scale of every column the table can be coloured by (fit over all its tokens).
+    pub scales: Scales,
+    /// The column the tokens are coloured by.
     pub column: ValueColumn,
     /// What priced the tokens (`None` for a table written by other code).
     pub reward: Option<RewardMetadata>,
     pub table_samples: u64,
+    pub table_tokens: u64,
     pub source: PathBuf,
 }
 
@@ -79,35 +62,70 @@ impl Selection {
         let entries = self.reward.iter().flat_map(RewardMetadata::display_entries);
         entries.map(|(label, value)| (label, value.chars().take(12).collect())).collect()
     }
+
+    /// The scale of the column the tokens are coloured by.
+    pub fn scale(&self) -> f32 {
+        self.scales.of(self.column)
+    }
 }
 
-/// Reads the table once, streaming: the scale needs every token, the display only a few.
-pub fn select(args: &ShowArgs) -> Result<Selection> {
-    // A store folder is verified first: an edited table must not be shown as annotate's.
-    if args.folder.join(rto_data::store::MANIFEST_FILE).is_file() {
-        rto_data::store::verify(&args.folder).with_context(|| {
-            format!(
-                "{} no longer matches its manifest; recompute it (rerun the stage with --force)",
-                args.folder.display()
-            )
+/// The tables under `path`: the table itself, or (when `path` is a folder without a
+/// tokens.parquet) the tables of its subfolders in name order. Anything else goes to the
+/// reader, whose error names what is missing.
+fn table_folders(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() || path.join(TOKENS_FILE).exists() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).with_context(|| format!("cannot list {}", path.display()))?;
+    let mut tables: Vec<PathBuf> =
+        entries.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.join(TOKENS_FILE).is_file()).collect();
+    tables.sort();
+    if tables.is_empty() {
+        tables.push(path.to_path_buf());
+    }
+    Ok(tables)
+}
+
+/// A store folder is verified first: an edited table must not be shown as the stage's.
+fn verify_store_folder(folder: &Path) -> Result<()> {
+    if folder.join(rto_data::store::MANIFEST_FILE).is_file() {
+        rto_data::store::verify(folder).with_context(|| {
+            format!("{} no longer matches its manifest; recompute it (rerun the stage with --force)", folder.display())
         })?;
     }
-    let reader = TokenTableReader::open(&args.folder)?;
-    let reward = RewardMetadata::from_kv(reader.metadata()).with_context(|| {
-        format!("{}: the rto.* metadata of tokens.parquet is damaged; rewrite the table", args.folder.display())
-    })?;
+    Ok(())
+}
+
+fn read_metadata(reader: &TokenTableReader, folder: &Path) -> Result<Option<RewardMetadata>> {
+    RewardMetadata::from_kv(reader.metadata()).with_context(|| {
+        format!("{}: the rto.* metadata of tokens.parquet is damaged; rewrite the table", folder.display())
+    })
+}
+
+/// Reads the tables once, streaming: the scales need every token, the display only a few.
+pub fn select(args: &ShowArgs) -> Result<Selection> {
+    verify_store_folder(&args.folder)?;
+    let folders = table_folders(&args.folder)?;
     let keep = if args.html.is_some() { args.max_samples } else { 1 };
-    let (mut samples, mut scale, mut table_samples) = (Vec::new(), 0f32, 0u64);
-    for item in reader {
-        let (sample, tokens) = item?;
-        table_samples += 1;
-        scale = tokens.iter().map(|t| args.by.of(t).abs()).fold(scale, f32::max);
-        let wanted = match args.sample {
-            Some(id) => sample.sample_id == id,
-            None => samples.len() < keep,
-        };
-        if wanted {
-            samples.push((sample, tokens));
+    let (mut samples, mut inputs, mut reward) = (Vec::new(), ScaleInputs::default(), None);
+    let (mut table_samples, mut table_tokens) = (0u64, 0u64);
+    for (i, folder) in folders.iter().enumerate() {
+        let reader = TokenTableReader::open(folder)?;
+        if i == 0 {
+            reward = read_metadata(&reader, folder)?;
+        }
+        for item in reader {
+            let (sample, tokens) = item?;
+            table_samples += 1;
+            table_tokens += tokens.len() as u64;
+            inputs.add(&sample, &tokens);
+            let wanted = match args.sample {
+                Some(id) => sample.sample_id == id,
+                None => samples.len() < keep,
+            };
+            if wanted {
+                samples.push((sample, tokens));
+            }
         }
     }
     if let (Some(id), true) = (args.sample, samples.is_empty()) {
@@ -116,7 +134,13 @@ pub fn select(args: &ShowArgs) -> Result<Selection> {
     if samples.is_empty() {
         bail!("{}: the table has no samples", args.folder.display());
     }
-    Ok(Selection { samples, scale, column: args.by, reward, table_samples, source: args.folder.clone() })
+    // One table's iteration does not describe several.
+    if let (Some(meta), true) = (reward.as_mut(), folders.len() > 1) {
+        meta.iteration = None;
+    }
+    let scales = inputs.finish(reward.as_ref().map(|m| m.weights.clip));
+    let column = scales.resolve(args.color_by, &args.folder.display().to_string())?;
+    Ok(Selection { samples, scales, column, reward, table_samples, table_tokens, source: args.folder.clone() })
 }
 
 /// Entry point of `token-reward-annotate show`.
@@ -153,7 +177,21 @@ pub fn text_is_light(value: f32, scale: f32) -> bool {
     scale > 0.0 && (value.abs() / scale) > 0.6
 }
 
-/// A number for display; `-` for a null column.
+/// A number for display, to 5 decimals; a value that rounds to 0 is `+0.00000`, not the
+/// `-0.00000` of float noise (e.g. a gold score less its credits summed in f32).
+pub fn fmt_value(value: f32) -> String {
+    let value = if value.abs() < 5e-6 { 0.0 } else { value };
+    format!("{value:+.5}")
+}
+
+/// [`fmt_value`]; `-` for a null column.
 pub fn fmt_opt(value: Option<f32>) -> String {
-    value.map_or_else(|| "-".to_string(), |v| format!("{v:+.5}"))
+    value.map_or_else(|| "-".to_string(), fmt_value)
+}
+
+/// The part of the gold score that sits on no token (gold_score − Σ gold_credit: the judge's
+/// length term), when the sample has both.
+pub fn gold_rest(sample: &SampleRecord, tokens: &[TokenRecord]) -> Option<f32> {
+    let credit: Option<f64> = tokens.iter().map(|t| t.gold_credit.map(f64::from)).sum();
+    Some((sample.gold_score? - credit?) as f32)
 }

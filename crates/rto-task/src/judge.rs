@@ -27,6 +27,7 @@ use crate::prompt::{Avoid, Spec};
 use crate::vocab::{vocab, AdjClass, Role};
 use serde::Serialize;
 use std::collections::HashSet;
+use std::ops::Range;
 
 // Weights in hundredths of a point.
 const TOPIC_ON: i64 = 60;
@@ -115,7 +116,39 @@ fn points(hundredths: i64) -> f64 {
 
 /// The response words the judge sees (cut at `</s>`, `<pad>` dropped).
 pub fn response_words(response: &str) -> Vec<&str> {
-    response.split_whitespace().take_while(|w| *w != "</s>").filter(|w| *w != "<pad>").collect()
+    response_word_spans(response).into_iter().map(|span| &response[span]).collect()
+}
+
+/// Where in `response` each word of [`response_words`] lies, as byte ranges.
+pub fn response_word_spans(response: &str) -> Vec<Range<usize>> {
+    let offset = |word: &str| word.as_ptr() as usize - response.as_ptr() as usize;
+    let words = response.split_whitespace().take_while(|w| *w != "</s>").filter(|w| *w != "<pad>");
+    words.map(|w| offset(w)..offset(w) + w.len()).collect()
+}
+
+/// The gold score of `response` spread over its tokens, for the `gold_credit` column of a
+/// token-reward table. Token i covers the bytes `token_ends[i-1]..token_ends[i]` of `response`
+/// (token 0 starts at 0; `token_ends` must not decrease). Rule: a word's credit (its
+/// [`WordScore::score`]) is shared equally by the tokens that cover any of its bytes, so a word
+/// that is one token (the task tokenizer) puts its whole credit on that token; tokens that
+/// cover no word (whitespace, `</s>`, `<pad>`) get 0. The sequence part ([`Breakdown::sequence`],
+/// the length term) belongs to no word and sits on no token: when the tokens cover the whole
+/// response, the credits sum to `total − sequence`.
+pub fn token_credit(prompt: &str, response: &str, token_ends: &[usize]) -> (Breakdown, Vec<f64>) {
+    let breakdown = score_breakdown(prompt, response);
+    let starts: Vec<usize> = std::iter::once(0).chain(token_ends.iter().copied()).collect();
+    let mut credit = vec![0.0; token_ends.len()];
+    for (word, span) in breakdown.words.iter().zip(response_word_spans(response)) {
+        // Token t overlaps the word iff start_t < span.end and span.start < end_t; both bounds
+        // are monotone in t, so the overlapping tokens are one run.
+        let first = token_ends.partition_point(|&end| end <= span.start);
+        let last = starts[..token_ends.len()].partition_point(|&start| start < span.end);
+        if first < last {
+            let share = word.score / (last - first) as f64;
+            credit[first..last].iter_mut().for_each(|c| *c += share);
+        }
+    }
+    (breakdown, credit)
 }
 
 /// The gold score with its breakdown; see the module docs for the rules.

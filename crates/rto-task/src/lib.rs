@@ -23,7 +23,7 @@ pub use generator::{
     demonstration, generate_dataset, generate_dataset_with, generate_sft, PromptRow, ScoreStats, SftRow, Sizes,
     DEFAULT_SEED,
 };
-pub use judge::{gold_score, score_breakdown, Breakdown, WordScore};
+pub use judge::{gold_score, score_breakdown, token_credit, Breakdown, WordScore};
 pub use pairs::{
     label_pair, label_samples, preference_probability, win_rate, write_pairs_jsonl, LabelStats, LabeledPair,
     BT_TEMPERATURE,

@@ -46,6 +46,9 @@ pub struct TokenRecord {
     pub sentence_reward: Option<f32>,
     /// The total per-token reward the PPO stage uses.
     pub reward: f32,
+    /// The gold judge's credit for this token (column `gold_credit`, only in tables written
+    /// with `TableOptions::gold_credit`, e.g. `token-reward-annotate --judge toy`).
+    pub gold_credit: Option<f32>,
 }
 
 /// One sample (a prompt and a response).
@@ -136,6 +139,13 @@ pub(crate) fn token_columns(layout: TableLayout) -> Columns {
     }
     c
 }
+
+/// The optional token column of the gold judge's per-token credit. Not part of
+/// [`TableLayout`]: it is a token column only, and tables without it keep their schema.
+pub const GOLD_CREDIT_COLUMN: &str = "gold_credit";
+
+/// Token columns a table may have on top of [`token_columns`], checked when present.
+pub(crate) const OPTIONAL_TOKEN_COLUMNS: [(&str, ColType); 1] = [(GOLD_CREDIT_COLUMN, ColType::F32)];
 
 pub(crate) fn sample_columns(layout: TableLayout) -> Columns {
     use ColType::*;

@@ -3,8 +3,8 @@
 //! panic or silently wrong numbers.
 
 use super::{
-    sample_columns, table_dir, token_columns, Columns, SampleRecord, TableLayout, TokenRecord, SAMPLES_FILE,
-    SCHEMA_VERSION_KEY, TOKENS_FILE, TOKEN_TABLE_SCHEMA_VERSION,
+    sample_columns, table_dir, token_columns, Columns, SampleRecord, TableLayout, TokenRecord, GOLD_CREDIT_COLUMN,
+    OPTIONAL_TOKEN_COLUMNS, SAMPLES_FILE, SCHEMA_VERSION_KEY, TOKENS_FILE, TOKEN_TABLE_SCHEMA_VERSION,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -46,6 +46,7 @@ fn open_checked(
     let has = |n: &str| schema.fields().iter().any(|f| f.name() == n);
     let layout = TableLayout { iteration: has("iteration"), side: has("side"), gold_score: has("gold_score") };
     check_schema(path, &schema, &columns_of(layout))?;
+    check_optional_columns(path, &schema)?;
     let reader = builder.build().with_context(|| format!("{}: cannot read Parquet data", path.display()))?;
     Ok((reader, metadata, layout))
 }
@@ -58,6 +59,19 @@ fn check_schema(path: &Path, schema: &Schema, expected: &Columns) -> Result<()> 
         };
         if !ty.accepts(field.data_type()) {
             bail!("{}: column `{name}` has type {}, expected {}", path.display(), field.data_type(), ty.arrow());
+        }
+    }
+    Ok(())
+}
+
+/// An optional column is read only when present, so its type is checked here, before a
+/// typed read could fail on it.
+fn check_optional_columns(path: &Path, schema: &Schema) -> Result<()> {
+    for (name, ty) in OPTIONAL_TOKEN_COLUMNS {
+        if let Ok(field) = schema.field_with_name(name) {
+            if !ty.accepts(field.data_type()) {
+                bail!("{}: column `{name}` has type {}, expected {}", path.display(), field.data_type(), ty.arrow());
+            }
         }
     }
     Ok(())
@@ -106,6 +120,14 @@ impl Batch<'_> {
             self.path.display(),
             self.first_row + i
         )
+    }
+
+    /// An optional column: all `None` when the file does not have it.
+    fn absent_or_f32s(&self, name: &str) -> Result<Vec<Option<f32>>> {
+        match self.batch.column_by_name(name) {
+            None => Ok(vec![None; self.batch.num_rows()]),
+            Some(_) => self.opt_f32s(name),
+        }
     }
 
     fn opt_f32s(&self, name: &str) -> Result<Vec<Option<f32>>> {
@@ -190,6 +212,7 @@ fn token_rows(b: &Batch) -> Result<Vec<(u64, String, TokenRecord)>> {
     let (lr, ld, lp) = (b.opt_f32s("logp_ref")?, b.opt_f32s("logp_dpo")?, b.opt_f32s("logp_policy")?);
     let (dr, kl, sr) = (b.opt_f32s("dpo_reward")?, b.opt_f32s("kl_penalty")?, b.opt_f32s("sentence_reward")?);
     let rw = b.f32s("reward")?;
+    let gold = b.absent_or_f32s(GOLD_CREDIT_COLUMN)?;
     let mut out = Vec::with_capacity(ids.len());
     for (i, (tok, pid)) in toks.into_iter().zip(pids).enumerate() {
         out.push((
@@ -206,6 +229,7 @@ fn token_rows(b: &Batch) -> Result<Vec<(u64, String, TokenRecord)>> {
                 kl_penalty: kl[i],
                 sentence_reward: sr[i],
                 reward: rw[i],
+                gold_credit: gold[i],
             },
         ));
     }

@@ -4,8 +4,8 @@
 //! never leaves a file that looks complete.
 
 use super::{
-    arrow_schema, sample_columns, token_columns, SampleRecord, TableLayout, TokenRecord, SAMPLES_FILE,
-    SCHEMA_VERSION_KEY, TABLE_KIND_KEY, TOKENS_FILE, TOKEN_TABLE_SCHEMA_VERSION,
+    arrow_schema, sample_columns, token_columns, ColType, SampleRecord, TableLayout, TokenRecord, GOLD_CREDIT_COLUMN,
+    SAMPLES_FILE, SCHEMA_VERSION_KEY, TABLE_KIND_KEY, TOKENS_FILE, TOKEN_TABLE_SCHEMA_VERSION,
 };
 use anyhow::{bail, Context, Result};
 use arrow::array::{ArrayRef, Float32Array, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
@@ -31,11 +31,19 @@ pub struct TableOptions {
     /// Extra file-level key-value metadata (β1, clip, β2, model and tokenizer hashes, ...),
     /// written to both files next to `rto.schema_version`.
     pub metadata: BTreeMap<String, String>,
+    /// Adds the `gold_credit` token column (the last one): every token's `gold_credit` must
+    /// be set, and without this option none may be.
+    pub gold_credit: bool,
 }
 
 impl Default for TableOptions {
     fn default() -> Self {
-        Self { layout: TableLayout::default(), row_group_tokens: 64 * 1024, metadata: BTreeMap::new() }
+        Self {
+            layout: TableLayout::default(),
+            row_group_tokens: 64 * 1024,
+            metadata: BTreeMap::new(),
+            gold_credit: false,
+        }
     }
 }
 
@@ -63,6 +71,7 @@ struct TokenBuf {
     reward: Vec<f32>,
     iteration: Vec<u32>,
     side: Vec<String>,
+    gold_credit: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -131,7 +140,11 @@ impl TokenTableWriter {
             m
         };
         let (tmeta, smeta) = (meta("tokens"), meta("samples"));
-        let token_schema = arrow_schema(&token_columns(options.layout), &tmeta);
+        let mut columns = token_columns(options.layout);
+        if options.gold_credit {
+            columns.push((GOLD_CREDIT_COLUMN, ColType::F32, false));
+        }
+        let token_schema = arrow_schema(&columns, &tmeta);
         let sample_schema = arrow_schema(&sample_columns(options.layout), &smeta);
         let tokens = open_writer(&partial(&dir, TOKENS_FILE), &token_schema, &tmeta)?;
         let samples = open_writer(&partial(&dir, SAMPLES_FILE), &sample_schema, &smeta)?;
@@ -184,6 +197,7 @@ impl TokenTableWriter {
         if sample.gold_score.is_some() && !layout.gold_score {
             bail!("sample {id}: has a gold_score but the table was created without that column");
         }
+        self.check_gold_credit(id, tokens)?;
         if !self.seen.insert(id) {
             bail!("sample_id {id} was already written");
         }
@@ -207,6 +221,9 @@ impl TokenTableWriter {
             }
             if let Some(side) = &sample.side {
                 t.side.push(side.clone());
+            }
+            if let Some(credit) = tr.gold_credit {
+                t.gold_credit.push(credit);
             }
         }
         let s = &mut self.smp;
@@ -235,6 +252,23 @@ impl TokenTableWriter {
         Ok(())
     }
 
+    /// `gold_credit` is set on every token exactly when the table has the column, and finite.
+    fn check_gold_credit(&self, id: u64, tokens: &[TokenRecord]) -> Result<()> {
+        let want = self.options.gold_credit;
+        if let Some(t) = tokens.iter().find(|t| t.gold_credit.is_some() != want) {
+            bail!(
+                "sample {id}: token {} must {}have a gold_credit: the table was created {} that column",
+                t.position,
+                if want { "" } else { "not " },
+                if want { "with" } else { "without" }
+            );
+        }
+        if let Some((t, v)) = tokens.iter().find_map(|t| Some((t, t.gold_credit?)).filter(|(_, v)| !v.is_finite())) {
+            bail!("sample {id}: gold_credit at position {} is {v}", t.position);
+        }
+        Ok(())
+    }
+
     /// Writes the buffered rows as one row group in each file.
     fn flush_group(&mut self) -> Result<()> {
         let layout = self.options.layout;
@@ -259,6 +293,9 @@ impl TokenTableWriter {
             }
             if layout.side {
                 cols.push(Arc::new(StringArray::from(t.side)));
+            }
+            if self.options.gold_credit {
+                cols.push(Arc::new(Float32Array::from(t.gold_credit)));
             }
             let batch = RecordBatch::try_new(self.token_schema.clone(), cols).context("building token batch")?;
             let path = partial(&self.dir, TOKENS_FILE);

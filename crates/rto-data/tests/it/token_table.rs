@@ -12,7 +12,7 @@ use std::fs;
 use std::path::Path;
 
 /// A sample built with the RTO formula of DESIGN.md §4 (β1 = 0.05, c = 0.05, β2 = 0.01).
-fn make_sample(i: u64, n: usize, layout: TableLayout) -> (SampleRecord, Vec<TokenRecord>) {
+pub(crate) fn make_sample(i: u64, n: usize, layout: TableLayout) -> (SampleRecord, Vec<TokenRecord>) {
     let pieces = ["▁the", "▁café", "ü", "!", "▁日本", "</s>"];
     let tokens: Vec<TokenRecord> = (0..n)
         .map(|h| {
@@ -33,6 +33,7 @@ fn make_sample(i: u64, n: usize, layout: TableLayout) -> (SampleRecord, Vec<Toke
                 kl_penalty: Some(kl),
                 sentence_reward: Some(sent),
                 reward: if i % 3 == 2 { kl + sent } else { dpo + kl + sent },
+                gold_credit: None,
             }
         })
         .collect();
@@ -57,7 +58,9 @@ fn write_table(dir: &Path, layout: TableLayout, lengths: &[usize]) -> Vec<(Sampl
     metadata.insert("rto.beta1".to_string(), "0.05".to_string());
     metadata.insert("rto.clip".to_string(), "0.05".to_string());
     metadata.insert("rto.dpo_model".to_string(), "ab".repeat(32));
-    let mut w = TokenTableWriter::create(dir, TableOptions { layout, row_group_tokens: 8, metadata }).unwrap();
+    let mut w =
+        TokenTableWriter::create(dir, TableOptions { layout, row_group_tokens: 8, metadata, gold_credit: false })
+            .unwrap();
     let mut all = Vec::new();
     for (i, &n) in lengths.iter().enumerate() {
         let (s, t) = make_sample(i as u64, n, layout);
@@ -264,7 +267,7 @@ fn empty_table_is_valid() {
 }
 
 /// Rewrites one of our files through pyarrow with a change, keeping the metadata.
-fn mutate(path: &Path, code: &str) {
+pub(crate) fn mutate(path: &Path, code: &str) {
     let script = format!(
         "import sys, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc\n\
          p = sys.argv[1]\nt = pq.read_table(p)\n{code}\npq.write_table(t, p)\n"

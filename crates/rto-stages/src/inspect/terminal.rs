@@ -1,7 +1,10 @@
-//! Terminal output of `show`: ANSI 24-bit backgrounds for a terminal, aligned plain text with
-//! every value for pipes and files (where escape codes would be noise).
+//! Terminal output of `show`: ANSI 24-bit backgrounds for a terminal (the page's colouring rule
+//! and scale, tokens between `│` boundaries), aligned plain text with every value for pipes
+//! and files (where escape codes would be noise).
 
-use super::{colour, fmt_opt, text_is_light, Selection};
+use super::piece::Piece;
+use super::scale::ValueColumn;
+use super::{colour, fmt_opt, fmt_value, gold_rest, text_is_light, Selection};
 use rto_data::token_table::{SampleRecord, TokenRecord};
 use std::fmt::Write;
 
@@ -35,12 +38,14 @@ pub fn table_line(selection: &Selection, coloured: bool) -> String {
 
 fn header(sample: &SampleRecord) -> String {
     let side = sample.side.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
+    let iteration = sample.iteration.map(|i| format!("  iteration {i}")).unwrap_or_default();
+    let gold = sample.gold_score.map(|g| format!("  gold_score {g:.2}")).unwrap_or_default();
     format!(
-        "sample {}{side}  prompt_id {}  tokens {}  return {:+.5}  dpo_return {}  sentence_reward {}",
+        "sample {}{side}{iteration}  prompt_id {}  tokens {}  return {}  dpo_return {}  sentence_reward {}{gold}",
         sample.sample_id,
         sample.prompt_id,
         sample.n_tokens,
-        sample.ret,
+        fmt_value(sample.ret),
         fmt_opt(sample.dpo_return),
         fmt_opt(sample.sentence_reward)
     )
@@ -49,30 +54,53 @@ fn header(sample: &SampleRecord) -> String {
 fn paint(out: &mut String, text: &str, value: f32, scale: f32) {
     let (r, g, b) = colour(value, scale);
     let fg = if text_is_light(value, scale) { "255;255;255" } else { "0;0;0" };
-    // Colour each line separately so a newline inside a token does not paint the line's rest.
-    for (i, line) in text.split('\n').enumerate() {
-        if i > 0 {
-            out.push_str("↵\n");
-        }
-        if !line.is_empty() {
-            let _ = write!(out, "\x1b[48;2;{r};{g};{b}m\x1b[38;2;{fg}m{line}{RESET}");
-        }
-    }
+    let _ = write!(out, "\x1b[48;2;{r};{g};{b}m\x1b[38;2;{fg}m{text}{RESET}");
 }
 
-/// Header, dim prompt, the response token by token on coloured backgrounds, and a legend.
+/// Header, dim prompt, the response token by token on coloured backgrounds between dim `│`
+/// boundaries, the sentence-reward badge, and a legend.
 pub fn coloured(sample: &SampleRecord, tokens: &[TokenRecord], selection: &Selection) -> String {
-    let scale = selection.scale;
+    let scale = selection.scale();
     let mut out = format!("{BOLD}{}{RESET}\n{DIM}{}{RESET}\n", header(sample), sanitize(&sample.prompt));
-    for token in tokens {
-        paint(&mut out, &sanitize(&token.token), selection.column.of(token), scale);
+    for (i, token) in tokens.iter().enumerate() {
+        if i > 0 {
+            out.push_str(&format!("{DIM}│{RESET}"));
+        }
+        let piece = Piece::of(&token.token);
+        paint(&mut out, &piece.shown(), selection.column.of(token).unwrap_or(0.0), scale);
+        if piece.newline {
+            out.push('\n');
+        }
     }
-    out.push_str("\n\n");
-    let _ = write!(out, "{DIM}{} scale:{RESET} ", selection.column.name());
+    for (label, value, badge_scale) in badges(sample, tokens, selection) {
+        out.push_str("  ");
+        paint(&mut out, &format!(" {label} {} ", fmt_value(value)), value, badge_scale);
+    }
+    let _ = write!(out, "\n\n{DIM}{}: {}{RESET}\n", selection.column.label(), legend_rule(selection));
     for step in [-1.0f32, -0.5, 0.0, 0.5, 1.0] {
         paint(&mut out, &format!(" {:+.4} ", step * scale), step * scale, scale);
     }
     out.push_str("\n\n");
+    out
+}
+
+fn legend_rule(selection: &Selection) -> String {
+    selection.scales.columns.get(&selection.column).map_or_else(String::new, |s| s.describe())
+}
+
+/// The per-sample values shown apart from the tokens, as (label, value, scale): the sentence
+/// reward (on its own scale), and under `gold_credit` the gold score's part that sits on no
+/// token (gold_score − Σ gold_credit: the length term), on the tokens' scale.
+pub fn badges(sample: &SampleRecord, tokens: &[TokenRecord], selection: &Selection) -> Vec<(&'static str, f32, f32)> {
+    let mut out = Vec::new();
+    if let (Some(value), Some(scale)) = (sample.sentence_reward, selection.scales.sentence) {
+        out.push(("sentence_reward", value, scale.value));
+    }
+    if selection.column == ValueColumn::GoldCredit {
+        if let Some(rest) = gold_rest(sample, tokens) {
+            out.push(("gold not on tokens", rest, selection.scale()));
+        }
+    }
     out
 }
 
@@ -81,23 +109,34 @@ pub fn plain(sample: &SampleRecord, tokens: &[TokenRecord]) -> String {
     let mut out = format!("{}\nprompt: {:?}\nresponse: {:?}\n", header(sample), sample.prompt, sample.response);
     let _ = writeln!(
         out,
-        "{:>5}  {:<18} {:>8}  {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "pos", "token", "id", "reward", "dpo_reward", "kl_penalty", "sent_rew", "logp_ref", "logp_dpo", "logp_pol"
+        "{:>5}  {:<18} {:>8}  {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "pos",
+        "token",
+        "id",
+        "reward",
+        "dpo_reward",
+        "kl_penalty",
+        "sent_rew",
+        "logp_ref",
+        "logp_dpo",
+        "logp_pol",
+        "gold_cred"
     );
     for t in tokens {
         let _ = writeln!(
             out,
-            "{:>5}  {:<18} {:>8}  {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "{:>5}  {:<18} {:>8}  {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             t.position,
             format!("{:?}", t.token),
             t.token_id,
-            format!("{:+.5}", t.reward),
+            fmt_value(t.reward),
             fmt_opt(t.dpo_reward),
             fmt_opt(t.kl_penalty),
             fmt_opt(t.sentence_reward),
             fmt_opt(t.logp_ref),
             fmt_opt(t.logp_dpo),
-            fmt_opt(t.logp_policy)
+            fmt_opt(t.logp_policy),
+            fmt_opt(t.gold_credit)
         );
     }
     out.push('\n');

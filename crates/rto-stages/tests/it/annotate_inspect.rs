@@ -4,7 +4,7 @@
 use crate::annotate_common::run_cli;
 use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TokenRecord, TokenTableWriter};
 use rto_stages::annotate::AnnotateCli;
-use rto_stages::inspect::{colour, html, select, terminal, ShowArgs, ValueColumn};
+use rto_stages::inspect::{colour, html, select, terminal, ShowArgs};
 use std::path::{Path, PathBuf};
 
 fn token(position: u32, text: &str, reward: f32) -> TokenRecord {
@@ -19,6 +19,7 @@ fn token(position: u32, text: &str, reward: f32) -> TokenRecord {
         kl_penalty: None,
         sentence_reward: Some(0.0),
         reward,
+        gold_credit: None,
     }
 }
 
@@ -55,29 +56,50 @@ fn write_table(dir: &Path) {
 }
 
 fn show_args(folder: &Path, sample: Option<u64>, html: Option<PathBuf>) -> ShowArgs {
-    ShowArgs { folder: folder.to_path_buf(), sample, html, max_samples: 200, by: ValueColumn::Reward }
+    ShowArgs { folder: folder.to_path_buf(), sample, html, max_samples: 200, color_by: None }
+}
+
+/// The JSON the page carries (between its data script tags).
+pub fn page_data(page: &str) -> serde_json::Value {
+    let start = page.find("id=\"data\">").expect("the page has a data script") + "id=\"data\">".len();
+    let end = start + page[start..].find("</script>").unwrap();
+    serde_json::from_str(&page[start..end]).unwrap()
 }
 
 #[test]
-fn html_page_is_self_contained_escaped_and_sortable() {
+fn html_page_is_self_contained_and_escaped() {
     let dir = tempfile::tempdir().unwrap();
     write_table(dir.path());
     let selection = select(&show_args(dir.path(), None, Some(dir.path().join("x.html")))).unwrap();
     assert_eq!(selection.samples.len(), 3);
-    assert_eq!(selection.scale, 0.05);
+    // dpo_reward by default; |values| 0, .01, .02, .03, .05, .05: the ⌈0.98·6⌉ = 6th is 0.05.
+    assert_eq!((selection.column.name(), selection.scale()), ("dpo_reward", 0.05));
     let page = html::page(&selection);
     for external in ["http://", "https://", " src=", "<link", "@import"] {
         assert!(!page.contains(external), "external reference {external:?} in the page");
     }
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !page.contains("<script>alert"));
-    assert!(page.contains("&lt;b&gt;bye&lt;/b&gt;") && page.contains("it&#39;s &quot;q&quot;"));
+    // Text reaches the page only inside the JSON, with every `<` escaped, and is drawn with
+    // textContent: markup in a token or prompt can neither close the script nor run.
+    assert!(page.contains("\\u003cscript>alert(1)\\u003c/script>") && !page.contains("<script>alert"));
+    assert!(page.contains("\\u003cb>bye\\u003c/b>") && !page.contains("<b>bye"));
     assert!(!page.contains('\x1b'), "raw escape character in the page");
-    assert_eq!(page.matches("class=\"t\"").count(), 6, "one span per token");
-    assert_eq!(page.matches("class=\"sample\"").count(), 3);
-    assert!(page.contains("data-ret=\"0.03\"") && page.contains("sortSamples('ret',-1)"));
-    assert!(page.contains("logp_dpo -1.50000") && page.contains("dpo_reward +0.05000"), "values in the tooltips");
-    assert!(page.contains("background:rgb(26,150,65)"), "the largest positive reward is full green");
-    assert!(page.contains("background:rgb(215,48,39)"), "the largest negative reward is full red");
+    assert_eq!(page.matches("<script").count(), 2, "the data and the script, nothing else");
+    let data = page_data(&page);
+    let samples = data["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 3);
+    assert_eq!(samples[0]["tok"], serde_json::json!(["<script>alert(1)</script>", "it's \"q\"", "↵"]));
+    assert_eq!(samples[0]["f"], "012", "a leading space, then a newline token that breaks the line");
+    assert_eq!(samples[1]["tok"], serde_json::json!(["\\u{1b}[31mred", "∅"]), "escapes shown, not executed");
+    assert_eq!(data["prompts"].as_array().unwrap().len(), 1, "one prompt shared by the three samples");
+    assert_eq!(samples[0]["v"]["logp_dpo"], serde_json::json!([-1.5, -1.5, -1.5]), "tooltip values");
+    assert_eq!(samples[2]["c"]["dpo_reward"], serde_json::json!([0.03]));
+    let palette = data["palette"].as_array().unwrap();
+    assert_eq!(palette.len(), 201);
+    assert_eq!(
+        (palette[0][0].as_str(), palette[100][0].as_str(), palette[200][0].as_str()),
+        (Some("#d73027"), Some("#ffffff"), Some("#1a9641")),
+        "full red, white at 0, full green"
+    );
 }
 
 #[test]
@@ -97,6 +119,7 @@ fn terminal_and_plain_views_show_the_values() {
 
     let coloured = terminal::coloured(sample, tokens, &selection);
     assert!(coloured.contains("\x1b[48;2;215;48;39m"), "full red background for the most negative token");
+    assert!(coloured.contains("│"), "a boundary between the two tokens");
     assert!(coloured.contains("\\u{1b}[31mred"), "the token's own escape sequence is shown, not executed");
 
     let err = select(&show_args(dir.path(), Some(99), None)).err().unwrap().to_string();

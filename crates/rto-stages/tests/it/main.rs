@@ -3,6 +3,7 @@
 mod annotate_common;
 mod annotate_context;
 mod annotate_errors;
+mod annotate_gold_credit;
 mod annotate_inspect;
 mod annotate_tables;
 mod checkpoint_kill_window;
@@ -23,3 +24,4 @@ mod ppo_train;
 mod reward_flags;
 mod reward_metadata;
 mod rm_train;
+mod token_views;

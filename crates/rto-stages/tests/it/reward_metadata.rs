@@ -34,6 +34,7 @@ fn write_table(dir: &Path, kv: BTreeMap<String, String>) {
         kl_penalty: None,
         sentence_reward: None,
         reward: 0.5,
+        gold_credit: None,
     };
     let sample = SampleRecord {
         sample_id: 0,

@@ -2,6 +2,7 @@
 
 mod common;
 mod dataset;
+mod gold_credit;
 mod judge;
 mod pairs;
 mod regenerate;
