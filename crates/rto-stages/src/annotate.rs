@@ -258,7 +258,7 @@ fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, out: &StageDir) -
     let annotator = Annotator { models, policy, tokenizer, settings, weights, sources, device, max_positions };
     let is_pairs = matches!(rows, Rows::Pairs(_));
     let options = TableOptions {
-        layout: TableLayout { side: is_pairs, gold_score: has_gold(rows), iteration: false },
+        layout: TableLayout { side: is_pairs, gold_score: has_gold(rows), ..TableLayout::default() },
         metadata: table_metadata(args)?.to_kv(),
         ..TableOptions::default()
     };
@@ -355,6 +355,7 @@ impl Annotator<'_> {
                 gold_score: response.gold,
                 iteration: None,
                 side: response.side.map(str::to_string),
+                group: None,
             },
             pair_row: is_pair.then_some(index),
         });

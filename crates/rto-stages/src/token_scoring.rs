@@ -158,6 +158,7 @@ pub fn table_rows(
             kl_penalty: sources.policy.then(|| scores.kl_penalty[row][h]),
             sentence_reward: sources.reward_model.then(|| scores.sentence_reward[row][h]),
             reward: scores.reward[row][h],
+            advantage: None,
         })
         .collect();
     sample.n_tokens = records.len() as u32;

@@ -44,7 +44,13 @@ fn open_checked(
     }
     let schema = builder.schema().clone();
     let has = |n: &str| schema.fields().iter().any(|f| f.name() == n);
-    let layout = TableLayout { iteration: has("iteration"), side: has("side"), gold_score: has("gold_score") };
+    let layout = TableLayout {
+        iteration: has("iteration"),
+        side: has("side"),
+        gold_score: has("gold_score"),
+        group: has("group"),
+        advantage: has("advantage"),
+    };
     check_schema(path, &schema, &columns_of(layout))?;
     let reader = builder.build().with_context(|| format!("{}: cannot read Parquet data", path.display()))?;
     Ok((reader, metadata, layout))
@@ -116,6 +122,14 @@ impl Batch<'_> {
                 v => Ok(v),
             })
             .collect()
+    }
+
+    /// A non-null finite f32 column that only some tables have (`None` per row when absent).
+    fn opt_column_f32s(&self, name: &str) -> Result<Vec<Option<f32>>> {
+        if self.batch.column_by_name(name).is_none() {
+            return Ok(vec![None; self.batch.num_rows()]);
+        }
+        Ok(self.f32s(name)?.into_iter().map(Some).collect())
     }
 
     fn f32s(&self, name: &str) -> Result<Vec<f32>> {
@@ -190,6 +204,7 @@ fn token_rows(b: &Batch) -> Result<Vec<(u64, String, TokenRecord)>> {
     let (lr, ld, lp) = (b.opt_f32s("logp_ref")?, b.opt_f32s("logp_dpo")?, b.opt_f32s("logp_policy")?);
     let (dr, kl, sr) = (b.opt_f32s("dpo_reward")?, b.opt_f32s("kl_penalty")?, b.opt_f32s("sentence_reward")?);
     let rw = b.f32s("reward")?;
+    let adv = b.opt_column_f32s("advantage")?;
     let mut out = Vec::with_capacity(ids.len());
     for (i, (tok, pid)) in toks.into_iter().zip(pids).enumerate() {
         out.push((
@@ -206,6 +221,7 @@ fn token_rows(b: &Batch) -> Result<Vec<(u64, String, TokenRecord)>> {
                 kl_penalty: kl[i],
                 sentence_reward: sr[i],
                 reward: rw[i],
+                advantage: adv[i],
             },
         ));
     }
@@ -221,6 +237,7 @@ fn sample_rows(b: &Batch) -> Result<Vec<SampleRecord>> {
     let (dret, sr, ret) = (b.opt_f32s("dpo_return")?, b.opt_f32s("sentence_reward")?, b.f32s("return")?);
     let gold = b.opt_f64s("gold_score")?;
     let it = b.opt_u32s("iteration")?;
+    let group = b.opt_u32s("group")?;
     let side = b.opt_strs("side")?;
     let rows = prompts.into_iter().zip(responses).zip(pids).zip(side).enumerate();
     Ok(rows
@@ -236,6 +253,7 @@ fn sample_rows(b: &Batch) -> Result<Vec<SampleRecord>> {
             gold_score: gold[i],
             iteration: it[i],
             side,
+            group: group[i],
         })
         .collect())
 }
@@ -298,13 +316,14 @@ impl TokenTableReader {
         let (samples, sample_layout) = samples_with_layout(&dir)?;
         let tokens_path = dir.join(TOKENS_FILE);
         let (reader, metadata, token_layout) = open_checked(&tokens_path, token_columns)?;
-        if (token_layout.iteration, token_layout.side) != (sample_layout.iteration, sample_layout.side) {
+        let shared = |l: TableLayout| (l.iteration, l.side, l.group);
+        if shared(token_layout) != shared(sample_layout) {
             bail!(
-                "{}: the optional columns iteration/side differ between tokens.parquet and samples.parquet",
+                "{}: the optional columns iteration/side/group differ between tokens.parquet and samples.parquet",
                 dir.display()
             );
         }
-        let layout = sample_layout;
+        let layout = TableLayout { advantage: token_layout.advantage, ..sample_layout };
         Ok(Self {
             tokens_path,
             samples: samples.into_iter(),

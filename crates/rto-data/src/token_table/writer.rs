@@ -63,6 +63,8 @@ struct TokenBuf {
     reward: Vec<f32>,
     iteration: Vec<u32>,
     side: Vec<String>,
+    group: Vec<u32>,
+    advantage: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -78,6 +80,7 @@ struct SampleBuf {
     gold_score: Vec<Option<f64>>,
     iteration: Vec<u32>,
     side: Vec<String>,
+    group: Vec<u32>,
 }
 
 /// Writes `tokens.parquet` and `samples.parquet` into a folder.
@@ -152,8 +155,19 @@ impl TokenTableWriter {
 
     /// Adds one sample and its tokens. Checks what a reader of the table relies on: unique
     /// `sample_id`, `n_tokens` = number of tokens, positions 0..n in order, optional columns
-    /// present exactly when the layout has them, finite rewards, and `return` = Σ reward.
+    /// present exactly when the layout has them, finite rewards and advantages, and
+    /// `return` = Σ reward.
     pub fn push_sample(&mut self, sample: SampleRecord, tokens: &[TokenRecord]) -> Result<()> {
+        self.check_sample(&sample, tokens)?;
+        self.buffer(sample, tokens);
+        let limit = self.options.row_group_tokens;
+        if self.tok.reward.len() >= limit || self.smp.ret.len() >= limit {
+            self.flush_group()?;
+        }
+        Ok(())
+    }
+
+    fn check_sample(&mut self, sample: &SampleRecord, tokens: &[TokenRecord]) -> Result<()> {
         let id = sample.sample_id;
         let layout = self.options.layout;
         if sample.n_tokens as usize != tokens.len() {
@@ -184,10 +198,28 @@ impl TokenTableWriter {
         if sample.gold_score.is_some() && !layout.gold_score {
             bail!("sample {id}: has a gold_score but the table was created without that column");
         }
+        if sample.group.is_some() != layout.group {
+            bail!("sample {id}: `group` must be set exactly when the table has a group column ({})", layout.group);
+        }
+        if let Some(t) = tokens.iter().find(|t| t.advantage.is_some() != layout.advantage) {
+            bail!(
+                "sample {id}: `advantage` at position {} must be set exactly when the table has an advantage column ({})",
+                t.position,
+                layout.advantage
+            );
+        }
+        if let Some(t) = tokens.iter().find(|t| t.advantage.is_some_and(|a| !a.is_finite())) {
+            bail!("sample {id}: advantage at position {} is {:?}", t.position, t.advantage);
+        }
         if !self.seen.insert(id) {
             bail!("sample_id {id} was already written");
         }
+        Ok(())
+    }
 
+    /// Appends a checked sample to the column buffers.
+    fn buffer(&mut self, sample: SampleRecord, tokens: &[TokenRecord]) {
+        let id = sample.sample_id;
         let t = &mut self.tok;
         for tr in tokens {
             t.sample_id.push(id);
@@ -208,6 +240,12 @@ impl TokenTableWriter {
             if let Some(side) = &sample.side {
                 t.side.push(side.clone());
             }
+            if let Some(group) = sample.group {
+                t.group.push(group);
+            }
+            if let Some(advantage) = tr.advantage {
+                t.advantage.push(advantage);
+            }
         }
         let s = &mut self.smp;
         s.sample_id.push(id);
@@ -225,14 +263,11 @@ impl TokenTableWriter {
         if let Some(side) = sample.side {
             s.side.push(side);
         }
+        if let Some(group) = sample.group {
+            s.group.push(group);
+        }
         self.summary.samples += 1;
         self.summary.tokens += tokens.len() as u64;
-
-        let limit = self.options.row_group_tokens;
-        if self.tok.reward.len() >= limit || self.smp.ret.len() >= limit {
-            self.flush_group()?;
-        }
-        Ok(())
     }
 
     /// Writes the buffered rows as one row group in each file.
@@ -259,6 +294,12 @@ impl TokenTableWriter {
             }
             if layout.side {
                 cols.push(Arc::new(StringArray::from(t.side)));
+            }
+            if layout.group {
+                cols.push(Arc::new(UInt32Array::from(t.group)));
+            }
+            if layout.advantage {
+                cols.push(Arc::new(Float32Array::from(t.advantage)));
             }
             let batch = RecordBatch::try_new(self.token_schema.clone(), cols).context("building token batch")?;
             let path = partial(&self.dir, TOKENS_FILE);
@@ -287,6 +328,9 @@ impl TokenTableWriter {
             }
             if layout.side {
                 cols.push(Arc::new(StringArray::from(s.side)));
+            }
+            if layout.group {
+                cols.push(Arc::new(UInt32Array::from(s.group)));
             }
             let batch = RecordBatch::try_new(self.sample_schema.clone(), cols).context("building sample batch")?;
             let path = partial(&self.dir, SAMPLES_FILE);

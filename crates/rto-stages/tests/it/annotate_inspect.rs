@@ -19,6 +19,7 @@ fn token(position: u32, text: &str, reward: f32) -> TokenRecord {
         kl_penalty: None,
         sentence_reward: Some(0.0),
         reward,
+        advantage: None,
     }
 }
 
@@ -35,6 +36,7 @@ fn sample(id: u64, side: &str, tokens: &[TokenRecord]) -> SampleRecord {
         gold_score: None,
         iteration: None,
         side: Some(side.into()),
+        group: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn write_table(dir: &Path, kv: BTreeMap<String, String>) {
         kl_penalty: None,
         sentence_reward: None,
         reward: 0.5,
+        advantage: None,
     };
     let sample = SampleRecord {
         sample_id: 0,
@@ -47,6 +48,7 @@ fn write_table(dir: &Path, kv: BTreeMap<String, String>) {
         gold_score: None,
         iteration: None,
         side: None,
+        group: None,
     };
     writer.push_sample(sample, &[token]).unwrap();
     writer.finish().unwrap();
