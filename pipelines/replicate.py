@@ -1,9 +1,12 @@
 """make replicate: the paper's comparison at machine scale, on the toy task with a gold judge.
 
 Shared stages (cached, computed once): SFT, preference pairs, DPO, SimPO, reward model.
-Per seed (3 seeds), with the same rollout budget: PPO, RTO, dpo-only, DDPO; plus PPO with three
-times the budget, to ask how many samples PPO needs to reach RTO's score. Every policy is
-evaluated against the SFT model on the held-out prompts (win rate under the gold judge).
+Per seed (3 seeds), with the same rollout budget: PPO, RTO, dpo-only, DDPO, and the critic-free
+group estimator GRPO on the sentence reward (`--mode ppo`) and on RTO's token reward
+(RTO-GRPO), at equal samples: GROUP_K responses to each of rollout_batch_size / GROUP_K prompts;
+plus PPO with three times the budget, to ask how many samples PPO needs to reach RTO's score.
+Every policy is evaluated against the SFT model on the held-out prompts (win rate under the gold
+judge).
 Writes results/replication.md, results/replication.json and PNG plots.
 """
 import json
@@ -21,6 +24,10 @@ STORE = os.environ.get("STORE", os.path.join(ROOT, "runs"))
 RESULTS = os.path.join(ROOT, "results")
 SEEDS = [1, 2, 3]
 METHODS = ["ppo", "rto", "dpo-only", "ddpo"]
+# Group estimators: name -> reward mode. GRPO sees the sentence reward only (the PPO baseline's
+# reward); RTO-GRPO the dense token reward, with PRIME-style separate baselines.
+GROUP_METHODS = {"grpo": "ppo", "rto-grpo": "rto"}
+GROUP_K = 4  # responses per prompt; the prompt count is divided by it, so samples stay equal
 LONG_FACTOR = 3  # the PPO run with LONG_FACTOR x the rollout budget
 
 
@@ -41,11 +48,23 @@ def evaluate(model, sft, name):
     return json.load(open(os.path.join(folder, "results.json")))
 
 
-def ppo_iterations():
+def ppo_setting(key):
     for line in open(f"{CFG}/ppo.yaml"):
-        if line.startswith("iterations:"):
+        if line.startswith(f"{key}:"):
             return int(line.split(":")[1])
-    raise SystemExit("pipelines/toy/ppo.yaml has no iterations")
+    raise SystemExit(f"pipelines/toy/ppo.yaml has no {key}")
+
+
+def variants(iterations):
+    """(name, reward mode, iterations, extra ppo-train flags) of every per-seed run."""
+    prompts = ppo_setting("rollout_batch_size")
+    if prompts % GROUP_K:
+        raise SystemExit(f"rollout_batch_size {prompts} is not a multiple of GROUP_K {GROUP_K}")
+    group = ["--advantage-estimator", "grpo", "--n-samples-per-prompt", GROUP_K,
+             "--rollout-batch-size", prompts // GROUP_K]
+    out = [(m, m, iterations, []) for m in METHODS]
+    out += [(name, mode, iterations, group) for name, mode in GROUP_METHODS.items()]
+    return out + [("ppo-long", "ppo", iterations * LONG_FACTOR, [])]
 
 
 def mean_std(values):
@@ -63,21 +82,19 @@ def main():
     simpo = stage("dpo-train", "--config", f"{CFG}/dpo.yaml", "--model", sft, "--data", pairs_file,
                   "--loss", "simpo", "--beta", "2.5", "--simpo-gamma", "0.5")
     rm = stage("rm-train", "--config", f"{CFG}/rm.yaml", "--model", sft, "--data", pairs_file)
-    iterations = ppo_iterations()
+    iterations = ppo_setting("iterations")
     runs = {}  # method -> seed -> (ppo folder, eval results)
-    variants = [(m, iterations) for m in METHODS] + [("ppo-long", iterations * LONG_FACTOR)]
     for seed in SEEDS:
-        for name, iters in variants:
-            mode = "ppo" if name == "ppo-long" else name
+        for name, mode, iters, extra in variants(iterations):
             print(f"== {name} seed {seed}", file=sys.stderr)
             folder = stage("ppo-train", "--config", f"{CFG}/ppo.yaml", "--seed", seed, "--mode", mode,
                            "--iterations", iters, "--policy", sft, "--dpo", dpo, "--reward-model", rm,
-                           "--prompts", f"{DATA}/rl_prompts.jsonl")
+                           "--prompts", f"{DATA}/rl_prompts.jsonl", *extra)
             runs.setdefault(name, {})[seed] = (folder, evaluate(folder, sft, f"{name}-s{seed}"))
     offline = {"dpo": evaluate(dpo, sft, "dpo"), "simpo": evaluate(simpo, sft, "simpo")}
     rollout = metrics(runs["ppo"][SEEDS[0]][0])[0]
     samples_per_iter = round(rollout["samples"]) if "samples" in rollout else None
-    table = summarize(runs, offline, iterations, samples_per_iter)
+    table = summarize(runs, offline, samples_per_iter)
     table["wall_time_s"] = time.time() - start
     json.dump(table, open(os.path.join(RESULTS, "replication.json"), "w"), indent=1)
     write_markdown(table)
@@ -85,15 +102,15 @@ def main():
     print(open(os.path.join(RESULTS, "replication.md")).read())
 
 
-def summarize(runs, offline, iterations, samples_per_iter):
+def summarize(runs, offline, samples_per_iter):
     rows = []
     for name, seeds in runs.items():
         evals = [r for _, r in seeds.values()]
         win, win_sd = mean_std([e["win_rate"] for e in evals])
         gold, gold_sd = mean_std([e["mean_gold_score"] for e in evals])
         length = statistics.mean(e["mean_length"] for e in evals)
-        iters = iterations * (LONG_FACTOR if name == "ppo-long" else 1)
-        samples = iters * samples_per_iter if samples_per_iter else None
+        # responses generated, from the run itself (a group run samples K per prompt)
+        samples = metrics(next(iter(seeds.values()))[0])[-1].get("samples")
         rows.append(dict(method=name, win=win, win_sd=win_sd, gold=gold, gold_sd=gold_sd, length=length,
                          samples=samples, seeds=len(evals)))
     for name, e in offline.items():
@@ -147,7 +164,8 @@ def plot(runs, samples_per_iter):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, color in [("rto", "tab:red"), ("ppo-long", "tab:blue"), ("dpo-only", "tab:green"), ("ddpo", "tab:purple")]:
+    for name, color in [("rto", "tab:red"), ("ppo-long", "tab:blue"), ("dpo-only", "tab:green"), ("ddpo", "tab:purple"),
+                        ("grpo", "tab:cyan"), ("rto-grpo", "tab:orange")]:
         curves = [smoothed_curve(runs[name][s][0]) for s in SEEDS]
         n = min(map(len, curves))
         xs = [(i + 1) * (samples_per_iter or 1) for i in range(n)]

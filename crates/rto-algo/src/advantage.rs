@@ -1,6 +1,7 @@
 //! Advantages and returns for `ppo-train` (DESIGN.md §4, "PPO"): GAE over masked per-token
 //! rewards and values, whitening over the whole rollout buffer, and the REINFORCE++ variant
-//! (critic-free: whitened discounted returns-to-go, the paper's App. E baseline).
+//! (critic-free: whitened discounted returns-to-go, the paper's App. E baseline). The group
+//! estimators, which compare several responses to one prompt, are in [`crate::group_advantage`].
 //!
 //! All recurrences run backwards over the response columns of the right-padded layout; a padded
 //! column contributes nothing and its outputs are exactly 0, so nothing leaks across the end

@@ -14,12 +14,16 @@
 //!   the Bradley-Terry reward-model loss.
 //! - [`token_reward`]: the one RTO token-reward composition shared by annotation and PPO.
 //! - [`advantage`]: GAE, whitening, REINFORCE++ returns.
-//! - [`ppo_loss`]: clipped policy and value losses, explained variance, KL controllers.
+//! - [`group_advantage`]: critic-free group estimators over K responses per prompt (GRPO,
+//!   Dr. GRPO, RLOO, REINFORCE++-baseline) on the dense token reward.
+//! - [`ppo_loss`]: clipped policy (with DAPO's asymmetric clip and the loss aggregations) and
+//!   value losses, explained variance, KL controllers.
 //! - [`schedule`]: cosine learning-rate schedule with warmup, global grad-norm clipping.
 //! - [`masked`]: masked reductions the other modules share.
 
 pub mod advantage;
 mod check;
+pub mod group_advantage;
 pub mod kl_control;
 pub mod masked;
 pub mod ppo_loss;
@@ -28,9 +32,12 @@ pub mod schedule;
 pub mod token_reward;
 
 pub use advantage::{discounted_returns, gae, reinforce_plus_plus_returns, whiten, GaeSettings};
+pub use group_advantage::{centered_returns, group_baseline, group_scale, GroupBaseline, GroupEstimator};
 pub use kl_control::{AdaptiveKl, KlController};
 pub use masked::{masked_mean, masked_mean_per_row, masked_sum, masked_var};
-pub use ppo_loss::{explained_variance, policy_loss, value_loss, PolicyLossOutputs, ValueLossOutputs};
+pub use ppo_loss::{
+    explained_variance, policy_loss, value_loss, ClipRange, LossAggregation, PolicyLossOutputs, ValueLossOutputs,
+};
 pub use preference_loss::{
     bradley_terry_loss, BradleyTerryOutputs, PreferenceInputs, PreferenceLoss, PreferenceOutputs,
 };

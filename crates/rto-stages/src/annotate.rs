@@ -291,7 +291,7 @@ fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, out: &StageDir) -
     let is_pairs = matches!(rows, Rows::Pairs(_));
     let judged = settings.judge.is_some();
     let options = TableOptions {
-        layout: TableLayout { side: is_pairs, gold_score: judged || has_gold(rows), iteration: false },
+        layout: TableLayout { side: is_pairs, gold_score: judged || has_gold(rows), ..TableLayout::default() },
         metadata: table_metadata(args)?.to_kv(),
         gold_credit: judged,
         ..TableOptions::default()
@@ -389,6 +389,7 @@ impl Annotator<'_> {
                 gold_score: response.gold,
                 iteration: None,
                 side: response.side.map(str::to_string),
+                group: None,
             },
             pair_row: is_pair.then_some(index),
             judge_prompt: prompt.display_text().to_string(),

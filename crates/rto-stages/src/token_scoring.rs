@@ -159,6 +159,7 @@ pub fn table_rows(
             sentence_reward: sources.reward_model.then(|| scores.sentence_reward[row][h]),
             reward: scores.reward[row][h],
             gold_credit: None,
+            advantage: None,
         })
         .collect();
     sample.n_tokens = records.len() as u32;

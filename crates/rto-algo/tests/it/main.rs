@@ -2,6 +2,7 @@
 
 mod advantage;
 mod common;
+mod group_advantage;
 mod masked;
 mod ppo_loss;
 mod preference_loss;

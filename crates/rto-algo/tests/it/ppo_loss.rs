@@ -2,7 +2,7 @@
 //! "PPO"), with clipping active on both sides.
 
 use crate::common::*;
-use rto_algo::{explained_variance, policy_loss, value_loss, AdaptiveKl, KlController};
+use rto_algo::{explained_variance, policy_loss, value_loss, AdaptiveKl, ClipRange, KlController, LossAggregation};
 use tch::Tensor;
 
 const TOL: f64 = 1e-5;
@@ -23,7 +23,8 @@ fn policy_fixture() -> (Tensor, Tensor, Tensor, Tensor) {
 fn policy_loss_clips_on_both_sides() {
     let (new, old, adv, mask) = policy_fixture();
     let new = new.set_requires_grad(true);
-    let out = policy_loss(&new, &old, &adv, &mask, 0.2).unwrap();
+    let out =
+        policy_loss(&new, &old, &adv, &mask, ClipRange::symmetric(0.2), LossAggregation::SeqMeanTokenMean).unwrap();
     // per token −min(ρA, clip(ρ)A):
     //   r0t0 ρ=1.5 A=1:  ρA = 1.5,  clip 1.2·1 = 1.2    → min 1.2  → −1.2  (clipped, upper side)
     //   r0t1 ρ=0.5 A=−2: ρA = −1.0, clip 0.8·−2 = −1.6  → min −1.6 →  1.6  (clipped, lower side)
@@ -47,9 +48,54 @@ fn policy_loss_clips_on_both_sides() {
 #[test]
 fn policy_loss_rejects_bad_clip_and_shapes() {
     let (new, old, adv, mask) = policy_fixture();
-    assert!(err_text(policy_loss(&new, &old, &adv, &mask, 0.0).unwrap_err()).contains("clip_eps"));
-    let e = policy_loss(&new, &old, &t2(&[[1.0, 1.0, 1.0]]), &mask, 0.2).unwrap_err();
+    let agg = LossAggregation::SeqMeanTokenMean;
+    let e = policy_loss(&new, &old, &adv, &mask, ClipRange::symmetric(0.0), agg).unwrap_err();
+    assert!(err_text(e).contains("eps_clip"));
+    let e = policy_loss(&new, &old, &adv, &mask, ClipRange { low: 0.2, high: -0.1 }, agg).unwrap_err();
+    assert!(err_text(e).contains("clip_high"));
+    let e = policy_loss(&new, &old, &t2(&[[1.0, 1.0, 1.0]]), &mask, ClipRange::symmetric(0.2), agg).unwrap_err();
     assert!(err_text(e).contains("advantages"));
+    let zero = LossAggregation::SeqMeanTokenSumNorm { constant: 0.0 };
+    assert!(err_text(policy_loss(&new, &old, &adv, &mask, ClipRange::symmetric(0.2), zero).unwrap_err())
+        .contains("loss constant"));
+}
+
+#[test]
+fn clip_higher_lets_a_rising_token_with_positive_advantage_through() {
+    let (new, old, adv, mask) = policy_fixture();
+    // DAPO's range [1 − 0.2, 1 + 0.6] = [0.8, 1.6]:
+    //   r0t0 ρ=1.5 A=1: 1.5 < 1.6, no longer clipped → −1.5; r0t1 still clipped below → 1.6;
+    //   r0t2 −0.55; r1t0 −0.7; r1t1 1.0
+    // per sequence: row 0 (−1.5 + 1.6 − 0.55)/3 = −0.15; row 1 0.15 → batch 0
+    let clip = ClipRange { low: 0.2, high: 0.6 };
+    let out = policy_loss(&new, &old, &adv, &mask, clip, LossAggregation::SeqMeanTokenMean).unwrap();
+    assert_close(scalar(&out.loss), 0.0, TOL, "clip-higher loss");
+    assert_close(out.clipfrac, 0.2, 1e-6, "only the lower clip binds (1 of 5)");
+}
+
+#[test]
+fn loss_aggregations_and_their_micro_batch_weights() {
+    let (new, old, adv, mask) = policy_fixture();
+    // per-token losses at ε = 0.2 (see policy_loss_clips_on_both_sides):
+    //   row 0 [−1.2, 1.6, −0.55] (Σ −0.15), row 1 [−0.7, 1.0] (Σ 0.3); all: Σ 0.15 over 5 tokens
+    let clip = ClipRange::symmetric(0.2);
+    let loss = |agg: LossAggregation, rows: &[i64]| {
+        let pick = |t: &Tensor| t.index_select(0, &Tensor::from_slice(rows));
+        scalar(&policy_loss(&pick(&new), &pick(&old), &pick(&adv), &pick(&mask), clip, agg).unwrap().loss)
+    };
+    let sum_norm = LossAggregation::SeqMeanTokenSumNorm { constant: 4.0 };
+    // token mean 0.15/5 = 0.03; Dr. GRPO's Σ/(B·C) = 0.15/(2·4) = 0.01875
+    assert_close(loss(LossAggregation::TokenMean, &[0, 1]), 0.03, TOL, "token mean");
+    assert_close(loss(sum_norm, &[0, 1]), 0.01875, TOL, "constant normalizer");
+    // micro batches of one row each, weighted, add up to the train batch's loss
+    for (agg, whole) in
+        [(LossAggregation::SeqMeanTokenMean, 0.05), (LossAggregation::TokenMean, 0.03), (sum_norm, 0.01875)]
+    {
+        let (w0, w1) = (agg.micro_weight((1, 3), (2, 5)), agg.micro_weight((1, 2), (2, 5)));
+        assert_close(w0 * loss(agg, &[0]) + w1 * loss(agg, &[1]), whole, TOL, &format!("{agg:?} over micro batches"));
+    }
+    assert_eq!(LossAggregation::TokenMean.micro_weight((1, 3), (2, 5)), 0.6);
+    assert_eq!(LossAggregation::SeqMeanTokenMean.micro_weight((1, 3), (2, 5)), 0.5);
 }
 
 #[test]

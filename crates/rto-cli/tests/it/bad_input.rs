@@ -536,6 +536,29 @@ fn cases() -> Vec<Case> {
             expect: &["micro_batch_size 3", "must divide train_batch_size 4"],
         },
         Case {
+            name: "ppo group estimator with one response per prompt",
+            bin: "ppo-train",
+            args: |c| c.ppo_args(&["--prompts", &s(&c.prompts), "--advantage-estimator", "grpo"]),
+            expect: &[
+                "--advantage-estimator grpo",
+                "--n-samples-per-prompt of at least 2 (got 1)",
+                "e.g. --n-samples-per-prompt 4",
+            ],
+        },
+        Case {
+            name: "ppo train batch not dividing the responses of K samples per prompt",
+            bin: "ppo-train",
+            args: |c| {
+                let k = ["--advantage-estimator", "rloo", "--n-samples-per-prompt", "3"];
+                set(c.ppo_args(&[&["--prompts", &s(&c.prompts)], &k[..]].concat()), "--train-batch-size", "8")
+            },
+            expect: &[
+                "train_batch_size 8 must divide the 12 responses of a rollout",
+                "--rollout-batch-size 4 × --n-samples-per-prompt 3",
+                "e.g. 6",
+            ],
+        },
+        Case {
             name: "ppo missing prompts",
             bin: "ppo-train",
             args: |c| c.ppo_args(&["--prompts", &format!("{}/gone.jsonl", s(&c.dir))]),

@@ -7,7 +7,7 @@
 //! killed stage must have accepted nothing.
 
 use crate::support::compare::{assert_all_verify, assert_same_outputs, published, Rng};
-use crate::support::{bin, fixture, repo_root, run, run_ok, scratch, PPO_FLAGS};
+use crate::support::{bin, fixture, repo_root, run, run_ok, scratch};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -154,43 +154,67 @@ fn rm_train_resumes_bitwise_after_kills() {
 
 #[test]
 fn ppo_train_resumes_bitwise_after_kills() {
+    kill_and_resume("ppo-train", "ppo", |store| ppo_args(store, &["--rollout-batch-size", "8"]), SEED + 3);
+}
+
+/// A group estimator without a critic: 4 prompts × 2 responses per rollout (the 8 responses
+/// of the GAE run), GRPO's group scale, DAPO's token mean and clip-higher.
+#[test]
+fn ppo_train_with_a_group_estimator_resumes_bitwise_after_kills() {
+    let group = [
+        "--rollout-batch-size",
+        "4",
+        "--n-samples-per-prompt",
+        "2",
+        "--advantage-estimator",
+        "grpo",
+        "--loss-agg-mode",
+        "token-mean",
+        "--clip-high",
+        "0.28",
+    ];
+    kill_and_resume("ppo-train", "ppo", |store| ppo_args(store, &group), SEED + 4);
+}
+
+/// A small ppo-train run on the fixture into `store`, with `extra` flags.
+fn ppo_args(store: &Path, extra: &[&str]) -> Vec<String> {
     let f = fixture();
-    let list = |store: &Path| {
-        let mut a = args(
-            &[
-                PPO_FLAGS,
-                &[
-                    "--iterations",
-                    "8",
-                    "--checkpoint-every",
-                    "2",
-                    "--save-rollouts-every",
-                    "3",
-                    "--actor-lr",
-                    "1e-3",
-                    "--critic-lr",
-                    "1e-3",
-                    "--kl-target",
-                    "2",
-                    "--kl-horizon",
-                    "100",
-                ],
-            ]
-            .concat(),
-        );
-        a.extend([
-            "--store".into(),
-            s(store),
-            "--policy".into(),
-            s(&f.sft),
-            "--dpo".into(),
-            s(&f.dpo),
-            "--reward-model".into(),
-            s(&f.rm),
-            "--prompts".into(),
-            s(&f.prompts),
-        ]);
-        a
-    };
-    kill_and_resume("ppo-train", "ppo", list, SEED + 3);
+    let mut a = args(extra);
+    a.extend(args(&[
+        "--train-batch-size",
+        "4",
+        "--micro-batch-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--max-prompt-len",
+        "48",
+        "--iterations",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--save-rollouts-every",
+        "3",
+        "--actor-lr",
+        "1e-3",
+        "--critic-lr",
+        "1e-3",
+        "--kl-target",
+        "2",
+        "--kl-horizon",
+        "100",
+    ]));
+    a.extend([
+        "--store".into(),
+        s(store),
+        "--policy".into(),
+        s(&f.sft),
+        "--dpo".into(),
+        s(&f.dpo),
+        "--reward-model".into(),
+        s(&f.rm),
+        "--prompts".into(),
+        s(&f.prompts),
+    ]);
+    a
 }

@@ -49,6 +49,9 @@ pub struct TokenRecord {
     /// The gold judge's credit for this token (column `gold_credit`, only in tables written
     /// with `TableOptions::gold_credit`, e.g. `token-reward-annotate --judge toy`).
     pub gold_credit: Option<f32>,
+    /// The advantage the PPO update pushed this token by, when the writer was created with
+    /// `advantage` (rollouts of ppo-train).
+    pub advantage: Option<f32>,
 }
 
 /// One sample (a prompt and a response).
@@ -73,6 +76,9 @@ pub struct SampleRecord {
     pub iteration: Option<u32>,
     /// "chosen" / "rejected" for annotated preference data, when created with `side`.
     pub side: Option<String>,
+    /// The prompt's index in its rollout batch, shared by the responses sampled for that
+    /// prompt, when the writer was created with `group` (rollouts of ppo-train).
+    pub group: Option<u32>,
 }
 
 /// Which optional columns a table has.
@@ -81,6 +87,10 @@ pub struct TableLayout {
     pub iteration: bool,
     pub side: bool,
     pub gold_score: bool,
+    /// `group` in both files (an SQL keyword: duckdb reads it as `"group"`).
+    pub group: bool,
+    /// `advantage` in tokens.parquet.
+    pub advantage: bool,
 }
 
 /// Element types of the table columns.
@@ -137,6 +147,12 @@ pub(crate) fn token_columns(layout: TableLayout) -> Columns {
     if layout.side {
         c.push(("side", Str, false));
     }
+    if layout.group {
+        c.push(("group", U32, false));
+    }
+    if layout.advantage {
+        c.push(("advantage", F32, false));
+    }
     c
 }
 
@@ -167,6 +183,9 @@ pub(crate) fn sample_columns(layout: TableLayout) -> Columns {
     }
     if layout.side {
         c.push(("side", Str, false));
+    }
+    if layout.group {
+        c.push(("group", U32, false));
     }
     c
 }

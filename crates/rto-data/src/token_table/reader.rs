@@ -44,7 +44,13 @@ fn open_checked(
     }
     let schema = builder.schema().clone();
     let has = |n: &str| schema.fields().iter().any(|f| f.name() == n);
-    let layout = TableLayout { iteration: has("iteration"), side: has("side"), gold_score: has("gold_score") };
+    let layout = TableLayout {
+        iteration: has("iteration"),
+        side: has("side"),
+        gold_score: has("gold_score"),
+        group: has("group"),
+        advantage: has("advantage"),
+    };
     check_schema(path, &schema, &columns_of(layout))?;
     check_optional_columns(path, &schema)?;
     let reader = builder.build().with_context(|| format!("{}: cannot read Parquet data", path.display()))?;
@@ -140,6 +146,14 @@ impl Batch<'_> {
             .collect()
     }
 
+    /// A non-null finite f32 column that only some tables have (`None` per row when absent).
+    fn opt_column_f32s(&self, name: &str) -> Result<Vec<Option<f32>>> {
+        if self.batch.column_by_name(name).is_none() {
+            return Ok(vec![None; self.batch.num_rows()]);
+        }
+        Ok(self.f32s(name)?.into_iter().map(Some).collect())
+    }
+
     fn f32s(&self, name: &str) -> Result<Vec<f32>> {
         let a = self.col(name)?.as_primitive::<Float32Type>();
         (0..a.len())
@@ -213,6 +227,7 @@ fn token_rows(b: &Batch) -> Result<Vec<(u64, String, TokenRecord)>> {
     let (dr, kl, sr) = (b.opt_f32s("dpo_reward")?, b.opt_f32s("kl_penalty")?, b.opt_f32s("sentence_reward")?);
     let rw = b.f32s("reward")?;
     let gold = b.absent_or_f32s(GOLD_CREDIT_COLUMN)?;
+    let adv = b.opt_column_f32s("advantage")?;
     let mut out = Vec::with_capacity(ids.len());
     for (i, (tok, pid)) in toks.into_iter().zip(pids).enumerate() {
         out.push((
@@ -230,6 +245,7 @@ fn token_rows(b: &Batch) -> Result<Vec<(u64, String, TokenRecord)>> {
                 sentence_reward: sr[i],
                 reward: rw[i],
                 gold_credit: gold[i],
+                advantage: adv[i],
             },
         ));
     }
@@ -245,6 +261,7 @@ fn sample_rows(b: &Batch) -> Result<Vec<SampleRecord>> {
     let (dret, sr, ret) = (b.opt_f32s("dpo_return")?, b.opt_f32s("sentence_reward")?, b.f32s("return")?);
     let gold = b.opt_f64s("gold_score")?;
     let it = b.opt_u32s("iteration")?;
+    let group = b.opt_u32s("group")?;
     let side = b.opt_strs("side")?;
     let rows = prompts.into_iter().zip(responses).zip(pids).zip(side).enumerate();
     Ok(rows
@@ -260,6 +277,7 @@ fn sample_rows(b: &Batch) -> Result<Vec<SampleRecord>> {
             gold_score: gold[i],
             iteration: it[i],
             side,
+            group: group[i],
         })
         .collect())
 }
@@ -322,13 +340,14 @@ impl TokenTableReader {
         let (samples, sample_layout) = samples_with_layout(&dir)?;
         let tokens_path = dir.join(TOKENS_FILE);
         let (reader, metadata, token_layout) = open_checked(&tokens_path, token_columns)?;
-        if (token_layout.iteration, token_layout.side) != (sample_layout.iteration, sample_layout.side) {
+        let shared = |l: TableLayout| (l.iteration, l.side, l.group);
+        if shared(token_layout) != shared(sample_layout) {
             bail!(
-                "{}: the optional columns iteration/side differ between tokens.parquet and samples.parquet",
+                "{}: the optional columns iteration/side/group differ between tokens.parquet and samples.parquet",
                 dir.display()
             );
         }
-        let layout = sample_layout;
+        let layout = TableLayout { advantage: token_layout.advantage, ..sample_layout };
         Ok(Self {
             tokens_path,
             samples: samples.into_iter(),

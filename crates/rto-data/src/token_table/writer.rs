@@ -72,6 +72,8 @@ struct TokenBuf {
     iteration: Vec<u32>,
     side: Vec<String>,
     gold_credit: Vec<f32>,
+    group: Vec<u32>,
+    advantage: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -87,6 +89,7 @@ struct SampleBuf {
     gold_score: Vec<Option<f64>>,
     iteration: Vec<u32>,
     side: Vec<String>,
+    group: Vec<u32>,
 }
 
 /// Writes `tokens.parquet` and `samples.parquet` into a folder.
@@ -165,8 +168,19 @@ impl TokenTableWriter {
 
     /// Adds one sample and its tokens. Checks what a reader of the table relies on: unique
     /// `sample_id`, `n_tokens` = number of tokens, positions 0..n in order, optional columns
-    /// present exactly when the layout has them, finite rewards, and `return` = Σ reward.
+    /// present exactly when the layout has them, finite rewards and advantages, and
+    /// `return` = Σ reward.
     pub fn push_sample(&mut self, sample: SampleRecord, tokens: &[TokenRecord]) -> Result<()> {
+        self.check_sample(&sample, tokens)?;
+        self.buffer(sample, tokens);
+        let limit = self.options.row_group_tokens;
+        if self.tok.reward.len() >= limit || self.smp.ret.len() >= limit {
+            self.flush_group()?;
+        }
+        Ok(())
+    }
+
+    fn check_sample(&mut self, sample: &SampleRecord, tokens: &[TokenRecord]) -> Result<()> {
         let id = sample.sample_id;
         let layout = self.options.layout;
         if sample.n_tokens as usize != tokens.len() {
@@ -198,10 +212,28 @@ impl TokenTableWriter {
             bail!("sample {id}: has a gold_score but the table was created without that column");
         }
         self.check_gold_credit(id, tokens)?;
+        if sample.group.is_some() != layout.group {
+            bail!("sample {id}: `group` must be set exactly when the table has a group column ({})", layout.group);
+        }
+        if let Some(t) = tokens.iter().find(|t| t.advantage.is_some() != layout.advantage) {
+            bail!(
+                "sample {id}: `advantage` at position {} must be set exactly when the table has an advantage column ({})",
+                t.position,
+                layout.advantage
+            );
+        }
+        if let Some(t) = tokens.iter().find(|t| t.advantage.is_some_and(|a| !a.is_finite())) {
+            bail!("sample {id}: advantage at position {} is {:?}", t.position, t.advantage);
+        }
         if !self.seen.insert(id) {
             bail!("sample_id {id} was already written");
         }
+        Ok(())
+    }
 
+    /// Appends a checked sample to the column buffers.
+    fn buffer(&mut self, sample: SampleRecord, tokens: &[TokenRecord]) {
+        let id = sample.sample_id;
         let t = &mut self.tok;
         for tr in tokens {
             t.sample_id.push(id);
@@ -221,6 +253,12 @@ impl TokenTableWriter {
             }
             if let Some(side) = &sample.side {
                 t.side.push(side.clone());
+            }
+            if let Some(group) = sample.group {
+                t.group.push(group);
+            }
+            if let Some(advantage) = tr.advantage {
+                t.advantage.push(advantage);
             }
             if let Some(credit) = tr.gold_credit {
                 t.gold_credit.push(credit);
@@ -242,14 +280,11 @@ impl TokenTableWriter {
         if let Some(side) = sample.side {
             s.side.push(side);
         }
+        if let Some(group) = sample.group {
+            s.group.push(group);
+        }
         self.summary.samples += 1;
         self.summary.tokens += tokens.len() as u64;
-
-        let limit = self.options.row_group_tokens;
-        if self.tok.reward.len() >= limit || self.smp.ret.len() >= limit {
-            self.flush_group()?;
-        }
-        Ok(())
     }
 
     /// `gold_credit` is set on every token exactly when the table has the column, and finite.
@@ -294,6 +329,13 @@ impl TokenTableWriter {
             if layout.side {
                 cols.push(Arc::new(StringArray::from(t.side)));
             }
+            if layout.group {
+                cols.push(Arc::new(UInt32Array::from(t.group)));
+            }
+            if layout.advantage {
+                cols.push(Arc::new(Float32Array::from(t.advantage)));
+            }
+            // Last, as in the schema `create` built.
             if self.options.gold_credit {
                 cols.push(Arc::new(Float32Array::from(t.gold_credit)));
             }
@@ -324,6 +366,9 @@ impl TokenTableWriter {
             }
             if layout.side {
                 cols.push(Arc::new(StringArray::from(s.side)));
+            }
+            if layout.group {
+                cols.push(Arc::new(UInt32Array::from(s.group)));
             }
             let batch = RecordBatch::try_new(self.sample_schema.clone(), cols).context("building sample batch")?;
             let path = partial(&self.dir, SAMPLES_FILE);

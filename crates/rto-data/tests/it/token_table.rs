@@ -34,6 +34,7 @@ pub(crate) fn make_sample(i: u64, n: usize, layout: TableLayout) -> (SampleRecor
                 sentence_reward: Some(sent),
                 reward: if i % 3 == 2 { kl + sent } else { dpo + kl + sent },
                 gold_credit: None,
+                advantage: layout.advantage.then_some(0.25 * h as f32 - 0.5 * i as f32),
             }
         })
         .collect();
@@ -49,6 +50,7 @@ pub(crate) fn make_sample(i: u64, n: usize, layout: TableLayout) -> (SampleRecor
         gold_score: if layout.gold_score && i != 1 { Some(i as f64 * 0.1 + 1e-12) } else { None },
         iteration: layout.iteration.then_some(i as u32 / 2),
         side: layout.side.then(|| if i.is_multiple_of(2) { "chosen".to_string() } else { "rejected".to_string() }),
+        group: layout.group.then_some(i as u32 / 2),
     };
     (sample, tokens)
 }
@@ -76,7 +78,7 @@ fn write_table(dir: &Path, layout: TableLayout, lengths: &[usize]) -> Vec<(Sampl
 #[test]
 fn round_trip_with_row_groups_and_no_partial_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let layout = TableLayout { iteration: true, side: false, gold_score: true };
+    let layout = TableLayout { iteration: true, side: false, gold_score: true, group: true, advantage: true };
     let written = write_table(tmp.path(), layout, &[3, 1, 13, 6, 9, 2]);
     let mut names: Vec<String> =
         fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
@@ -132,7 +134,7 @@ fn f32_bits(v: Option<f32>) -> Value {
 #[test]
 fn pyarrow_reads_the_same_values_and_metadata() {
     let tmp = tempfile::tempdir().unwrap();
-    let layout = TableLayout { iteration: true, side: true, gold_score: true };
+    let layout = TableLayout { iteration: true, side: true, gold_score: true, group: true, advantage: true };
     let written = write_table(tmp.path(), layout, &[4, 7, 1, 12, 5]);
     let dump: Value = serde_json::from_str(&run_python(PYARROW_DUMP, &[tmp.path().to_str().unwrap()])).unwrap();
 
@@ -152,6 +154,8 @@ fn pyarrow_reads_the_same_values_and_metadata() {
         ("reward", "float"),
         ("iteration", "uint32"),
         ("side", "string"),
+        ("group", "uint32"),
+        ("advantage", "float"),
     ];
     let types = tok["types"].as_object().unwrap();
     assert_eq!(types.len(), expect_types.len(), "{types:?}");
@@ -171,9 +175,11 @@ fn pyarrow_reads_the_same_values_and_metadata() {
         ("gold_score", "double"),
         ("iteration", "uint32"),
         ("side", "string"),
+        ("group", "uint32"),
     ] {
         assert_eq!(stypes[name], ty, "samples column {name}");
     }
+    assert!(!stypes.contains_key("advantage"), "advantages are per token");
 
     // Metadata, compression, row groups (8 tokens per group → several).
     for name in ["tokens", "samples"] {
@@ -206,6 +212,8 @@ fn pyarrow_reads_the_same_values_and_metadata() {
             assert_eq!(cols["reward"][row], f32_bits(Some(t.reward)));
             assert_eq!(cols["iteration"][row], s.iteration.unwrap());
             assert_eq!(cols["side"][row], s.side.as_deref().unwrap());
+            assert_eq!(cols["group"][row], s.group.unwrap());
+            assert_eq!(cols["advantage"][row], f32_bits(t.advantage));
             row += 1;
         }
     }
@@ -221,6 +229,7 @@ fn pyarrow_reads_the_same_values_and_metadata() {
         assert_eq!(sc["sentence_reward"][i], f32_bits(s.sentence_reward));
         assert_eq!(sc["return"][i], f32_bits(Some(s.ret)));
         assert_eq!(sc["gold_score"][i], s.gold_score.map_or(Value::Null, |g| Value::from(g.to_bits())));
+        assert_eq!(sc["group"][i], s.group.unwrap());
         // Per-sample Σ tokens.reward, computed by pyarrow, equals samples.return.
         let py_sum = dump["sums"][s.sample_id.to_string()].as_f64().unwrap();
         assert!((py_sum - s.ret as f64).abs() <= 1e-5 * (s.ret.abs() as f64).max(1.0), "{py_sum} vs {}", s.ret);
@@ -246,6 +255,11 @@ fn writer_rejects_inconsistent_samples_and_leaves_nothing_when_dropped() {
     assert!(chain(&w.push_sample(s.clone(), &shuffled).unwrap_err()).contains("position"));
     let bad = SampleRecord { iteration: Some(1), ..s.clone() };
     assert!(chain(&w.push_sample(bad, &t).unwrap_err()).contains("iteration"));
+    let bad = SampleRecord { group: Some(0), ..s.clone() };
+    assert!(chain(&w.push_sample(bad, &t).unwrap_err()).contains("`group` must be set exactly"));
+    let mut with_advantage = t.clone();
+    with_advantage[1].advantage = Some(0.5);
+    assert!(chain(&w.push_sample(s.clone(), &with_advantage).unwrap_err()).contains("`advantage` at position 1"));
     w.push_sample(s.clone(), &t).unwrap();
     assert!(chain(&w.push_sample(s.clone(), &t).unwrap_err()).contains("already written"));
 
@@ -256,6 +270,28 @@ fn writer_rejects_inconsistent_samples_and_leaves_nothing_when_dropped() {
     let mut md = BTreeMap::new();
     md.insert("rto.schema_version".to_string(), "9".to_string());
     assert!(TokenTableWriter::create(tmp.path(), TableOptions { metadata: md, ..Default::default() }).is_err());
+}
+
+#[test]
+fn rollout_columns_must_be_complete_and_finite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = TableLayout { iteration: true, group: true, advantage: true, ..TableLayout::default() };
+    let mut w = TokenTableWriter::create(tmp.path(), TableOptions { layout, ..Default::default() }).unwrap();
+    let (s, t) = make_sample(0, 3, layout);
+    let mut missing = t.clone();
+    missing[2].advantage = None;
+    assert!(chain(&w.push_sample(s.clone(), &missing).unwrap_err()).contains("`advantage` at position 2"));
+    let mut nan = t.clone();
+    nan[0].advantage = Some(f32::NAN);
+    assert!(chain(&w.push_sample(s.clone(), &nan).unwrap_err()).contains("advantage at position 0 is Some(NaN)"));
+    let bad = SampleRecord { group: None, ..s.clone() };
+    assert!(chain(&w.push_sample(bad, &t).unwrap_err()).contains("`group` must be set exactly"));
+    w.push_sample(s, &t).unwrap();
+    w.finish().unwrap();
+    let read = read_table(tmp.path()).unwrap();
+    assert_eq!(read[0].0.group, Some(0));
+    let advantages: Vec<Option<f32>> = read[0].1.iter().map(|t| t.advantage).collect();
+    assert_eq!(advantages, [Some(0.0), Some(0.25), Some(0.5)]);
 }
 
 #[test]

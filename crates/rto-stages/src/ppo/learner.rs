@@ -1,22 +1,25 @@
 //! The PPO update (DESIGN.md §4, "PPO"): `ppo_epochs` passes over a rollout in shuffled train
-//! batches of micro batches; the actor minimises the clipped surrogate, the critic the clipped
-//! value loss, each with its own AdamW (saveable state, for bitwise resume) and cosine schedule.
+//! batches of micro batches; the actor minimises the clipped surrogate (reduced as
+//! `--loss-agg-mode` says, clipped to [1 − ε, 1 + clip_high]), the critic, when the estimator
+//! has one, the clipped value loss, each with its own AdamW (saveable state, for bitwise
+//! resume) and cosine schedule.
 
 use crate::checkpoint::{Checkpointer, Restored};
 use crate::optim::{AdamW, AdamWSettings};
 use crate::rollout::{pad_rows, Experience, Sample};
 use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
-use rto_algo::{policy_loss, value_loss, CosineSchedule};
+use rto_algo::{policy_loss, value_loss, ClipRange, CosineSchedule, LossAggregation};
 use rto_model::{response_logprobs, response_values, CausalLm, SequenceBatch};
 use serde_json::Value;
 use tch::nn::VarStore;
 use tch::Tensor;
 
-/// Batch sizes and clipping of the update.
+/// Batch sizes, clipping and loss reduction of the update.
 #[derive(Debug, Clone)]
 pub struct UpdateSettings {
-    pub eps_clip: f64,
+    pub clip: ClipRange,
+    pub aggregation: LossAggregation,
     pub value_clip: f64,
     pub train_batch: usize,
     pub micro_batch: usize,
@@ -25,7 +28,7 @@ pub struct UpdateSettings {
 
 pub struct Learner {
     pub policy: CausalLm,
-    /// None for the critic-free REINFORCE++.
+    /// None for the critic-free estimators (all but GAE).
     pub critic: Option<CausalLm>,
     actor_opt: AdamW,
     critic_opt: Option<AdamW>,
@@ -33,6 +36,13 @@ pub struct Learner {
     pub critic_lr: CosineSchedule,
     settings: UpdateSettings,
     pad_id: i64,
+}
+
+/// The weights of a micro batch's losses in its train batch's.
+#[derive(Debug, Clone, Copy)]
+struct Shares {
+    actor: f64,
+    rows: f64,
 }
 
 /// Averages metric maps over train batches.
@@ -108,11 +118,17 @@ impl Learner {
             opt.zero_grad();
         }
         let mut metrics = Metrics::new();
+        let tokens = |items: &[usize]| items.iter().map(|&i| experience.samples[i].response.len()).sum::<usize>();
+        let whole = (batch.len(), tokens(batch));
         for micro in batch.chunks(self.settings.micro_batch) {
-            // Both losses are per-sequence means, so a micro batch weighs by its share of rows.
-            let share = micro.len() as f64 / batch.len() as f64;
-            for (key, value) in self.micro_step(experience, micro, share)? {
-                *metrics.entry(key).or_default() += value * share;
+            // The value loss is a per-sequence mean, so its micro batch weighs by its share of
+            // rows; the policy loss by its share of the aggregation's normalizer.
+            let shares = Shares {
+                actor: self.settings.aggregation.micro_weight((micro.len(), tokens(micro)), whole),
+                rows: micro.len() as f64 / batch.len() as f64,
+            };
+            for (key, value) in self.micro_step(experience, micro, shares)? {
+                *metrics.entry(key).or_default() += value;
             }
         }
         if let Some((key, value)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
@@ -127,8 +143,9 @@ impl Learner {
         Ok(metrics)
     }
 
-    /// Forward and backward of both losses on the samples `items`, scaled by `share`.
-    fn micro_step(&mut self, experience: &Experience, items: &[usize], share: f64) -> Result<Metrics> {
+    /// Forward and backward of both losses on the samples `items`, each scaled by its share;
+    /// the metrics come scaled too (`policy_loss` by the actor's share, the rest by rows).
+    fn micro_step(&mut self, experience: &Experience, items: &[usize], shares: Shares) -> Result<Metrics> {
         let samples: Vec<&Sample> = items.iter().map(|&i| &experience.samples[i]).collect();
         let prompts: Vec<Vec<i64>> = samples.iter().map(|s| experience.prompts[s.prompt].ids.clone()).collect();
         let responses: Vec<Vec<i64>> = samples.iter().map(|s| s.response.clone()).collect();
@@ -143,13 +160,14 @@ impl Learner {
             &field(|s| &s.logp_old),
             &field(|s| &s.advantages),
             &batch.response_mask,
-            self.settings.eps_clip,
+            self.settings.clip,
+            self.settings.aggregation,
         )?;
-        (&actor.loss * share).backward();
+        (&actor.loss * shares.actor).backward();
         let mut metrics = Metrics::from([
-            ("policy_loss".into(), actor.loss.double_value(&[])),
-            ("clipfrac".into(), actor.clipfrac),
-            ("approx_kl".into(), actor.approx_kl),
+            ("policy_loss".into(), actor.loss.double_value(&[]) * shares.actor),
+            ("clipfrac".into(), actor.clipfrac * shares.rows),
+            ("approx_kl".into(), actor.approx_kl * shares.rows),
         ]);
         if let Some(critic) = &self.critic {
             let values = response_values(critic, &batch);
@@ -160,9 +178,9 @@ impl Learner {
                 &batch.response_mask,
                 Some(self.settings.value_clip),
             )?;
-            (&critic_out.loss * share).backward();
-            metrics.insert("value_loss".into(), critic_out.loss.double_value(&[]));
-            metrics.insert("value_clipfrac".into(), critic_out.clipfrac);
+            (&critic_out.loss * shares.rows).backward();
+            metrics.insert("value_loss".into(), critic_out.loss.double_value(&[]) * shares.rows);
+            metrics.insert("value_clipfrac".into(), critic_out.clipfrac * shares.rows);
         }
         Ok(metrics)
     }

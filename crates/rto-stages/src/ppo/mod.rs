@@ -1,25 +1,31 @@
-//! ppo-train: PPO on the RTO token reward (DESIGN.md §4, "RTO token reward" and "PPO").
+//! ppo-train: PPO on the RTO token reward (DESIGN.md §4, "RTO token reward" and "PPO"), and the
+//! critic-free estimators that compare several responses per prompt (DESIGN.md §7).
 //!
 //! One iteration: the next `rollout_batch_size` prompts of a seeded order (consecutive slices
-//! of an endless series of seeded shuffles of the prompt file); one response each from the
-//! KV-cache sampler, stopping at the tokenizer's EOS (part of the response), with the sampling
-//! seed derived from (seed, iteration) so a resumed run samples what the first one did; token
-//! rewards from `token_scoring` (the code token-reward-annotate writes, so the table a user
-//! inspects is the reward optimized here); critic values; GAE (or REINFORCE++) with advantages
-//! whitened over the whole rollout; `ppo_epochs` passes in train batches of micro batches, the
-//! actor and the critic each with its own AdamW and cosine schedule; an adaptive KL controller,
-//! when `--kl-target` is given, updates after each rollout.
+//! of an endless series of seeded shuffles of the prompt file); `n_samples_per_prompt` (K)
+//! responses to each from the KV-cache sampler, stopping at the tokenizer's EOS (part of the
+//! response), with the sampling seed derived from (seed, iteration) so a resumed run samples
+//! what the first one did; token rewards from `token_scoring` (the code token-reward-annotate
+//! writes, so the table a user inspects is the reward optimized here); advantages by the
+//! `--advantage-estimator`: GAE over critic values (whitened over the rollout), REINFORCE++, or a
+//! group estimator over each prompt's K responses (`rto_algo::group_advantage`); `ppo_epochs`
+//! passes in train batches of micro batches, the actor (and the critic, for GAE) each with its
+//! own AdamW and cosine schedule; an adaptive KL controller, when `--kl-target` is given,
+//! updates after each rollout.
 //!
 //! The output folder holds the policy itself (HF layout, tokenizer copied), so it can be
 //! passed wherever a model folder is expected, and:
-//! - `critic/`: the value model with its score head (absent for `--algo reinforce++`);
+//! - `critic/`: the value model with its score head, only for `--advantage-estimator gae` (the
+//!   other estimators load, train and save no critic; the manifest's `critic` entry says which);
 //! - `metrics.jsonl`: one line per iteration (`step` = iteration), and `metrics.png`, its curves
 //!   (also to TensorBoard with `--tensorboard DIR`);
-//! - `rollouts/iter-NNNNNN/{tokens,samples}.parquet`: the token-reward schema with an
-//!   `iteration` column, for iteration 1, every `--save-rollouts-every` iterations and the
-//!   last; sample ids are unique across iterations, so the folders concatenate.
+//! - `rollouts/iter-NNNNNN/{tokens,samples}.parquet`: the token-reward schema with `iteration`,
+//!   `group` (the prompt's index in the rollout batch, shared by its K responses) and, per
+//!   token, the `advantage` the update used; written for iteration 1, every
+//!   `--save-rollouts-every` iterations and the last; sample ids are unique across
+//!   iterations, so the folders concatenate.
 //!
-//! Checkpoints (both models, both optimizers, the KL controller) go to the store's scratch
+//! Checkpoints (the models, their optimizers, the KL controller) go to the store's scratch
 //! folder every `--checkpoint-every` iterations; a killed run resumes from there and ends with
 //! the same bits as an uninterrupted one on CPU.
 
@@ -35,25 +41,87 @@ use crate::optim::AdamWSettings;
 use crate::stage;
 use crate::token_scoring::RewardConfig;
 use anyhow::{bail, ensure, Result};
-use rto_algo::{AdaptiveKl, GaeSettings, KlController, RewardMode, RewardWeights};
+use rto_algo::{
+    AdaptiveKl, ClipRange, GaeSettings, GroupEstimator, KlController, LossAggregation, RewardMode, RewardWeights,
+};
 use rto_data::cli::{CommonArgs, TrainingLogArgs};
 use rto_data::dataset::ColumnNames;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const STAGE: &str = "ppo";
-const SCHEMA_VERSION: u32 = 1;
+// 2: rollout tables gained `group` and `advantage`; the settings gained the estimator flags.
+const SCHEMA_VERSION: u32 = 2;
 
+/// How advantages are estimated (`--advantage-estimator`; `--algo` is its old name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-pub enum Algo {
+pub enum Estimator {
     /// Clipped PPO with a critic and GAE (the paper's setting).
-    #[value(name = "ppo")]
-    #[serde(rename = "ppo")]
-    Ppo,
-    /// REINFORCE++: critic-free, whitened discounted returns (the paper's App. E).
+    #[value(name = "gae", alias = "ppo")]
+    #[serde(rename = "gae", alias = "ppo")]
+    Gae,
+    /// REINFORCE++: critic-free, whitened discounted returns-to-go (the paper's App. E).
     #[value(name = "reinforce++")]
     #[serde(rename = "reinforce++")]
     ReinforcePlusPlus,
+    /// GRPO: per-prompt group baselines, scaled by the group's spread.
+    #[value(name = "grpo")]
+    #[serde(rename = "grpo")]
+    Grpo,
+    /// Dr. GRPO: GRPO without the division by the group's spread.
+    #[value(name = "dr-grpo")]
+    #[serde(rename = "dr-grpo")]
+    DrGrpo,
+    /// RLOO: each response against the mean of the other K − 1.
+    #[value(name = "rloo")]
+    #[serde(rename = "rloo")]
+    Rloo,
+    /// REINFORCE++-baseline: group mean subtracted, then whitened over the rollout.
+    #[value(name = "reinforce++-baseline")]
+    #[serde(rename = "reinforce++-baseline")]
+    ReinforcePlusPlusBaseline,
+}
+
+impl Estimator {
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gae => "gae",
+            Self::ReinforcePlusPlus => "reinforce++",
+            Self::Grpo => "grpo",
+            Self::DrGrpo => "dr-grpo",
+            Self::Rloo => "rloo",
+            Self::ReinforcePlusPlusBaseline => "reinforce++-baseline",
+        }
+    }
+
+    /// Only GAE reads a value model.
+    pub fn needs_critic(self) -> bool {
+        self == Self::Gae
+    }
+
+    /// The group estimator behind this flag value, if it is one (they need K ≥ 2).
+    pub fn group(self) -> Option<GroupEstimator> {
+        match self {
+            Self::Grpo => Some(GroupEstimator::Grpo),
+            Self::DrGrpo => Some(GroupEstimator::DrGrpo),
+            Self::Rloo => Some(GroupEstimator::Rloo),
+            Self::ReinforcePlusPlusBaseline => Some(GroupEstimator::ReinforcePlusPlusBaseline),
+            Self::Gae | Self::ReinforcePlusPlus => None,
+        }
+    }
+}
+
+/// How the per-token policy loss of a train batch is reduced (`rto_algo::LossAggregation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossAggMode {
+    /// Mean over each response's tokens, then over the responses (the paper's).
+    SeqMeanTokenMean,
+    /// Mean over all tokens of the train batch (DAPO).
+    TokenMean,
+    /// Sum over all tokens / (responses × --max-new-tokens) (Dr. GRPO).
+    SeqMeanTokenSumNorm,
 }
 
 // The token reward (DESIGN.md §4) with the flags token-reward-annotate shares, and the KL
@@ -103,8 +171,21 @@ impl RewardSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct PpoSettings {
-    #[arg(long, value_enum, default_value_t = Algo::Ppo)]
-    pub algo: Algo,
+    /// Advantage estimator. gae: critic + GAE (the paper's PPO); reinforce++: whitened
+    /// returns-to-go; the group estimators grpo, dr-grpo, rloo, reinforce++-baseline compare the
+    /// --n-samples-per-prompt responses to each prompt (K ≥ 2). Only gae loads or trains a critic.
+    /// Formulas: ARCHITECTURE.md, "Advantage estimators".
+    #[arg(long, value_enum, default_value_t = Estimator::Gae, alias = "algo")]
+    #[serde(alias = "algo")]
+    pub advantage_estimator: Estimator,
+    /// Responses sampled per prompt (K). A rollout holds --rollout-batch-size × K responses, all
+    /// counted by --train-batch-size, --micro-batch-size and the `samples` metric.
+    #[arg(long, default_value_t = 1)]
+    pub n_samples_per_prompt: usize,
+    /// Policy-loss reduction: seq-mean-token-mean (per response, then batch; the paper's),
+    /// token-mean (DAPO), seq-mean-token-sum-norm (Dr. GRPO: Σ / (responses × --max-new-tokens)).
+    #[arg(long, value_enum, default_value_t = LossAggMode::SeqMeanTokenMean)]
+    pub loss_agg_mode: LossAggMode,
     #[command(flatten)]
     pub reward: RewardSettings,
     /// Discount γ.
@@ -113,9 +194,12 @@ pub struct PpoSettings {
     /// GAE λ.
     #[arg(long, default_value_t = 0.95)]
     pub lambda: f64,
-    /// Policy ratio clip ε.
+    /// Policy ratio clip ε: ρ is clipped to [1 − ε, 1 + ε] (the upper bound: see --clip-high).
     #[arg(long, default_value_t = 0.2)]
     pub eps_clip: f64,
+    /// Upper ratio clip (DAPO's clip-higher, e.g. 0.28): ρ ≤ 1 + clip_high. Default: --eps-clip.
+    #[arg(long)]
+    pub clip_high: Option<f64>,
     /// Value clip: V may move this far from the rollout's value before its error counts fully.
     #[arg(long, default_value_t = 0.2)]
     pub value_clip: f64,
@@ -133,16 +217,18 @@ pub struct PpoSettings {
     #[command(flatten)]
     #[serde(flatten)]
     pub adam: AdamWSettings,
-    /// Prompts (= responses) per iteration.
+    /// Prompts per iteration (each gets --n-samples-per-prompt responses).
     #[arg(long, default_value_t = 1024)]
     pub rollout_batch_size: usize,
-    /// Responses per optimizer step; must divide --rollout-batch-size.
+    /// Responses per optimizer step; must divide the rollout's responses
+    /// (--rollout-batch-size × --n-samples-per-prompt).
     #[arg(long, default_value_t = 128)]
     pub train_batch_size: usize,
     /// Responses per forward/backward; must divide --train-batch-size. 0 = train batch.
     #[arg(long, default_value_t = 0)]
     pub micro_batch_size: usize,
-    /// Prompts per generate call and per scoring forward. 0 = rollout batch.
+    /// Prompts per generate call and per scoring forward (× --n-samples-per-prompt responses).
+    /// 0 = rollout batch.
     #[arg(long, default_value_t = 0)]
     pub generation_batch_size: usize,
     /// Passes over each rollout.
@@ -200,6 +286,27 @@ impl PpoSettings {
         self.max_new_tokens.unwrap_or(self.limits.max_response_len)
     }
 
+    /// Responses per iteration: rollout_batch_size × n_samples_per_prompt.
+    pub fn rollout_responses(&self) -> usize {
+        self.rollout_batch_size * self.n_samples_per_prompt
+    }
+
+    /// The ratio range of the policy loss.
+    pub fn clip(&self) -> ClipRange {
+        ClipRange { low: self.eps_clip, high: self.clip_high.unwrap_or(self.eps_clip) }
+    }
+
+    /// The policy-loss reduction (Dr. GRPO's constant is the generation budget).
+    pub fn loss_aggregation(&self) -> LossAggregation {
+        match self.loss_agg_mode {
+            LossAggMode::SeqMeanTokenMean => LossAggregation::SeqMeanTokenMean,
+            LossAggMode::TokenMean => LossAggregation::TokenMean,
+            LossAggMode::SeqMeanTokenSumNorm => {
+                LossAggregation::SeqMeanTokenSumNorm { constant: self.max_new_tokens() as f64 }
+            }
+        }
+    }
+
     /// Every check that needs no file, so a typo fails before any model is loaded.
     pub fn validate(&self) -> Result<()> {
         let (rollout, train, micro) = (self.rollout_batch_size, self.train_batch_size, self.micro_batch());
@@ -207,8 +314,8 @@ impl PpoSettings {
             rollout > 0 && train > 0 && self.ppo_epochs > 0,
             "rollout_batch_size, train_batch_size and ppo_epochs must be at least 1"
         );
-        ensure!(rollout % train == 0, "train_batch_size {train} must divide rollout_batch_size {rollout}");
-        ensure!(train % micro == 0, "micro_batch_size {micro} must divide train_batch_size {train}");
+        self.check_samples_per_prompt()?;
+        self.check_batches(train, micro)?;
         ensure!(
             self.iterations != Some(0) && self.max_samples != Some(0),
             "iterations and max_samples must be at least 1"
@@ -216,6 +323,7 @@ impl PpoSettings {
         ensure!(self.max_new_tokens() > 0, "max_new_tokens must be at least 1");
         for (name, v) in [
             ("eps_clip", self.eps_clip),
+            ("clip_high", self.clip().high),
             ("value_clip", self.value_clip),
             ("actor_lr", self.actor_lr),
             ("critic_lr", self.critic_lr),
@@ -227,13 +335,47 @@ impl PpoSettings {
         self.reward.config.validate()?;
         self.reward.controller().validate()
     }
+
+    /// K ≥ 1, and K ≥ 2 for an estimator that compares the responses to one prompt.
+    fn check_samples_per_prompt(&self) -> Result<()> {
+        let (k, estimator) = (self.n_samples_per_prompt, self.advantage_estimator.name());
+        ensure!(k >= 1, "--n-samples-per-prompt must be at least 1, got {k}");
+        ensure!(
+            self.advantage_estimator.group().is_none() || k >= 2,
+            "--advantage-estimator {estimator} compares the responses to each prompt, so it needs --n-samples-per-prompt of at least 2 (got {k}): set e.g. --n-samples-per-prompt 4, or use --advantage-estimator gae or reinforce++"
+        );
+        Ok(())
+    }
+
+    /// The train batch divides the rollout's responses, the micro batch the train batch.
+    fn check_batches(&self, train: usize, micro: usize) -> Result<()> {
+        let (rollout, k) = (self.rollout_batch_size, self.n_samples_per_prompt);
+        let responses = self.rollout_responses();
+        ensure!(
+            responses.is_multiple_of(train),
+            "train_batch_size {train} must divide the {responses} responses of a rollout (--rollout-batch-size {rollout} × --n-samples-per-prompt {k}): set --train-batch-size to a divisor of {responses}, e.g. {}",
+            largest_divisor_up_to(responses, train)
+        );
+        ensure!(
+            train.is_multiple_of(micro),
+            "micro_batch_size {micro} must divide train_batch_size {train}: set --micro-batch-size to a divisor of {train}, e.g. {}",
+            largest_divisor_up_to(train, micro)
+        );
+        Ok(())
+    }
+}
+
+/// The largest divisor of `n` that is at most `limit` (at least 1): the fix an error suggests.
+fn largest_divisor_up_to(n: usize, limit: usize) -> usize {
+    (1..=limit.min(n)).rev().find(|d| n.is_multiple_of(*d)).unwrap_or(1)
 }
 
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "ppo-train",
     version,
-    about = "PPO on the RTO token reward (or the PPO / DPO-only / DDPO / RS-PPO baselines)"
+    about = "PPO on the RTO token reward (or the PPO / DPO-only / DDPO / RS-PPO baselines)",
+    long_about = "PPO on the RTO token reward (or the PPO / DPO-only / DDPO / RS-PPO baselines)\n\nCritic-free variants: --advantage-estimator reinforce++, or a group estimator (grpo, dr-grpo, rloo, reinforce++-baseline) with --n-samples-per-prompt K ≥ 2."
 )]
 pub struct PpoArgs {
     #[command(flatten)]
@@ -292,10 +434,19 @@ impl Inputs {
         let (needs_dpo, needs_rm) = reward.needs();
         let dpo = pick("--dpo", &args.dpo, needs_dpo, reward.mode())?;
         let reward_model = pick("--reward-model", &args.reward_model, needs_rm, reward.mode())?;
-        let critic = match args.settings.algo {
-            Algo::ReinforcePlusPlus => None,
+        let estimator = args.settings.advantage_estimator;
+        let critic = if estimator.needs_critic() {
             // The paper initializes the critic from the reward model.
-            Algo::Ppo => Some(args.critic.clone().or(args.reward_model.clone()).unwrap_or(args.policy.clone())),
+            Some(args.critic.clone().or(args.reward_model.clone()).unwrap_or(args.policy.clone()))
+        } else {
+            if let Some(path) = &args.critic {
+                eprintln!(
+                    "ppo: --advantage-estimator {} trains no critic; ignoring --critic {}",
+                    estimator.name(),
+                    path.display()
+                );
+            }
+            None
         };
         Ok(Self { dpo, reward_model, critic })
     }

@@ -2,7 +2,7 @@
 //! the published folders (see the parent module for the layout).
 
 use super::learner::{Learner, UpdateSettings};
-use super::{Algo, Inputs, PpoArgs, PpoSettings};
+use super::{Estimator, Inputs, PpoArgs, PpoSettings};
 use crate::checkpoint::{last_good, Checkpointer, MetricsLog};
 use crate::compat::SharedModels;
 use crate::encode::{fits_context, skip_hint, Encoder};
@@ -60,8 +60,19 @@ pub(super) fn run(
         "iterations": ppo.iterations,
         "dataset": stats,
         "eval_prompts": ppo.eval_prompts.len(),
+        "critic": critic_note(args),
         "last": last,
     }))
+}
+
+/// What the manifest says about the value model: where it is, or why there is none.
+fn critic_note(args: &PpoArgs) -> String {
+    let estimator = args.settings.advantage_estimator;
+    if estimator.needs_critic() {
+        "critic/: the value model trained with the policy".into()
+    } else {
+        format!("none: --advantage-estimator {} loads, trains and saves no value model", estimator.name())
+    }
 }
 
 /// Every `every` iterations (0 = never), counting from 1.
@@ -163,7 +174,7 @@ impl<'a> PpoRun<'a> {
             .iterations
             .or(s.max_samples.map(|m| m.div_ceil(s.rollout_batch_size)))
             .unwrap_or(prompts.len().div_ceil(s.rollout_batch_size));
-        let steps_per_iteration = s.ppo_epochs * s.rollout_batch_size / s.train_batch_size;
+        let steps_per_iteration = s.ppo_epochs * s.rollout_responses() / s.train_batch_size;
         let schedule = |peak_lr| CosineSchedule {
             total_steps: (iterations * steps_per_iteration) as u64,
             warmup_ratio: s.warmup_ratio,
@@ -171,7 +182,8 @@ impl<'a> PpoRun<'a> {
             min_lr_ratio: s.min_lr_ratio,
         };
         let update = UpdateSettings {
-            eps_clip: s.eps_clip,
+            clip: s.clip(),
+            aggregation: s.loss_aggregation(),
             value_clip: s.value_clip,
             train_batch: s.train_batch_size,
             micro_batch: s.micro_batch(),
@@ -254,6 +266,7 @@ impl<'a> PpoRun<'a> {
         RolloutConfig {
             sampling,
             generation_batch: s.generation_batch(),
+            samples_per_prompt: s.n_samples_per_prompt,
             mode: s.reward.mode(),
             weights,
             pad_id: self.tokenizer.pad_id,
@@ -278,7 +291,7 @@ impl<'a> PpoRun<'a> {
             reward_model: self.scorers.reward_model.is_some(),
         };
         let dir = self.scratch.join("rollouts").join(format!("iter-{iteration:06}"));
-        let first_id = ((iteration - 1) * self.args.settings.rollout_batch_size) as u64;
+        let first_id = ((iteration - 1) * self.args.settings.rollout_responses()) as u64;
         Ok(Some(RolloutTable::create(
             &dir,
             &self.tokenizer,
@@ -292,9 +305,10 @@ impl<'a> PpoRun<'a> {
 
     fn estimator(&self) -> AdvantageEstimator {
         let s = &self.args.settings;
-        match s.algo {
-            Algo::Ppo => AdvantageEstimator::Gae { gamma: s.gamma, lambda: s.lambda },
-            Algo::ReinforcePlusPlus => AdvantageEstimator::ReinforcePlusPlus { gamma: s.gamma },
+        match (s.advantage_estimator, s.advantage_estimator.group()) {
+            (_, Some(estimator)) => AdvantageEstimator::Group { estimator, gamma: s.gamma },
+            (Estimator::ReinforcePlusPlus, None) => AdvantageEstimator::ReinforcePlusPlus { gamma: s.gamma },
+            (_, None) => AdvantageEstimator::Gae { gamma: s.gamma, lambda: s.lambda },
         }
     }
 
@@ -331,11 +345,11 @@ impl<'a> PpoRun<'a> {
             .with_context(|| {
                 format!("iteration {iteration}: rollout ({}); {}", self.describe_models(), last_good(&self.scratch))
             })?;
-        if let Some(table) = table {
-            table.finish()?;
-        }
         let advantage_clock = Instant::now();
         let advantages = experience.compute_advantages(self.estimator(), self.device)?;
+        if let Some(table) = table {
+            table.finish(&experience)?;
+        }
         let scoring_s = stats.scoring_s + advantage_clock.elapsed().as_secs_f64();
         self.kl
             .update(stats.kl_per_sample(), experience.len() as u64)
@@ -349,7 +363,7 @@ impl<'a> PpoRun<'a> {
             .with_context(|| format!("iteration {iteration}: update; {scratch}"))?;
         let training_s = train_clock.elapsed().as_secs_f64();
         let eval = self.evaluate(iteration)?;
-        let mut record = json!({"step": iteration, "iteration": iteration, "samples": iteration * s.rollout_batch_size, "kl_coef": kl_coef});
+        let mut record = json!({"step": iteration, "iteration": iteration, "samples": iteration * s.rollout_responses(), "kl_coef": kl_coef});
         let metrics: Metrics = stats.metrics().into_iter().chain(advantages).chain(update).chain(eval).collect();
         for (key, value) in metrics {
             record[key] = json!(value);

@@ -20,6 +20,7 @@ fn token(position: u32, text: &str, reward: f32) -> TokenRecord {
         sentence_reward: Some(0.0),
         reward,
         gold_credit: None,
+        advantage: None,
     }
 }
 
@@ -36,6 +37,7 @@ fn sample(id: u64, side: &str, tokens: &[TokenRecord]) -> SampleRecord {
         gold_score: None,
         iteration: None,
         side: Some(side.into()),
+        group: None,
     }
 }
 

@@ -110,5 +110,30 @@ fn a_mode_without_its_models_is_refused_before_any_work() {
     let message = error_of(&args);
     assert!(message.contains("--mode rto needs --dpo"), "{message}");
     let message = error_of(&set(base_args(&f, &dir.path().join("store")), "--train-batch-size", "5"));
-    assert!(message.contains("train_batch_size 5 must divide rollout_batch_size 16"), "{message}");
+    assert!(message.contains("train_batch_size 5 must divide the 16 responses of a rollout"), "{message}");
+    assert!(message.contains("e.g. 4"), "the fix names a divisor: {message}");
+}
+
+#[test]
+fn group_estimators_need_several_responses_per_prompt_that_fill_the_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path());
+    let store = dir.path().join("store");
+    for estimator in ["grpo", "dr-grpo", "rloo", "reinforce++-baseline"] {
+        let message = error_of(&set(base_args(&f, &store), "--advantage-estimator", estimator));
+        assert!(
+            message.contains(&format!("--advantage-estimator {estimator}"))
+                && message.contains("--n-samples-per-prompt of at least 2 (got 1)"),
+            "{message}"
+        );
+    }
+    // 16 prompts × 3 = 48 responses: a train batch of 32 divides neither.
+    let args = set(set(base_args(&f, &store), "--advantage-estimator", "grpo"), "--n-samples-per-prompt", "3");
+    let message = error_of(&set(args, "--train-batch-size", "32"));
+    assert!(
+        message.contains("train_batch_size 32 must divide the 48 responses of a rollout (--rollout-batch-size 16 × --n-samples-per-prompt 3)")
+            && message.contains("e.g. 24"),
+        "{message}"
+    );
+    no_output(&store);
 }

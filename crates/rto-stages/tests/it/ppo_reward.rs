@@ -4,7 +4,7 @@
 //! holds exactly the rewards PPO trains on.
 
 use crate::ppo_common::*;
-use rto_algo::{compose, RewardMode, RewardWeights, TokenRewardInputs};
+use rto_algo::{compose, GroupEstimator, RewardMode, RewardWeights, TokenRewardInputs};
 use rto_data::token_table::read_table;
 use rto_model::{response_logprobs, sequence_scores, CausalLm, Head, SamplingConfig, SequenceBatch, TextTokenizer};
 use rto_stages::rollout::{
@@ -120,6 +120,20 @@ fn token_rewards_follow_the_formula_for_every_mode() {
     assert_eq!(values[1][1..], [0.0, 0.0], "padding has no value");
 }
 
+const SOURCES: Sources = Sources { dpo: true, policy: true, reward_model: true };
+
+fn rollout_config(sampling: SamplingConfig, samples_per_prompt: usize) -> RolloutConfig {
+    RolloutConfig {
+        sampling,
+        generation_batch: 4,
+        samples_per_prompt,
+        mode: RewardMode::Rto,
+        weights: RewardWeights::default(),
+        pad_id: 0,
+        seed: 5,
+    }
+}
+
 fn prompts(n: usize) -> Vec<EncodedPrompt> {
     (0..n)
         .map(|i| EncodedPrompt {
@@ -135,28 +149,23 @@ fn rollout_table_holds_the_rewards_ppo_trains_on() {
     let dir = tempfile::tempdir().unwrap();
     let loaded = load(dir.path());
     let sampling = SamplingConfig { max_new_tokens: 6, stop_ids: vec![EOS], ..SamplingConfig::default() };
-    let config = RolloutConfig {
-        sampling,
-        generation_batch: 4,
-        mode: RewardMode::Rto,
-        weights: RewardWeights::default(),
-        pad_id: 0,
-        seed: 5,
-    };
+    let config = rollout_config(sampling, 1);
     let table_dir = dir.path().join("rollouts");
-    let sources = Sources { dpo: true, policy: true, reward_model: true };
     let mut table =
-        RolloutTable::create(&table_dir, &loaded.tokenizer, sources, 3, 100, false, BTreeMap::new()).unwrap();
+        RolloutTable::create(&table_dir, &loaded.tokenizer, SOURCES, 3, 100, false, BTreeMap::new()).unwrap();
     let (mut experience, _) = collect(&loaded.models(), prompts(6), &config, Some(&mut table), None).unwrap();
-    table.finish().unwrap();
+    experience.compute_advantages(AdvantageEstimator::Gae { gamma: 1.0, lambda: 0.95 }, Device::Cpu).unwrap();
+    table.finish(&experience).unwrap();
     let rows = read_table(&table_dir).unwrap();
     assert_eq!(rows.len(), 6);
     for (i, (sample, tokens)) in rows.iter().enumerate() {
         let ours = &experience.samples[i];
         assert_eq!(
-            (sample.sample_id, sample.iteration, sample.prompt_id.as_str()),
-            (100 + i as u64, Some(3), format!("p{i}").as_str())
+            (sample.sample_id, sample.iteration, sample.prompt_id.as_str(), sample.group),
+            (100 + i as u64, Some(3), format!("p{i}").as_str(), Some(i as u32))
         );
+        let advantages: Vec<f32> = tokens.iter().map(|t| t.advantage.unwrap()).collect();
+        assert_eq!(advantages, ours.advantages, "sample {i}: table advantage != trained advantage");
         assert_eq!(tokens.iter().map(|t| t.token_id as i64).collect::<Vec<_>>(), ours.response);
         assert_eq!(
             tokens.iter().map(|t| t.reward).collect::<Vec<_>>(),
@@ -175,7 +184,6 @@ fn rollout_table_holds_the_rewards_ppo_trains_on() {
     // Same seed, same responses: what a resumed run relies on.
     let (again, _) = collect(&loaded.models(), prompts(6), &config, None, None).unwrap();
     assert!(again.samples.iter().zip(&experience.samples).all(|(a, b)| a.response == b.response));
-    experience.compute_advantages(AdvantageEstimator::Gae { gamma: 1.0, lambda: 0.95 }, Device::Cpu).unwrap();
     let advantages: Vec<f64> = experience.samples.iter().flat_map(|s| s.advantages.iter().map(|&a| a as f64)).collect();
     let mean = advantages.iter().sum::<f64>() / advantages.len() as f64;
     let var = advantages.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / advantages.len() as f64;
@@ -185,5 +193,41 @@ fn rollout_table_holds_the_rewards_ppo_trains_on() {
     );
     for s in &experience.samples {
         assert_eq!((s.returns.len(), s.advantages.len()), (s.response.len(), s.response.len()));
+    }
+}
+
+#[test]
+fn k_responses_per_prompt_form_groups_in_the_rollout_and_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load(dir.path());
+    let sampling = SamplingConfig { max_new_tokens: 6, stop_ids: vec![EOS], ..SamplingConfig::default() };
+    // 3 prompts × K = 2, generated 4 prompts (8 rows) per call: one call.
+    let config = rollout_config(sampling, 2);
+    let table_dir = dir.path().join("rollouts");
+    let mut table = RolloutTable::create(&table_dir, &loaded.tokenizer, SOURCES, 1, 0, false, BTreeMap::new()).unwrap();
+    let (mut experience, _) = collect(&loaded.models(), prompts(3), &config, Some(&mut table), None).unwrap();
+    assert_eq!(experience.len(), 6);
+    let groups: Vec<usize> = experience.samples.iter().map(|s| s.prompt).collect();
+    assert_eq!(groups, [0, 0, 1, 1, 2, 2], "the K responses to a prompt are consecutive");
+    assert!(
+        experience.samples.chunks(2).any(|g| g[0].response != g[1].response),
+        "the K rows of a prompt draw their own tokens"
+    );
+    let estimator = AdvantageEstimator::Group { estimator: GroupEstimator::Rloo, gamma: 1.0 };
+    let metrics = experience.compute_advantages(estimator, Device::Cpu).unwrap();
+    assert!(metrics.contains_key("group_return_std") && metrics.contains_key("flat_groups"), "{metrics:?}");
+    // The advantages are rto_algo's RLOO on the padded buffer, in rollout order.
+    let outcome = Tensor::from_slice(&experience.samples.iter().map(|s| s.outcome).collect::<Vec<f32>>());
+    let want = GroupEstimator::Rloo
+        .advantages(&experience.padded(|s| &s.rewards, Device::Cpu), &outcome, &experience.mask(Device::Cpu), 2, 1.0)
+        .unwrap();
+    let want = Vec::<Vec<f32>>::try_from(&want).unwrap();
+    table.finish(&experience).unwrap();
+    for (i, (sample, tokens)) in read_table(&table_dir).unwrap().iter().enumerate() {
+        assert_eq!((sample.group, sample.prompt_id.as_str()), (Some(i as u32 / 2), format!("p{}", i / 2).as_str()));
+        let advantages: Vec<f32> = tokens.iter().map(|t| t.advantage.unwrap()).collect();
+        assert_eq!(advantages, want[i][..tokens.len()], "sample {i}");
+        let outcome = experience.samples[i].outcome;
+        assert_eq!(tokens.last().unwrap().sentence_reward, Some(outcome), "sample {i}: outcome = last sentence reward");
     }
 }

@@ -138,10 +138,70 @@ fn ppo_mode_moves_the_policy_to_the_reward_optimum() {
     assert!(coefs.last() > coefs.first(), "the adaptive controller should raise β2 above a 2-nat target: {coefs:?}");
 }
 
+/// No critic folder, no critic metrics, and the manifest says why.
+fn assert_critic_free(out: &Path, estimator: &str) {
+    assert!(!out.join("critic").exists(), "{estimator}: a critic was saved");
+    assert!(metrics(out).iter().all(|l| l.get("value_loss").is_none() && l.get("critic_lr").is_none()));
+    let note = manifest(out)["metrics"]["critic"].as_str().unwrap().to_string();
+    assert!(note.starts_with("none") && note.contains(estimator), "{note}");
+    let inputs = manifest(out)["inputs"].as_array().unwrap().clone();
+    assert!(inputs.iter().all(|i| i["role"] != "critic"), "{estimator}: a critic among the inputs {inputs:?}");
+}
+
 #[test]
 fn reinforce_plus_plus_learns_without_a_critic() {
     let dir = tempfile::tempdir().unwrap();
+    // `--algo` is the old name of --advantage-estimator.
     let out = learns(dir.path(), &[("--mode", "rto"), ("--algo", "reinforce++")], 20);
-    assert!(!out.join("critic").exists());
-    assert!(metrics(&out).iter().all(|l| l.get("value_loss").is_none() && l.get("critic_lr").is_none()));
+    assert_critic_free(&out, "reinforce++");
+}
+
+/// A group estimator at the other runs' sample count: 8 prompts × 4 responses = 32 per
+/// iteration. Returns the output folder; checks the group columns of the rollout tables.
+fn learns_in_groups(dir: &Path, estimator: &str, mode: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let mut flags = vec![
+        ("--mode", mode),
+        ("--advantage-estimator", estimator),
+        ("--n-samples-per-prompt", "4"),
+        ("--rollout-batch-size", "8"),
+    ];
+    flags.extend_from_slice(extra);
+    let out = learns(dir, &flags, 20);
+    assert_critic_free(&out, estimator);
+    let rows = read_table(&out.join("rollouts/iter-000005")).unwrap();
+    assert_eq!(rows.len(), 32);
+    for (i, (sample, tokens)) in rows.iter().enumerate() {
+        assert_eq!(sample.group, Some(i as u32 / 4), "four consecutive responses per prompt");
+        assert_eq!(sample.prompt_id, rows[i / 4 * 4].0.prompt_id, "a group shares its prompt");
+        assert!(tokens.iter().all(|t| t.advantage.is_some_and(f32::is_finite)));
+    }
+    let lines = metrics(&out);
+    assert!(lines.iter().all(|l| l["samples"].as_u64() == Some(32 * l["iteration"].as_u64().unwrap())));
+    assert!(lines.iter().all(|l| l.get("group_return_std").is_some() && l.get("flat_groups").is_some()));
+    out
+}
+
+#[test]
+fn grpo_moves_the_policy_to_the_reward_optimum_in_rto_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    learns_in_groups(dir.path(), "grpo", "rto", &[]);
+}
+
+#[test]
+fn grpo_moves_the_policy_to_the_reward_optimum_in_ppo_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    // DAPO's loss options ride along: token mean and clip-higher.
+    learns_in_groups(dir.path(), "grpo", "ppo", &[("--loss-agg-mode", "token-mean"), ("--clip-high", "0.28")]);
+}
+
+#[test]
+fn rloo_moves_the_policy_to_the_reward_optimum_in_rto_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    learns_in_groups(dir.path(), "rloo", "rto", &[]);
+}
+
+#[test]
+fn rloo_moves_the_policy_to_the_reward_optimum_in_ppo_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    learns_in_groups(dir.path(), "rloo", "ppo", &[("--loss-agg-mode", "seq-mean-token-sum-norm")]);
 }

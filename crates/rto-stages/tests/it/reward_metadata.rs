@@ -35,6 +35,7 @@ fn write_table(dir: &Path, kv: BTreeMap<String, String>) {
         sentence_reward: None,
         reward: 0.5,
         gold_credit: None,
+        advantage: None,
     };
     let sample = SampleRecord {
         sample_id: 0,
@@ -48,6 +49,7 @@ fn write_table(dir: &Path, kv: BTreeMap<String, String>) {
         gold_score: None,
         iteration: None,
         side: None,
+        group: None,
     };
     writer.push_sample(sample, &[token]).unwrap();
     writer.finish().unwrap();

@@ -26,6 +26,7 @@ fn token(position: u32, text: &str, dpo: f32, sentence: f32) -> TokenRecord {
         sentence_reward: Some(sentence),
         reward: dpo + sentence,
         gold_credit: None,
+        advantage: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn sample(id: u64, tokens: &[TokenRecord], iteration: Option<u32>, side: Option<
         gold_score: None,
         iteration,
         side: side.map(Into::into),
+        group: None,
     }
 }
 

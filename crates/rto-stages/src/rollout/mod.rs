@@ -1,24 +1,25 @@
-//! Rollouts of ppo-train: sample responses with the KV-cache sampler, price every token with
-//! the shared scorer ([`crate::token_scoring`], the code token-reward-annotate uses), attach
-//! the critic's values, and turn the buffer into advantages and returns (DESIGN.md §4, "PPO").
-//! Also the rollout tables (token-reward schema with an `iteration` column) and the optional
-//! judge on held-out prompts.
+//! Rollouts of ppo-train: sample responses with the KV-cache sampler (K per prompt, see
+//! [`RolloutConfig::samples_per_prompt`]), price every token with the shared scorer
+//! ([`crate::token_scoring`], the code token-reward-annotate uses), attach the critic's values,
+//! and turn the buffer into advantages and returns (DESIGN.md §4, "PPO"; [`Experience`]). Also
+//! the rollout tables ([`RolloutTable`]: the token-reward schema with `iteration`, `group` and
+//! `advantage` columns) and the optional judge on held-out prompts.
 //!
 //! Everything PPO trains on is kept per sample on the host ([`Sample`]): the update re-batches
 //! the rollout in a shuffled order, so rows are packed again into new batches anyway.
 
-use crate::token_scoring::{score_batch, table_rows, BatchScores, RewardModels, Sources};
+mod experience;
+mod table;
+
+pub use experience::{AdvantageEstimator, Experience};
+pub use table::RolloutTable;
+
+use crate::token_scoring::{score_batch, BatchScores, RewardModels};
 use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
-use rto_algo::{
-    discounted_returns, explained_variance, gae, masked_mean, reinforce_plus_plus_returns, whiten, RewardMode,
-    RewardWeights,
-};
-use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TokenTableWriter};
+use rto_algo::{RewardMode, RewardWeights};
 use rto_model::{generate, response_logprobs, response_values, CausalLm, SamplingConfig, SequenceBatch, TextTokenizer};
 use rto_rng::{seed_for, Stream};
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -64,7 +65,8 @@ pub struct EncodedPrompt {
 /// One response and what PPO needs of it; per-token vectors have the response's length.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    /// Index into [`Experience::prompts`].
+    /// Index into [`Experience::prompts`]: the prompt's index in the rollout batch, which is
+    /// also the response's group (the K responses to one prompt share it).
     pub prompt: usize,
     /// Generated tokens, EOS included when the policy emitted it.
     pub response: Vec<i64>,
@@ -72,27 +74,15 @@ pub struct Sample {
     pub logp_old: Vec<f32>,
     /// Critic values V(s_h); empty without a critic.
     pub values: Vec<f32>,
+    /// The total token rewards (the table's `reward` column).
     pub rewards: Vec<f32>,
-    /// Whitened advantages and the critic's regression targets, set by
+    /// The sentence reward β3·clamp(r_RM) on the last token (already in `rewards` there; 0
+    /// without a reward model): the outcome part the group estimators baseline on its own.
+    pub outcome: f32,
+    /// The advantages the update uses and the critic's regression targets, set by
     /// [`Experience::compute_advantages`].
     pub advantages: Vec<f32>,
     pub returns: Vec<f32>,
-}
-
-/// One iteration's rollout buffer.
-#[derive(Debug, Default)]
-pub struct Experience {
-    pub prompts: Vec<EncodedPrompt>,
-    pub samples: Vec<Sample>,
-}
-
-/// How advantages are estimated.
-#[derive(Debug, Clone, Copy)]
-pub enum AdvantageEstimator {
-    /// GAE over the critic's values, advantages whitened over the buffer.
-    Gae { gamma: f64, lambda: f64 },
-    /// REINFORCE++ (critic-free): whitened discounted returns-to-go.
-    ReinforcePlusPlus { gamma: f64 },
 }
 
 /// The models a rollout runs.
@@ -242,6 +232,11 @@ pub struct RolloutConfig {
     pub sampling: SamplingConfig,
     /// Prompts per generate call and per scoring forward.
     pub generation_batch: usize,
+    /// Responses per prompt (K): each prompt fills K consecutive rows of its generate call,
+    /// so the K responses to prompt p are samples p·K .. p·K + K − 1 of the rollout. The
+    /// sampler draws one uniform per row and step, so the K rows sample independently; with
+    /// K = 1 the rows, seeds and draws are those of a rollout before this setting existed.
+    pub samples_per_prompt: usize,
     pub mode: RewardMode,
     pub weights: RewardWeights,
     pub pad_id: i64,
@@ -254,7 +249,8 @@ pub fn batch_seed(seed: u64, index: usize) -> u64 {
     seed_for(seed, Stream::Sampling, index as u64)
 }
 
-/// Generates and prices responses to `prompts`; writes them to `table` when given.
+/// Generates and prices `config.samples_per_prompt` responses to each of `prompts`; hands them
+/// to `table` when given (it writes them once the advantages are known).
 pub fn collect(
     models: &RolloutModels,
     prompts: Vec<EncodedPrompt>,
@@ -263,11 +259,13 @@ pub fn collect(
     judge: Option<&dyn ResponseJudge>,
 ) -> Result<(Experience, RolloutStats)> {
     let device = models.policy.device();
+    let k = config.samples_per_prompt.max(1);
     let mut stats = RolloutStats::default();
-    let mut samples = Vec::with_capacity(prompts.len());
+    let mut samples = Vec::with_capacity(prompts.len() * k);
     for (index, first) in (0..prompts.len()).step_by(config.generation_batch.max(1)).enumerate() {
         let chunk = &prompts[first..(first + config.generation_batch.max(1)).min(prompts.len())];
-        let ids: Vec<Vec<i64>> = chunk.iter().map(|p| p.ids.clone()).collect();
+        let rows: Vec<&EncodedPrompt> = chunk.iter().flat_map(|p| std::iter::repeat_n(p, k)).collect();
+        let ids: Vec<Vec<i64>> = rows.iter().map(|p| p.ids.clone()).collect();
         let clock = Instant::now();
         let sampling = SamplingConfig { seed: batch_seed(config.seed, index), ..config.sampling.clone() };
         let generation = generate(models.policy, &ids, &sampling, config.pad_id)?;
@@ -279,174 +277,57 @@ pub fn collect(
         let lengths = &batch.response_lengths;
         let logp_old = host_rows(scored.scores.logp_policy.as_ref().context("policy log-probs")?, lengths)?;
         let rewards = host_rows(&scored.scores.rewards.reward, lengths)?;
+        let outcome = row_sums(&scored.scores.rewards.sentence_reward)?;
         let values = match &scored.values {
             Some(v) => host_rows(v, lengths)?,
-            None => vec![vec![]; chunk.len()],
+            None => vec![vec![]; rows.len()],
         };
-        let judged = judge_chunk(judge, models.tokenizer, chunk, &generation.responses)?;
+        let judged = judge_chunk(judge, models.tokenizer, &rows, &generation.responses)?;
         if let Some(scores) = &judged {
             add(&mut stats.judge, scores.iter().sum());
         }
         if let Some(table) = table.as_deref_mut() {
-            table.push(&scored, chunk, &generation.responses, judged.as_deref())?;
+            table.push(&scored, &rows, &generation.responses, judged.as_deref())?;
         }
-        let rows = generation
-            .responses
-            .into_iter()
-            .zip(generation.finished)
-            .zip(logp_old.into_iter().zip(rewards).zip(values));
-        for (row, ((response, finished), ((logp_old, rewards), values))) in rows.enumerate() {
+        let per_row = generation.responses.into_iter().zip(generation.finished).zip(logp_old).zip(rewards);
+        for (row, ((((response, finished), logp_old), rewards), values)) in per_row.zip(values).enumerate() {
             samples.push(Sample {
-                prompt: first + row,
+                prompt: first + row / k,
                 response,
                 finished,
                 logp_old,
                 values,
                 rewards,
+                outcome: outcome[row],
                 advantages: vec![],
                 returns: vec![],
             });
         }
         stats.scoring_s += clock.elapsed().as_secs_f64();
     }
-    Ok((Experience { prompts, samples }, stats))
+    Ok((Experience { prompts, samples, samples_per_prompt: k }, stats))
 }
 
-/// Judge scores of a chunk's responses, when a judge was supplied.
+/// Σ of each row of `t` [B, R] on the host (the sentence reward sits on one token per row).
+fn row_sums(t: &Tensor) -> Result<Vec<f32>> {
+    let sums = t.to_kind(Kind::Float).sum_dim_intlist([1].as_slice(), false, Kind::Float);
+    Ok(Vec::<f32>::try_from(&sums.to_device(Device::Cpu))?)
+}
+
+/// Judge scores of a chunk's responses (`rows[i]` is the prompt of response i), when a judge
+/// was supplied.
 fn judge_chunk(
     judge: Option<&dyn ResponseJudge>,
     tokenizer: &TextTokenizer,
-    chunk: &[EncodedPrompt],
+    rows: &[&EncodedPrompt],
     responses: &[Vec<i64>],
 ) -> Result<Option<Vec<f64>>> {
     let Some(judge) = judge else { return Ok(None) };
-    let mut scores = Vec::with_capacity(chunk.len());
-    for (prompt, response) in chunk.iter().zip(responses) {
+    let mut scores = Vec::with_capacity(rows.len());
+    for (prompt, response) in rows.iter().zip(responses) {
         scores.push(judge.score(&prompt.text, &tokenizer.decode(response, true)?));
     }
     Ok(Some(scores))
-}
-
-impl Experience {
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-
-    fn width(&self) -> i64 {
-        self.samples.iter().map(|s| s.response.len()).max().unwrap_or(1) as i64
-    }
-
-    fn lengths(&self) -> Vec<i64> {
-        self.samples.iter().map(|s| s.response.len() as i64).collect()
-    }
-
-    /// A per-token field of every sample as one padded [N, R] tensor.
-    pub fn padded(&self, field: fn(&Sample) -> &[f32], device: Device) -> Tensor {
-        pad_rows(self.samples.iter().map(field), self.width(), device)
-    }
-
-    /// The response mask [N, R] of the whole buffer.
-    pub fn mask(&self, device: Device) -> Tensor {
-        let ones: Vec<Vec<f32>> = self.samples.iter().map(|s| vec![1.0; s.response.len()]).collect();
-        pad_rows(ones.iter().map(Vec::as_slice), self.width(), device)
-    }
-
-    /// Fills every sample's advantages (whitened over the whole buffer, DESIGN.md §4) and
-    /// returns; gives the buffer-level metrics `returns`, `advantages` (before whitening),
-    /// `values` and `explained_variance` (token means).
-    pub fn compute_advantages(&mut self, estimator: AdvantageEstimator, device: Device) -> Result<Metrics> {
-        let mask = self.mask(device);
-        let rewards = self.padded(|s| &s.rewards, device);
-        let mean = |t: &Tensor| masked_mean(t, &mask).double_value(&[]);
-        let mut metrics = Metrics::new();
-        let (advantages, returns) = match estimator {
-            AdvantageEstimator::Gae { gamma, lambda } => {
-                let values = self.padded(|s| &s.values, device);
-                let (advantages, returns) = gae(&rewards, &values, &mask, gamma, lambda)?;
-                metrics.insert("values".into(), mean(&values));
-                metrics.insert("advantages".into(), mean(&advantages));
-                metrics.insert("explained_variance".into(), explained_variance(&values, &returns, &mask));
-                (whiten(&advantages, &mask, true), returns)
-            }
-            AdvantageEstimator::ReinforcePlusPlus { gamma } => {
-                let returns = discounted_returns(&rewards, &mask, gamma)?;
-                metrics.insert("advantages".into(), mean(&returns));
-                (reinforce_plus_plus_returns(&rewards, &mask, gamma)?, returns)
-            }
-        };
-        metrics.insert("returns".into(), mean(&returns));
-        let lengths = self.lengths();
-        let advantages = host_rows(&advantages, &lengths)?;
-        let returns = host_rows(&returns, &lengths)?;
-        for (sample, (a, r)) in self.samples.iter_mut().zip(advantages.into_iter().zip(returns)) {
-            sample.advantages = a;
-            sample.returns = r;
-        }
-        Ok(metrics)
-    }
-}
-
-/// One iteration's rollouts as a token-reward table (DESIGN.md §3, `iteration` column).
-pub struct RolloutTable<'a> {
-    writer: TokenTableWriter,
-    tokenizer: &'a TextTokenizer,
-    sources: Sources,
-    iteration: u32,
-    next_id: u64,
-}
-
-impl<'a> RolloutTable<'a> {
-    /// `first_id` makes sample ids unique across iterations, so tables can be concatenated.
-    pub fn create(
-        dir: &Path,
-        tokenizer: &'a TextTokenizer,
-        sources: Sources,
-        iteration: u32,
-        first_id: u64,
-        gold_score: bool,
-        metadata: BTreeMap<String, String>,
-    ) -> Result<Self> {
-        let layout = TableLayout { iteration: true, side: false, gold_score };
-        let writer = TokenTableWriter::create(dir, TableOptions { layout, metadata, ..Default::default() })?;
-        Ok(Self { writer, tokenizer, sources, iteration, next_id: first_id })
-    }
-
-    fn push(
-        &mut self,
-        scored: &ScoredBatch,
-        prompts: &[EncodedPrompt],
-        responses: &[Vec<i64>],
-        judged: Option<&[f64]>,
-    ) -> Result<()> {
-        let host = scored.scores.to_host()?;
-        for (row, (prompt, response)) in prompts.iter().zip(responses).enumerate() {
-            let sample = SampleRecord {
-                sample_id: self.next_id,
-                prompt_id: prompt.id.clone(),
-                prompt: self.tokenizer.decode(&prompt.ids, false)?,
-                response: self.tokenizer.decode(response, true)?,
-                n_tokens: 0,
-                dpo_return: None,
-                sentence_reward: None,
-                ret: 0.0,
-                gold_score: judged.map(|j| j[row]),
-                iteration: Some(self.iteration),
-                side: None,
-            };
-            let (sample, tokens) = table_rows(&host, self.sources, response, row, self.tokenizer, sample);
-            self.writer.push_sample(sample, &tokens)?;
-            self.next_id += 1;
-        }
-        Ok(())
-    }
-
-    pub fn finish(self) -> Result<()> {
-        self.writer.finish().map(|_| ())
-    }
 }
 
 /// Greedy responses to held-out prompts, scored by the reward model (`eval/rm_score`, the
