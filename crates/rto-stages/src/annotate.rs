@@ -150,17 +150,17 @@ pub fn cli(args: AnnotateArgs) -> Result<()> {
         gold::check_judge(name)?;
     }
     let max_positions = context_of_models(&args)?;
-    if !plan_memory(&args)? {
-        return Ok(());
-    }
     let rows = read_rows(&args.data, settings)?;
     let spec = stage_spec(&args)?;
+    if !plan_memory(&args, &spec)? {
+        return Ok(());
+    }
     stage::run(&args.common, &spec, |out| run(&args, &rows, max_positions, out))?;
     Ok(())
 }
 
 /// The memory plan of the frozen models (one scoring batch each); `false` under --dry-run.
-fn plan_memory(args: &AnnotateArgs) -> Result<bool> {
+fn plan_memory(args: &AnnotateArgs, spec: &StageSpec) -> Result<bool> {
     let (rows, tokens) =
         (args.settings.batch_size, args.settings.limits.max_prompt_len + args.settings.limits.max_response_len);
     let lm = |name: &str, dir: &Path| stage::planned(name, dir, Head::LanguageModel, Role::Frozen, rows, tokens);
@@ -171,7 +171,7 @@ fn plan_memory(args: &AnnotateArgs) -> Result<bool> {
     if let Some(rm) = &args.reward_model {
         models.push(stage::planned("reward model", rm, Head::Score, Role::Frozen, rows, tokens)?);
     }
-    stage::plan_memory(&args.common, STAGE, &models, None)
+    stage::plan_memory(&args.common, spec, &models, None)
 }
 
 /// The cache key's spec: the settings as resolved (flag aliases leave no trace) and the

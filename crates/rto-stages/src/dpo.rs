@@ -140,12 +140,12 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
     let policy = stage::planned("policy", &args.model, Head::LanguageModel, Role::Trained, rows, tokens)?;
-    if !stage::plan_memory(&args.common, STAGE, &[policy], None)? {
-        return Ok(());
-    }
     let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings.key()?)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);
+    if !stage::plan_memory(&args.common, &spec, &[policy], None)? {
+        return Ok(());
+    }
     let mut ref_logps = None;
     if loss.needs_reference() {
         let reference = args.ref_model.clone().unwrap_or(args.model.clone());

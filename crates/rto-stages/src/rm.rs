@@ -73,12 +73,12 @@ pub fn cli(args: RmArgs) -> Result<()> {
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
     let reward_model = stage::planned("reward model", &args.model, Head::Score, Role::Trained, rows, tokens)?;
-    if !stage::plan_memory(&args.common, STAGE, &[reward_model], None)? {
-        return Ok(());
-    }
     let spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);
+    if !stage::plan_memory(&args.common, &spec, &[reward_model], None)? {
+        return Ok(());
+    }
     stage::run_training(&args.common, &args.logs, &spec, |out| run(&args, out))?;
     Ok(())
 }

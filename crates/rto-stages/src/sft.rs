@@ -77,9 +77,6 @@ pub fn cli(args: SftArgs) -> Result<()> {
     let tokens = args.settings.limits.max_prompt_len + args.settings.limits.max_response_len;
     let batch = BatchShape { rows: args.settings.train.micro_batch() as u64, tokens: tokens as u64 };
     let policy = PlannedModel { name: "policy".into(), config, head: Head::LanguageModel, role: Role::Trained, batch };
-    if !stage::plan_memory(&args.common, STAGE, &[policy], None)? {
-        return Ok(());
-    }
     let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
         .with_input("data", &args.data)
         .with_input("tokenizer", tokenizer_dir.join("tokenizer.json"));
@@ -92,6 +89,9 @@ pub fn cli(args: SftArgs) -> Result<()> {
         (None, Some(config)) => spec.with_input("init_config", config),
         (None, None) => bail!("give --model or --init-config"),
     };
+    if !stage::plan_memory(&args.common, &spec, &[policy], None)? {
+        return Ok(());
+    }
     stage::run_training(&args.common, &args.logs, &spec, |out| run(&args, &tokenizer_dir, out))?;
     Ok(())
 }

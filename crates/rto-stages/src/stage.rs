@@ -27,10 +27,13 @@ pub fn check_learning_rate(flag: &str, lr: f64) -> Result<()> {
 /// `--dry-run`: the caller stops there, having loaded nothing.
 pub fn plan_memory(
     common: &CommonArgs,
-    stage: &str,
+    spec: &StageSpec,
     models: &[PlannedModel],
     extra: Option<&MemoryPlan>,
 ) -> Result<bool> {
+    // A missing input is the error to see, not a plan followed by it.
+    spec.check_inputs_exist()?;
+    let stage = spec.stage.as_str();
     let mut plan = MemoryPlan::default();
     plan.add_runtime(memory::current_rss_bytes().unwrap_or(0));
     for model in models {

@@ -34,8 +34,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// tampered upstream folder is caught before any work); any other file is keyed by its bytes
 /// and any other folder by its files' relative paths and bytes. The path itself never enters.
 pub fn input_key(path: &Path) -> Result<ArtifactKey> {
-    let meta =
-        fs::metadata(path).with_context(|| format!("input {} does not exist or cannot be read", path.display()))?;
+    let meta = input_metadata(path)?;
     if meta.is_file() {
         let key = hash_file(path)?;
         check_file_in_stage_folder(path, &key)?;
@@ -51,6 +50,10 @@ pub fn input_key(path: &Path) -> Result<ArtifactKey> {
         return Ok(manifest.key);
     }
     hash_folder_content(path)
+}
+
+fn input_metadata(path: &Path) -> Result<fs::Metadata> {
+    fs::metadata(path).with_context(|| format!("input {} does not exist or cannot be read", path.display()))
 }
 
 /// A file inside a stage folder (e.g. `runs/pairs/<key>/pairs.jsonl` given as `--data`) must
@@ -144,6 +147,15 @@ impl StageSpec {
         let pairs: Vec<(String, ArtifactKey)> = inputs.iter().map(|i| (i.role.clone(), i.key.clone())).collect();
         let key = stage_key(&self.stage, self.schema_version, &self.settings, &pairs);
         Ok(ResolvedSpec { key, inputs })
+    }
+
+    /// Fails, as [`StageSpec::resolve`] would, when an input does not exist, without hashing
+    /// anything: for checks a stage makes before its first expensive step.
+    pub fn check_inputs_exist(&self) -> Result<()> {
+        for (role, path) in &self.inputs {
+            input_metadata(path).with_context(|| format!("stage {}: input `{role}`", self.stage))?;
+        }
+        Ok(())
     }
 
     /// The stage key (hashes all inputs).

@@ -184,7 +184,7 @@ pub fn palette() -> Vec<(String, bool)> {
 /// what is derived from them.
 fn hover_rows(colour_columns: &[ValueColumn], raw: &[RawColumn]) -> Vec<(&'static str, &'static str, &'static str)> {
     let has_raw = |name: &str| raw.iter().any(|(n, _)| *n == name);
-    let order: [(&str, &str, &str); 10] = [
+    let order: [(&str, &str, &str); 11] = [
         ("reward", "v", "reward"),
         ("dpo_reward", "c", "dpo_reward"),
         ("kl_penalty", "c", "kl_penalty"),
@@ -194,6 +194,7 @@ fn hover_rows(colour_columns: &[ValueColumn], raw: &[RawColumn]) -> Vec<(&'stati
         ("logp_policy", "v", "logp_policy"),
         ("logp_policy − logp_ref", "c", "policy_log_ratio"),
         ("gold_credit", "c", "gold_credit"),
+        ("advantage", "c", "advantage"),
         ("reward − sentence_reward", "c", "reward"),
     ];
     order

@@ -39,15 +39,19 @@ pub enum ValueColumn {
     /// the gold judge's credit of the token's word (annotate --judge toy)
     #[value(name = "gold_credit")]
     GoldCredit,
+    /// the advantage the PPO update pushed the token by (ppo-train rollout tables)
+    #[value(name = "advantage")]
+    Advantage,
 }
 
 impl ValueColumn {
-    pub const ALL: [ValueColumn; 5] = [
+    pub const ALL: [ValueColumn; 6] = [
         ValueColumn::Reward,
         ValueColumn::DpoReward,
         ValueColumn::KlPenalty,
         ValueColumn::PolicyLogRatio,
         ValueColumn::GoldCredit,
+        ValueColumn::Advantage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl ValueColumn {
             ValueColumn::KlPenalty => "kl_penalty",
             ValueColumn::PolicyLogRatio => "policy_log_ratio",
             ValueColumn::GoldCredit => "gold_credit",
+            ValueColumn::Advantage => "advantage",
         }
     }
 
@@ -68,6 +73,7 @@ impl ValueColumn {
             ValueColumn::KlPenalty => "kl_penalty = −β2·(logp_policy − logp_ref)",
             ValueColumn::PolicyLogRatio => "logp_policy − logp_ref",
             ValueColumn::GoldCredit => "gold_credit: the gold judge's credit of the token's word",
+            ValueColumn::Advantage => "advantage: what the PPO update pushed the token by",
         }
     }
 
@@ -82,6 +88,7 @@ impl ValueColumn {
                 "annotate with --policy, or a ppo-train rollout table"
             }
             ValueColumn::GoldCredit => "annotate with --judge toy",
+            ValueColumn::Advantage => "a ppo-train rollout table (rollouts/iter-N)",
         }
     }
 
@@ -93,6 +100,7 @@ impl ValueColumn {
             ValueColumn::KlPenalty => token.kl_penalty,
             ValueColumn::PolicyLogRatio => Some(token.logp_policy? - token.logp_ref?),
             ValueColumn::GoldCredit => token.gold_credit,
+            ValueColumn::Advantage => token.advantage,
         }
     }
 }
