@@ -39,7 +39,9 @@ lint: setup
 # Tests run in parallel (cargo's default, one test thread per core): nothing draws from a
 # process-global generator (rto-rng). One libtorch intra-op thread per test process, so two
 # test threads keep two cores busy instead of oversubscribing them.
-test: lint build
+# No `build` first: `cargo test` builds the binaries itself, with the dev-dependencies' features,
+# so a plain `cargo build` before it would compile the heavy dependencies a second time.
+test: lint
 	OMP_NUM_THREADS=1 cargo test --release
 
 # The toy replication chain on the shipped data: SFT → pairs → DPO → RM → annotate → PPO and
