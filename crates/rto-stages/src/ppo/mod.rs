@@ -237,7 +237,8 @@ pub struct PpoSettings {
     /// Iterations to run (default: one pass over the prompts).
     #[arg(long, conflicts_with = "max_samples")]
     pub iterations: Option<usize>,
-    /// Total prompt budget instead of --iterations (rounded up to whole iterations).
+    /// Total prompt budget instead of --iterations (rounded up to whole iterations); each prompt
+    /// gets --n-samples-per-prompt responses.
     #[arg(long)]
     pub max_samples: Option<usize>,
     /// Generation budget per response, EOS included (default: --max-response-len).
