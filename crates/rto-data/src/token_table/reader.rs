@@ -128,14 +128,7 @@ impl Batch<'_> {
         )
     }
 
-    /// An optional column: all `None` when the file does not have it.
-    fn absent_or_f32s(&self, name: &str) -> Result<Vec<Option<f32>>> {
-        match self.batch.column_by_name(name) {
-            None => Ok(vec![None; self.batch.num_rows()]),
-            Some(_) => self.opt_f32s(name),
-        }
-    }
-
+    /// A nullable column (a source the table was written without): `None` per null row.
     fn opt_f32s(&self, name: &str) -> Result<Vec<Option<f32>>> {
         let a = self.col(name)?.as_primitive::<Float32Type>();
         (0..a.len())
@@ -226,7 +219,7 @@ fn token_rows(b: &Batch) -> Result<Vec<(u64, String, TokenRecord)>> {
     let (lr, ld, lp) = (b.opt_f32s("logp_ref")?, b.opt_f32s("logp_dpo")?, b.opt_f32s("logp_policy")?);
     let (dr, kl, sr) = (b.opt_f32s("dpo_reward")?, b.opt_f32s("kl_penalty")?, b.opt_f32s("sentence_reward")?);
     let rw = b.f32s("reward")?;
-    let gold = b.absent_or_f32s(GOLD_CREDIT_COLUMN)?;
+    let gold = b.opt_column_f32s(GOLD_CREDIT_COLUMN)?;
     let adv = b.opt_column_f32s("advantage")?;
     let mut out = Vec::with_capacity(ids.len());
     for (i, (tok, pid)) in toks.into_iter().zip(pids).enumerate() {
