@@ -42,6 +42,10 @@ pub struct CommonArgs {
     /// Print the memory plan (from config.json sizes) and stop before loading any model.
     #[arg(long)]
     pub dry_run: bool,
+    /// bf16 weights and activations for every model of the stage (trained ones keep fp32
+    /// master weights and Adam moments); log-probs, losses and rewards stay fp32.
+    #[arg(long)]
+    pub bf16: bool,
 }
 
 impl CommonArgs {
@@ -50,12 +54,17 @@ impl CommonArgs {
         Store::new(&self.store)
     }
 
-    /// The common flags that change a stage's results, for its key: the seed, and the device
-    /// (CPU and CUDA kernels give different floats). `--store`, `--force`, `--config`,
-    /// `--link` and `--dry-run` say where and whether to compute, not what, so they stay out
-    /// of keys.
+    /// The common flags that change a stage's results, for its key: the seed, the device
+    /// (CPU and CUDA kernels give different floats) and the precision. `--store`, `--force`,
+    /// `--config`, `--link` and `--dry-run` say where and whether to compute, not what, so
+    /// they stay out of keys. The precision enters only when it is not the default fp32, so
+    /// fp32 keys are those of the releases before `--bf16` existed.
     pub fn key_settings(&self) -> serde_json::Value {
-        serde_json::json!({ "seed": self.seed, "device": self.device })
+        let mut key = serde_json::json!({ "seed": self.seed, "device": self.device });
+        if self.bf16 {
+            key["precision"] = "bf16".into();
+        }
+        key
     }
 
     /// What a stage does after [`Store::run`]: honour `--link`, then print the output folder
@@ -96,6 +105,47 @@ impl TrainingLogArgs {
     /// runs with other settings sit side by side in TensorBoard.
     pub fn run_dir(&self, stage: &str, key: &ArtifactKey) -> Option<PathBuf> {
         self.tensorboard.as_ref().map(|dir| dir.join(format!("{stage}-{}", key.short())))
+    }
+}
+
+/// The dtype a training stage saves its model folder in.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveDtype {
+    /// The dtype of the input model (its config.json `dtype`/`torch_dtype`; float32 when it
+    /// names none, and for a model trained from random weights).
+    #[default]
+    Auto,
+    Float32,
+    Bfloat16,
+}
+
+// The flags of every training stage (sft, dpo, rm, ppo) that say how the trained model is held
+// in memory and written out. No doc comment: clap would take it as the commands' about text.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TrainedModelArgs {
+    /// Recompute each decoder layer's activations during the backward pass instead of keeping
+    /// them from the forward: less memory for about one more forward of compute.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
+    /// dtype of the saved model folder.
+    #[arg(long, value_enum, default_value_t = SaveDtype::Auto)]
+    pub save_dtype: SaveDtype,
+}
+
+impl TrainedModelArgs {
+    /// What these flags add to a stage key: only settings that differ from the defaults, so
+    /// the keys of runs that do not use them stay those of earlier releases. Checkpointing is
+    /// in the key because recomputation may sum gradients in another order (last-bit changes).
+    pub fn key_settings(&self) -> serde_json::Value {
+        let mut key = serde_json::Map::new();
+        if self.gradient_checkpointing {
+            key.insert("gradient_checkpointing".into(), true.into());
+        }
+        if self.save_dtype != SaveDtype::Auto {
+            key.insert("save_dtype".into(), serde_json::to_value(self.save_dtype).expect("a plain enum"));
+        }
+        key.into()
     }
 }
 

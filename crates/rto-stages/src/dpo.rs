@@ -14,7 +14,7 @@ use crate::stage;
 use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
 use anyhow::{bail, Context, Result};
 use rto_algo::{PreferenceInputs, PreferenceLoss};
-use rto_data::cli::{CommonArgs, TrainingLogArgs};
+use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::{split, ColumnNames, DatasetStats, EvalSize};
 use rto_data::store::{StageDir, StageSpec};
 use rto_model::memory::Role;
@@ -118,6 +118,8 @@ pub struct DpoArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub logs: TrainingLogArgs,
+    #[command(flatten)]
+    pub trained: TrainedModelArgs,
     /// Policy to train (the SFT model); also the reference unless --ref is given.
     #[arg(long)]
     pub model: PathBuf,
@@ -140,7 +142,7 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
     let policy = stage::planned("policy", &args.model, Head::LanguageModel, Role::Trained, rows, tokens)?;
-    let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings.key()?)?
+    let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings.key()?)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);
     if !stage::plan_memory(&args.common, &spec, &[policy], None)? {

@@ -12,7 +12,7 @@ use crate::stage;
 use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
 use anyhow::{bail, Result};
 use rto_algo::bradley_terry_loss;
-use rto_data::cli::{CommonArgs, TrainingLogArgs};
+use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::{split, ColumnNames, EvalSize};
 use rto_data::store::StageDir;
 use rto_model::memory::Role;
@@ -51,6 +51,8 @@ pub struct RmArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub logs: TrainingLogArgs,
+    #[command(flatten)]
+    pub trained: TrainedModelArgs,
     /// Model folder whose decoder starts the reward model (its `score.weight` too, if any;
     /// else the head starts at zero).
     #[arg(long)]
@@ -73,7 +75,7 @@ pub fn cli(args: RmArgs) -> Result<()> {
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
     let reward_model = stage::planned("reward model", &args.model, Head::Score, Role::Trained, rows, tokens)?;
-    let spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
+    let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);
     if !stage::plan_memory(&args.common, &spec, &[reward_model], None)? {

@@ -8,7 +8,7 @@ use crate::encode::{check_batch_width, Encoder, LengthLimits};
 use crate::stage;
 use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
 use anyhow::{bail, Context, Result};
-use rto_data::cli::{CommonArgs, TrainingLogArgs};
+use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::{read_responses, split, ColumnNames, DatasetStats, EvalSize};
 use rto_data::store::StageDir;
 use rto_model::memory::{BatchShape, PlannedModel, Role};
@@ -43,6 +43,8 @@ pub struct SftArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub logs: TrainingLogArgs,
+    #[command(flatten)]
+    pub trained: TrainedModelArgs,
     /// Model folder to fine-tune.
     #[arg(long, conflicts_with = "init_config", required_unless_present = "init_config")]
     pub model: Option<PathBuf>,
@@ -77,7 +79,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
     let tokens = args.settings.limits.max_prompt_len + args.settings.limits.max_response_len;
     let batch = BatchShape { rows: args.settings.train.micro_batch() as u64, tokens: tokens as u64 };
     let policy = PlannedModel { name: "policy".into(), config, head: Head::LanguageModel, role: Role::Trained, batch };
-    let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
+    let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
         .with_input("data", &args.data)
         .with_input("tokenizer", tokenizer_dir.join("tokenizer.json"));
     let config_json = tokenizer_dir.join("tokenizer_config.json");

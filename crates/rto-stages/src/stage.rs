@@ -1,7 +1,7 @@
 //! The frame every stage binary shares: key the stage, run it through the store, report.
 
 use anyhow::Result;
-use rto_data::cli::{CommonArgs, TrainingLogArgs};
+use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::store::{StageDir, StageOutcome, StageSpec};
 use rto_model::memory::{self, BatchShape, MemoryPlan, PlannedModel, Role};
 use rto_model::{Head, ModelConfig};
@@ -12,6 +12,23 @@ use std::path::Path;
 /// The spec of `stage` with the stage's own settings plus the seed and device in the key.
 pub fn spec(stage: &str, schema_version: u32, common: &CommonArgs, settings: &impl Serialize) -> Result<StageSpec> {
     let settings = json!({"stage": serde_json::to_value(settings)?, "common": common.key_settings()});
+    StageSpec::new(stage, schema_version, &settings)
+}
+
+/// [`spec`] for a training stage: its [`TrainedModelArgs`] join the key as far as they are
+/// set (a run with the defaults keeps the key it had before those flags existed).
+pub fn training_spec(
+    stage: &str,
+    schema_version: u32,
+    common: &CommonArgs,
+    trained: &TrainedModelArgs,
+    settings: &impl Serialize,
+) -> Result<StageSpec> {
+    let mut settings = json!({"stage": serde_json::to_value(settings)?, "common": common.key_settings()});
+    let model_key = trained.key_settings();
+    if model_key.as_object().is_some_and(|m| !m.is_empty()) {
+        settings["model"] = model_key;
+    }
     StageSpec::new(stage, schema_version, &settings)
 }
 

@@ -44,7 +44,7 @@ use anyhow::{bail, ensure, Result};
 use rto_algo::{
     AdaptiveKl, ClipRange, GaeSettings, GroupEstimator, KlController, LossAggregation, RewardMode, RewardWeights,
 };
-use rto_data::cli::{CommonArgs, TrainingLogArgs};
+use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::ColumnNames;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -383,6 +383,8 @@ pub struct PpoArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub logs: TrainingLogArgs,
+    #[command(flatten)]
+    pub trained: TrainedModelArgs,
     /// The SFT model: the policy's starting point and the KL reference.
     #[arg(long)]
     pub policy: PathBuf,
@@ -491,7 +493,7 @@ pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Resul
     let inputs = Inputs::of(&args)?;
     let shared = inputs.check(&args.policy)?;
     let key = KeySettings { settings: &args.settings, judge: judge.map(|j| j.name()) };
-    let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &key)?
+    let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &key)?
         .with_input("policy", &args.policy)
         .with_input("prompts", &args.prompts);
     for (role, path) in inputs.roles() {
