@@ -64,8 +64,13 @@ pub fn cosine_with_warmup(
 /// log). A non-finite norm leaves the gradients untouched and is returned for the caller to
 /// treat as a failed step.
 pub fn clip_grad_norm(vars: &[Tensor], max_norm: f64) -> Result<f64> {
-    check::positive("max_norm", max_norm)?;
     let mut grads: Vec<Tensor> = vars.iter().map(Tensor::grad).filter(Tensor::defined).collect();
+    clip_grads(&mut grads, max_norm)
+}
+
+/// [`clip_grad_norm`] on the gradient tensors themselves (scaled in place).
+pub fn clip_grads(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+    check::positive("max_norm", max_norm)?;
     let squared: f64 = grads.iter().map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum();
     let total = squared.sqrt();
     let coef = max_norm / (total + 1e-6);

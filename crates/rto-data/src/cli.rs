@@ -60,7 +60,15 @@ impl CommonArgs {
     /// they stay out of keys. The precision enters only when it is not the default fp32, so
     /// fp32 keys are those of the releases before `--bf16` existed.
     pub fn key_settings(&self) -> serde_json::Value {
-        let mut key = serde_json::json!({ "seed": self.seed, "device": self.device });
+        let mut key = self.numerics_key();
+        key["seed"] = self.seed.into();
+        key
+    }
+
+    /// The flags that change a deterministic computation's floats (device and precision),
+    /// for the keys of stages that draw no random numbers (the DPO reference pass).
+    pub fn numerics_key(&self) -> serde_json::Value {
+        let mut key = serde_json::json!({ "device": self.device });
         if self.bf16 {
             key["precision"] = "bf16".into();
         }

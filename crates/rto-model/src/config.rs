@@ -210,6 +210,18 @@ impl ModelConfig {
     }
 
     /// End-of-sequence ids: config.json allows one id or a list.
+    /// The dtype the weights were saved in, from `dtype` (transformers ≥ 4.56) or the older
+    /// `torch_dtype`; `None` when the config names neither or names another dtype.
+    pub fn stored_kind(&self) -> Option<tch::Kind> {
+        let name = self.extra.get("dtype").or_else(|| self.extra.get("torch_dtype"))?.as_str()?;
+        match name {
+            "float32" => Some(tch::Kind::Float),
+            "bfloat16" => Some(tch::Kind::BFloat16),
+            "float16" => Some(tch::Kind::Half),
+            _ => None,
+        }
+    }
+
     pub fn eos_token_ids(&self) -> Vec<i64> {
         ids_of(self.eos_token_id.as_ref())
     }

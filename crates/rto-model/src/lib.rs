@@ -12,6 +12,7 @@ pub mod kv_cache;
 pub mod llama;
 pub mod memory;
 pub mod model;
+pub mod precision;
 pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
@@ -20,5 +21,6 @@ pub use batch::{response_logprobs, response_values, sequence_scores, SequenceBat
 pub use config::ModelConfig;
 pub use device::{parse_device, parse_kind};
 pub use model::{CausalLm, Head};
+pub use precision::Precision;
 pub use sampling::{generate, Generation, SamplingConfig};
 pub use tokenizer::{ChatTurn, TextTokenizer};

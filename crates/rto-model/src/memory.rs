@@ -2,13 +2,16 @@
 //! loaded, and whether the device can hold it.
 //!
 //! Each model a stage holds is a [`Role`]: trained (weights, gradients and two fp32 Adam
-//! moments, plus activations kept for the backward pass) or frozen (weights, and one forward's
-//! transient activations). Rollout sampling adds its KV cache. The numbers are estimates with
+//! moments, plus fp32 master weights when it is held in bf16, plus activations kept for the
+//! backward pass) or frozen (weights, and one forward's transient activations). Weights,
+//! gradients, activations and the KV cache take the bytes of the stage's [`Precision`].
+//! Rollout sampling adds its KV cache. The numbers are estimates with
 //! stated formulas, not measurements: the stages record what they actually peaked at
 //! (`peak_rss_bytes` in the manifest) so a user can compare the two.
 
 use crate::config::ModelConfig;
 use crate::model::Head;
+use crate::precision::Precision;
 use std::fmt::Write;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -37,6 +40,7 @@ pub struct PlannedModel {
     pub head: Head,
     pub role: Role,
     pub batch: BatchShape,
+    pub precision: Precision,
 }
 
 /// The bytes of one line of the plan.
@@ -103,36 +107,40 @@ pub fn kv_cache_bytes(config: &ModelConfig, rows: u64, positions: u64, bytes: u6
 }
 
 impl MemoryPlan {
-    /// Adds the lines of one model in fp32 (the precision every stage computes in today).
+    /// Adds the lines of one model, in its precision.
     pub fn add_model(&mut self, model: &PlannedModel) {
         let params = parameter_count(&model.config, model.head);
-        let weights = params * 4;
+        let (precision, bytes) = (model.precision.name(), model.precision.bytes());
+        let weights = params * bytes;
         let name = &model.name;
-        self.push(format!("{name}: weights ({:.1} M parameters, fp32)", params as f64 / 1e6), weights);
+        self.push(format!("{name}: weights ({:.1} M parameters, {precision})", params as f64 / 1e6), weights);
         match model.role {
             Role::Trained => {
-                self.push(format!("{name}: gradients"), weights);
+                self.push(format!("{name}: gradients ({precision})"), weights);
+                if model.precision != Precision::Fp32 {
+                    self.push(format!("{name}: fp32 master weights"), params * 4);
+                }
                 self.push(format!("{name}: AdamW moments (2 × fp32)"), 2 * params * 4);
                 self.push(
                     format!(
                         "{name}: activations ({} × {} tokens per micro batch)",
                         model.batch.rows, model.batch.tokens
                     ),
-                    training_activations(&model.config, model.batch, 4),
+                    training_activations(&model.config, model.batch, bytes),
                 );
             }
             Role::Frozen => self.push(
                 format!("{name}: forward activations ({} × {} tokens)", model.batch.rows, model.batch.tokens),
-                forward_activations(&model.config, model.batch, 4),
+                forward_activations(&model.config, model.batch, bytes),
             ),
         }
     }
 
-    /// Adds the KV cache of rollout sampling.
-    pub fn add_kv_cache(&mut self, config: &ModelConfig, rows: u64, positions: u64) {
+    /// Adds the KV cache of rollout sampling, held in the sampling model's precision.
+    pub fn add_kv_cache(&mut self, config: &ModelConfig, rows: u64, positions: u64, precision: Precision) {
         self.push(
-            format!("rollout KV cache ({rows} × {positions} positions, fp32)"),
-            kv_cache_bytes(config, rows, positions, 4),
+            format!("rollout KV cache ({rows} × {positions} positions, {})", precision.name()),
+            kv_cache_bytes(config, rows, positions, precision.bytes()),
         );
     }
 
@@ -164,7 +172,7 @@ impl MemoryPlan {
         let total = self.total();
         anyhow::ensure!(
             total <= available,
-            "{stage}: the memory plan needs {:.1} GiB but {device} has {:.1} GiB available: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, or a smaller model (bf16, gradient checkpointing and LoRA are planned); --dry-run prints the plan without loading anything",
+            "{stage}: the memory plan needs {:.1} GiB but {device} has {:.1} GiB available: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, --bf16, --gradient-checkpointing, or a smaller model; --dry-run prints the plan without loading anything",
             total as f64 / (MIB * 1024.0),
             available as f64 / (MIB * 1024.0)
         );

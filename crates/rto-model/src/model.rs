@@ -106,11 +106,14 @@ impl CausalLm {
         Ok(model)
     }
 
-    /// Loads a causal-LM folder as a value model: the decoder from the folder and a fresh score
-    /// head of zeros, or the folder's own `score` when it has one (a reward model).
-    pub fn load_as_value_model(dir: &Path, device: Device) -> Result<Self> {
+    /// Loads a causal-LM folder as a value model in `kind`: the decoder from the folder and a
+    /// fresh score head of zeros, or the folder's own `score` when it has one (a reward model).
+    pub fn load_as_value_model(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
         let config = folder_config(dir)?;
-        let model = Self::build(config, Head::Score, device)?;
+        let mut model = Self::build(config, Head::Score, device)?;
+        if kind != Kind::Float {
+            model.vs.set_kind(kind);
+        }
         let mut targets: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         let has_score = weights::tensor_locations(dir)?.contains_key("score.weight");
         if !has_score {

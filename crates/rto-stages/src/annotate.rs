@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 pub const STAGE: &str = "annotate";
 const SCHEMA_VERSION: u32 = 1;
@@ -281,9 +281,9 @@ struct Item {
 fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, out: &StageDir) -> Result<Value> {
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
-    let models = RewardModels::load(&args.ref_model, Some(&args.dpo), args.reward_model.as_deref(), device)?;
-    let policy =
-        args.policy.as_ref().map(|dir| CausalLm::load(dir, Head::LanguageModel, device, Kind::Float)).transpose()?;
+    let kind = stage::precision(&args.common).kind();
+    let models = RewardModels::load(&args.ref_model, Some(&args.dpo), args.reward_model.as_deref(), device, kind)?;
+    let policy = args.policy.as_ref().map(|dir| CausalLm::load(dir, Head::LanguageModel, device, kind)).transpose()?;
     let sources = Sources { dpo: true, policy: policy.is_some(), reward_model: models.reward_model.is_some() };
     let tokenizer = TextTokenizer::from_dir(&args.ref_model)?;
     let weights = settings.reward.weights();

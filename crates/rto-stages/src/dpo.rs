@@ -169,7 +169,7 @@ pub fn cli(args: DpoArgs) -> Result<()> {
 fn reference_logps(args: &DpoArgs, reference: &Path) -> Result<PathBuf> {
     let settings = &args.settings;
     // No seed in this key: the reference pass draws no random numbers.
-    let key = json!({"stage": settings.ref_key(), "common": {"device": args.common.device}});
+    let key = json!({"stage": settings.ref_key(), "common": args.common.numerics_key()});
     let mut spec = StageSpec::new(REF_STAGE, REF_SCHEMA_VERSION, &key)?
         .with_input("model", reference)
         .with_input("data", &args.data)
@@ -189,7 +189,7 @@ fn compute_reference(args: &DpoArgs, reference: &Path, out: &StageDir) -> Result
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
-    let model = CausalLm::load(reference, Head::LanguageModel, device, Kind::Float)?;
+    let model = CausalLm::load(reference, Head::LanguageModel, device, stage::precision(&args.common).kind())?;
     tokenizer.check_fits(model.config.vocab_size, reference)?;
     let (pairs, stats) =
         preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer, &model, reference)?;
@@ -343,7 +343,7 @@ fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, out: &Sta
     let settings = &args.settings;
     let device: Device = parse_device(&args.common.device)?;
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
-    let model = CausalLm::load(&args.model, Head::LanguageModel, device, Kind::Float)?;
+    let model = CausalLm::load(&args.model, Head::LanguageModel, device, stage::precision(&args.common).kind())?;
     tokenizer.check_fits(model.config.vocab_size, &args.model)?;
     let (examples, stats) = load_examples(args, loss, ref_logps, &tokenizer, &model)?;
     let (train, eval) = split(examples, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
@@ -353,7 +353,7 @@ fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, out: &Sta
     let tensorboard = args.logs.run_dir(STAGE, out.key());
     let (lr, seed) = (settings.learning_rate, args.common.seed);
     let summary = trainer::train(&mut task, &settings.train, lr, seed, &scratch, STAGE, tensorboard.as_deref())?;
-    task.model.save(out.path(), Kind::Float, Some(&args.model))?;
+    task.model.save(out.path(), stage::save_kind(&args.trained, &task.model.config), Some(&args.model))?;
     crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     let ref_key = ref_logps.map(rto_data::store::input_key).transpose()?;
     Ok(json!({

@@ -14,7 +14,6 @@ use rto_rng::{seed_for, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use tch::Kind;
 
 const GENERATIONS: &str = "generations.parquet";
 
@@ -97,7 +96,7 @@ fn generate_all(
 ) -> Result<Value> {
     let device = parse_device(&common.device)?;
     let tokenizer = TextTokenizer::from_dir(model_dir)?;
-    let model = CausalLm::load(model_dir, Head::LanguageModel, device, Kind::Float)?;
+    let model = CausalLm::load(model_dir, Head::LanguageModel, device, stage::precision(common).kind())?;
     tokenizer.check_fits(model.config.vocab_size, model_dir)?;
     let mut records = read_prompts(prompts_path, &settings.columns)?;
     if settings.num_prompts > 0 {

@@ -46,9 +46,16 @@ pub fn decays(name: &str) -> bool {
     !(name.ends_with("bias") || name.ends_with("norm.weight"))
 }
 
+/// AdamW over a model's trainable variables. A variable held in a lower precision than fp32
+/// (`--bf16`) gets an fp32 master copy: the update is computed and applied to the master in
+/// fp32 and the variable receives the master rounded to its dtype, so small updates are not
+/// lost to bf16 rounding (the DeepSpeed/OpenRLHF bf16 recipe). Masters are saved with the
+/// moments, so a resumed run continues from the same fp32 values.
 pub struct AdamW {
     settings: AdamWSettings,
     params: Vec<(String, Tensor)>,
+    /// fp32 master of each parameter held in another dtype; `None` for fp32 parameters.
+    masters: Vec<Option<Tensor>>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
     steps: i64,
@@ -63,7 +70,14 @@ impl AdamW {
         let zeros = |t: &Tensor| Tensor::zeros_like(t).to_kind(Kind::Float);
         let exp_avg = params.iter().map(|(_, t)| zeros(t)).collect();
         let exp_avg_sq = params.iter().map(|(_, t)| zeros(t)).collect();
-        Ok(Self { settings, params, exp_avg, exp_avg_sq, steps: 0 })
+        let masters =
+            params.iter().map(|(_, t)| (t.kind() != Kind::Float).then(|| t.detach().to_kind(Kind::Float))).collect();
+        Ok(Self { settings, params, masters, exp_avg, exp_avg_sq, steps: 0 })
+    }
+
+    /// Whether the parameters are held in a lower precision with fp32 masters.
+    pub fn has_masters(&self) -> bool {
+        self.masters.iter().any(Option::is_some)
     }
 
     pub fn zero_grad(&mut self) {
@@ -75,8 +89,15 @@ impl AdamW {
     /// Clips the gradients to `max_grad_norm`, then takes one step at `lr`. Returns the norm
     /// before clipping. A non-finite norm is an error and leaves the weights untouched.
     pub fn clip_and_step(&mut self, lr: f64) -> Result<f64> {
-        let tensors: Vec<Tensor> = self.params.iter().map(|(_, t)| t.shallow_clone()).collect();
-        let norm = rto_algo::clip_grad_norm(&tensors, self.settings.max_grad_norm)?;
+        // Clipping works on fp32 gradients (a bf16 gradient is upcast first), so the scaled
+        // gradient is not rounded back to bf16 before the update.
+        let mut grads: Vec<Option<Tensor>> = self
+            .params
+            .iter()
+            .map(|(_, p)| Some(p.grad()).filter(Tensor::defined).map(|g| g.to_kind(Kind::Float)))
+            .collect();
+        let mut defined: Vec<Tensor> = grads.iter().flatten().map(Tensor::shallow_clone).collect();
+        let norm = rto_algo::clip_grads(&mut defined, self.settings.max_grad_norm)?;
         if !norm.is_finite() {
             bail!("gradient norm is {norm}: the loss produced non-finite gradients");
         }
@@ -86,14 +107,11 @@ impl AdamW {
         let correction2 = 1.0 - s.adam_beta2.powi(self.steps as i32);
         tch::no_grad(|| {
             for (i, (name, param)) in self.params.iter().enumerate() {
-                let grad = param.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                let grad = grad.to_kind(Kind::Float);
-                let mut param = param.shallow_clone();
+                let Some(grad) = grads[i].take() else { continue };
+                // The fp32 tensor the update applies to: the master, or the parameter itself.
+                let mut target = self.masters[i].as_ref().unwrap_or(param).shallow_clone();
                 if s.weight_decay > 0.0 && decays(name) {
-                    let _ = param.g_mul_scalar_(1.0 - lr * s.weight_decay);
+                    let _ = target.g_mul_scalar_(1.0 - lr * s.weight_decay);
                 }
                 let m = &mut self.exp_avg[i];
                 let _ = m.g_mul_scalar_(s.adam_beta1);
@@ -103,7 +121,10 @@ impl AdamW {
                 let _ = v.g_add_(&(grad.square() * (1.0 - s.adam_beta2)));
                 let denom = (&*v / correction2).sqrt() + s.adam_eps;
                 let update = (&*m / correction1) / denom * lr;
-                let _ = param.g_sub_(&update.to_kind(param.kind()));
+                let _ = target.g_sub_(&update);
+                if let Some(master) = &self.masters[i] {
+                    param.shallow_clone().copy_(master);
+                }
             }
         });
         Ok(norm)
@@ -118,6 +139,9 @@ impl AdamW {
         for (i, (name, _)) in self.params.iter().enumerate() {
             named.push((format!("exp_avg.{name}"), self.exp_avg[i].shallow_clone()));
             named.push((format!("exp_avg_sq.{name}"), self.exp_avg_sq[i].shallow_clone()));
+            if let Some(master) = &self.masters[i] {
+                named.push((format!("master.{name}"), master.shallow_clone()));
+            }
         }
         named.push(("steps".into(), Tensor::from_slice(&[self.steps])));
         Tensor::write_safetensors(&named, path).with_context(|| format!("writing {}", path.display()))
@@ -129,10 +153,14 @@ impl AdamW {
             .into_iter()
             .collect();
         let get = |key: &str| stored.get(key).with_context(|| format!("{}: missing `{key}`", path.display()));
-        for (i, (name, _)) in self.params.iter().enumerate() {
+        for (i, (name, param)) in self.params.iter().enumerate() {
             tch::no_grad(|| -> Result<()> {
                 self.exp_avg[i].copy_(get(&format!("exp_avg.{name}"))?);
                 self.exp_avg_sq[i].copy_(get(&format!("exp_avg_sq.{name}"))?);
+                if let Some(master) = &mut self.masters[i] {
+                    master.copy_(get(&format!("master.{name}"))?);
+                    param.shallow_clone().copy_(master);
+                }
                 Ok(())
             })?;
         }

@@ -160,7 +160,7 @@ fn run(args: &RmArgs, out: &StageDir) -> Result<Value> {
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
-    let model = CausalLm::load_as_value_model(&args.model, device)?;
+    let model = CausalLm::load_as_value_model(&args.model, device, stage::precision(&args.common).kind())?;
     tokenizer.check_fits(model.config.vocab_size, &args.model)?;
     let (pairs, stats) =
         preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer, &model, &args.model)?;
@@ -175,7 +175,7 @@ fn run(args: &RmArgs, out: &StageDir) -> Result<Value> {
     let (normalized_on, sample) = if task.eval.is_empty() { ("train", &task.train) } else { ("eval", &task.eval) };
     let (reward_mean, reward_std) = task.reward_moments(sample)?;
     task.model.config.set_reward_normalization(reward_mean, reward_std);
-    task.model.save(out.path(), Kind::Float, Some(&args.model))?;
+    task.model.save(out.path(), stage::save_kind(&args.trained, &task.model.config), Some(&args.model))?;
     crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     Ok(json!({
         "train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats,

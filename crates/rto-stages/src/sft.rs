@@ -12,7 +12,9 @@ use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::{read_responses, split, ColumnNames, DatasetStats, EvalSize};
 use rto_data::store::StageDir;
 use rto_model::memory::{BatchShape, PlannedModel, Role};
-use rto_model::{parse_device, response_logprobs, CausalLm, Head, ModelConfig, SequenceBatch, TextTokenizer};
+use rto_model::{
+    parse_device, response_logprobs, CausalLm, Head, ModelConfig, Precision, SequenceBatch, TextTokenizer,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -78,7 +80,14 @@ pub fn cli(args: SftArgs) -> Result<()> {
     TextTokenizer::from_dir(&tokenizer_dir)?.check_fits_config(config.vocab_size, &config_path)?;
     let tokens = args.settings.limits.max_prompt_len + args.settings.limits.max_response_len;
     let batch = BatchShape { rows: args.settings.train.micro_batch() as u64, tokens: tokens as u64 };
-    let policy = PlannedModel { name: "policy".into(), config, head: Head::LanguageModel, role: Role::Trained, batch };
+    let policy = PlannedModel {
+        name: "policy".into(),
+        config,
+        head: Head::LanguageModel,
+        role: Role::Trained,
+        batch,
+        precision: Precision::Fp32, // the stage's, set by plan_memory
+    };
     let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
         .with_input("data", &args.data)
         .with_input("tokenizer", tokenizer_dir.join("tokenizer.json"));
@@ -152,11 +161,12 @@ impl SupervisedTask for SftTask {
 }
 
 fn load_model(args: &SftArgs, device: Device) -> Result<CausalLm> {
+    let kind = stage::precision(&args.common).kind();
     match (&args.model, &args.init_config) {
-        (Some(dir), _) => CausalLm::load(dir, Head::LanguageModel, device, Kind::Float),
+        (Some(dir), _) => CausalLm::load(dir, Head::LanguageModel, device, kind),
         (None, Some(config)) => {
             let config = ModelConfig::from_file(config)?;
-            CausalLm::random(config, Head::LanguageModel, device, Kind::Float, args.common.seed)
+            CausalLm::random(config, Head::LanguageModel, device, kind, args.common.seed)
         }
         (None, None) => bail!("give --model or --init-config"),
     }
@@ -210,7 +220,7 @@ fn run(args: &SftArgs, tokenizer_dir: &Path, out: &StageDir) -> Result<Value> {
     let tensorboard = args.logs.run_dir(STAGE, out.key());
     let (lr, seed) = (settings.learning_rate, args.common.seed);
     let summary = trainer::train(&mut task, &settings.train, lr, seed, &scratch, STAGE, tensorboard.as_deref())?;
-    task.model.save(out.path(), Kind::Float, Some(tokenizer_dir))?;
+    task.model.save(out.path(), stage::save_kind(&args.trained, &task.model.config), Some(tokenizer_dir))?;
     crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     Ok(json!({"train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats}))
 }

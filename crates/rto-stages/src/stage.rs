@@ -1,13 +1,14 @@
 //! The frame every stage binary shares: key the stage, run it through the store, report.
 
 use anyhow::Result;
-use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
+use rto_data::cli::{CommonArgs, SaveDtype, TrainedModelArgs, TrainingLogArgs};
 use rto_data::store::{StageDir, StageOutcome, StageSpec};
 use rto_model::memory::{self, BatchShape, MemoryPlan, PlannedModel, Role};
-use rto_model::{Head, ModelConfig};
+use rto_model::{Head, ModelConfig, Precision};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
+use tch::Kind;
 
 /// The spec of `stage` with the stage's own settings plus the seed and device in the key.
 pub fn spec(stage: &str, schema_version: u32, common: &CommonArgs, settings: &impl Serialize) -> Result<StageSpec> {
@@ -54,7 +55,8 @@ pub fn plan_memory(
     let mut plan = MemoryPlan::default();
     plan.add_runtime(memory::current_rss_bytes().unwrap_or(0));
     for model in models {
-        plan.add_model(model);
+        // Every model of a stage runs in the stage's precision.
+        plan.add_model(&PlannedModel { precision: precision(common), ..model.clone() });
     }
     if let Some(extra) = extra {
         plan.lines.extend(extra.lines.iter().cloned());
@@ -71,7 +73,23 @@ pub fn plan_memory(
     Ok(!common.dry_run)
 }
 
-/// A model of a stage's plan, its sizes read from `dir/config.json`.
+/// The precision of `--bf16`: the dtype every model of the stage is loaded and run in.
+pub fn precision(common: &CommonArgs) -> Precision {
+    Precision::from_bf16_flag(common.bf16)
+}
+
+/// The dtype a training stage saves its model in: `--save-dtype`, or for `auto` the dtype the
+/// input model's config.json names (float32 when it names none).
+pub fn save_kind(trained: &TrainedModelArgs, input: &ModelConfig) -> Kind {
+    match trained.save_dtype {
+        SaveDtype::Float32 => Kind::Float,
+        SaveDtype::Bfloat16 => Kind::BFloat16,
+        SaveDtype::Auto => input.stored_kind().unwrap_or(Kind::Float),
+    }
+}
+
+/// A model of a stage's plan, its sizes read from `dir/config.json` (its precision is the
+/// stage's, set by [`plan_memory`]).
 pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, tokens: usize) -> Result<PlannedModel> {
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
     Ok(PlannedModel {
@@ -80,6 +98,7 @@ pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, toke
         head,
         role,
         batch: BatchShape { rows: rows as u64, tokens: tokens as u64 },
+        precision: Precision::Fp32,
     })
 }
 

@@ -28,12 +28,19 @@ pub struct RewardModels {
 }
 
 impl RewardModels {
-    /// Loads the models (f32). Callers first check that they belong together
-    /// ([`crate::compat::check_models`]), before the store is touched.
-    pub fn load(reference: &Path, dpo: Option<&Path>, reward_model: Option<&Path>, device: Device) -> Result<Self> {
-        let reference = CausalLm::load(reference, Head::LanguageModel, device, Kind::Float)?;
-        let dpo = dpo.map(|d| CausalLm::load(d, Head::LanguageModel, device, Kind::Float)).transpose()?;
-        let reward_model = reward_model.map(|d| CausalLm::load(d, Head::Score, device, Kind::Float)).transpose()?;
+    /// Loads the models in `kind` (their logits and scores are read in fp32 whatever it is).
+    /// Callers first check that they belong together ([`crate::compat::check_models`]),
+    /// before the store is touched.
+    pub fn load(
+        reference: &Path,
+        dpo: Option<&Path>,
+        reward_model: Option<&Path>,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self> {
+        let reference = CausalLm::load(reference, Head::LanguageModel, device, kind)?;
+        let dpo = dpo.map(|d| CausalLm::load(d, Head::LanguageModel, device, kind)).transpose()?;
+        let reward_model = reward_model.map(|d| CausalLm::load(d, Head::Score, device, kind)).transpose()?;
         let reward_normalization = reward_model.as_ref().and_then(|m| m.config.reward_normalization());
         Ok(Self { reference, dpo, reward_model, reward_normalization })
     }

@@ -203,7 +203,7 @@ fn bf16_and_sharded_checkpoints_round_trip() {
 fn score_head_matches_transformers_sequence_classification() {
     let hf = hf_model("llama-gqa");
     let work = tempfile::tempdir().unwrap();
-    let model = CausalLm::load_as_value_model(hf.path(), Device::Cpu).unwrap();
+    let model = CausalLm::load_as_value_model(hf.path(), Device::Cpu, tch::Kind::Float).unwrap();
     // A fresh value head starts at zero; give it values so the comparison means something.
     let score = model.named_tensors()["score.weight"].shallow_clone();
     let mut values = vec![0f32; score.numel()];

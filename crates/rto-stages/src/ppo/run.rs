@@ -20,7 +20,7 @@ use rto_rng::{permutation, seed_for, Stream};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{Device, Kind};
+use tch::Device;
 
 struct PpoRun<'a> {
     args: &'a PpoArgs,
@@ -157,13 +157,16 @@ impl<'a> PpoRun<'a> {
         let s = &args.settings;
         let device = parse_device(&args.common.device)?;
         let tokenizer = TextTokenizer::from_dir(&args.policy)?;
-        let scorers = RewardModels::load(&args.policy, inputs.dpo.as_deref(), inputs.reward_model.as_deref(), device)?;
-        let policy = CausalLm::load(&args.policy, Head::LanguageModel, device, Kind::Float)?;
+        let kind = crate::stage::precision(&args.common).kind();
+        let scorers =
+            RewardModels::load(&args.policy, inputs.dpo.as_deref(), inputs.reward_model.as_deref(), device, kind)?;
+        let policy = CausalLm::load(&args.policy, Head::LanguageModel, device, kind)?;
         if tokenizer.eos_id.is_none() {
             eprintln!("ppo: {} names no eos_token: every response runs to --max-new-tokens", args.policy.display());
         }
         // The critic: score head kept, or zero (checked with the other models in `cli`).
-        let critic = inputs.critic.as_deref().map(|dir| CausalLm::load_as_value_model(dir, device)).transpose()?;
+        let critic =
+            inputs.critic.as_deref().map(|dir| CausalLm::load_as_value_model(dir, device, kind)).transpose()?;
         let max_positions = shared.max_positions;
         let (prompts, stats) = encode_prompts(&args.prompts, s, &tokenizer, max_positions)?;
         let eval_prompts = match (&args.eval_prompts, s.eval_every) {
@@ -397,9 +400,11 @@ impl<'a> PpoRun<'a> {
 
     /// Writes the policy (folder root), the critic, the metrics and the rollouts into `out`.
     fn publish(&self, out: &StageDir) -> Result<()> {
-        self.learner.policy.save(out.path(), Kind::Float, Some(&self.args.policy))?;
+        let trained = &self.args.trained;
+        let policy = &self.learner.policy;
+        policy.save(out.path(), crate::stage::save_kind(trained, &policy.config), Some(&self.args.policy))?;
         if let (Some(critic), Some(source)) = (&self.learner.critic, &self.inputs.critic) {
-            critic.save(&out.join("critic"), Kind::Float, Some(source))?;
+            critic.save(&out.join("critic"), crate::stage::save_kind(trained, &critic.config), Some(source))?;
         }
         crate::metrics::publish(&self.scratch.join("metrics.jsonl"), out, super::STAGE)?;
         let rollouts = self.scratch.join("rollouts");

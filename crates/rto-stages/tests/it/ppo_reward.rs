@@ -28,9 +28,9 @@ fn load(dir: &Path) -> Loaded {
     let dpo = dpo_model(&dir.join("dpo"));
     let rm = reward_model(&dir.join("rm"));
     Loaded {
-        scorers: RewardModels::load(&policy_dir, Some(&dpo), Some(&rm), Device::Cpu).unwrap(),
+        scorers: RewardModels::load(&policy_dir, Some(&dpo), Some(&rm), Device::Cpu, tch::Kind::Float).unwrap(),
         policy: CausalLm::load(&policy_dir, Head::LanguageModel, Device::Cpu, Kind::Float).unwrap(),
-        critic: CausalLm::load_as_value_model(&rm, Device::Cpu).unwrap(),
+        critic: CausalLm::load_as_value_model(&rm, Device::Cpu, tch::Kind::Float).unwrap(),
         tokenizer: TextTokenizer::from_dir(&policy_dir).unwrap(),
     }
 }

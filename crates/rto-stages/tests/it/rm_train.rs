@@ -114,7 +114,7 @@ fn transformers_loads_the_reward_model_and_reproduces_its_scores() {
     assert!(error < 1e-4, "scores differ from transformers': ours {ours}, theirs {theirs}");
 
     // As a critic initialization, the folder's own score head is kept.
-    let critic = CausalLm::load_as_value_model(&out, Device::Cpu).unwrap();
+    let critic = CausalLm::load_as_value_model(&out, Device::Cpu, tch::Kind::Float).unwrap();
     let again = tch::no_grad(|| sequence_scores(&critic, &batch));
     assert!(again.equal(&ours));
 }
