@@ -2,7 +2,10 @@
 
 Subcommands (all paths are folders or files chosen by the calling test):
   make KIND DIR            tiny random model of KIND saved with save_pretrained
-  logits DIR BATCH OUT     logits of a padded batch (BATCH: json with input_ids, attention_mask)
+  logits DIR BATCH OUT [DTYPE]  logits (as float32) of a padded batch (BATCH: json with
+                           input_ids, attention_mask), the model loaded in DTYPE: float32
+                           (default), bfloat16, or auto (the dtype its config.json names);
+                           OUT also holds `bf16`, 1 when the loaded weights are bfloat16
   scores DIR BATCH OUT     sequence-classification scores (last real token) of a padded batch
   generate DIR PROMPTS N OUT   greedy continuation of N tokens for each prompt (json list of ids)
   tokenizer DIR            a small BPE tokenizer + tokenizer_config.json with a chat template
@@ -52,13 +55,15 @@ def load_batch(path):
     return ids, mask, positions
 
 
-def logits(model_dir, batch_path, out):
+def logits(model_dir, batch_path, out, dtype="float32"):
     from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     ids, mask, positions = load_batch(batch_path)
     with torch.no_grad():
         out_logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-    save_file({"logits": out_logits.contiguous()}, out)
+    is_bf16 = torch.tensor([int(model.dtype == torch.bfloat16)])
+    save_file({"logits": out_logits.float().contiguous(), "bf16": is_bf16}, out)
 
 
 def scores(model_dir, batch_path, out):
