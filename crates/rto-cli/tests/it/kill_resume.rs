@@ -141,6 +141,20 @@ fn dpo_train_resumes_bitwise_after_kills() {
     kill_and_resume("dpo-train", "dpo", list, SEED + 1);
 }
 
+/// In bf16 the checkpoint must carry the fp32 masters: resuming from the bf16 weights alone
+/// would lose every update they had not yet shown.
+#[test]
+fn dpo_train_in_bf16_resumes_bitwise_after_kills() {
+    let f = fixture();
+    let list = |store: &Path| {
+        let mut a = args(TRAIN);
+        a.extend(["--store".into(), s(store), "--model".into(), s(&f.sft), "--data".into(), s(&f.pairs_file)]);
+        a.push("--bf16".into());
+        a
+    };
+    kill_and_resume("dpo-train", "dpo", list, SEED + 5);
+}
+
 #[test]
 fn rm_train_resumes_bitwise_after_kills() {
     let f = fixture();
