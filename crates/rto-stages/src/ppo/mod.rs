@@ -46,6 +46,8 @@ use rto_algo::{
 };
 use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::ColumnNames;
+use rto_model::memory::{MemoryPlan, PlannedModel, Role};
+use rto_model::Head;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -470,6 +472,34 @@ impl Inputs {
     }
 }
 
+/// The models of a PPO/RTO run for the memory plan: the actor and (for GAE) the critic trained
+/// on micro batches, and the frozen reference (the initial policy), DPO and reward models
+/// scoring a generation batch; plus the KV cache of sampling that batch.
+fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>, MemoryPlan)> {
+    let s = &args.settings;
+    let tokens = s.limits.max_prompt_len + s.max_new_tokens();
+    let (train_rows, scoring_rows) = (s.micro_batch(), s.generation_batch() * s.n_samples_per_prompt);
+    let lm = |name: &str, dir: &Path, role: Role, rows: usize| {
+        stage::planned(name, dir, Head::LanguageModel, role, rows, tokens)
+    };
+    let mut models = vec![
+        lm("actor", &args.policy, Role::Trained, train_rows)?,
+        lm("reference", &args.policy, Role::Frozen, scoring_rows)?,
+    ];
+    if let Some(critic) = &inputs.critic {
+        models.push(stage::planned("critic", critic, Head::Score, Role::Trained, train_rows, tokens)?);
+    }
+    if let Some(dpo) = &inputs.dpo {
+        models.push(lm("dpo", dpo, Role::Frozen, scoring_rows)?);
+    }
+    if let Some(rm) = &inputs.reward_model {
+        models.push(stage::planned("reward model", rm, Head::Score, Role::Frozen, scoring_rows, tokens)?);
+    }
+    let mut kv_cache = MemoryPlan::default();
+    kv_cache.add_kv_cache(&models[0].config, scoring_rows as u64, tokens as u64, stage::precision(&args.common));
+    Ok((models, kv_cache))
+}
+
 /// What enters the cache key: the settings, and the judge's name when one is plugged in.
 #[derive(Serialize)]
 struct KeySettings<'a> {
@@ -503,6 +533,10 @@ pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Resul
         (Some(path), every) if every > 0 => spec = spec.with_input("eval_prompts", path),
         (Some(path), _) => eprintln!("ppo: --eval-every is 0, so {} is not used", path.display()),
         _ => {}
+    }
+    let (models, kv_cache) = planned_models(&args, &inputs)?;
+    if !stage::plan_memory(&args.common, &spec, &models, Some(&kv_cache))? {
+        return Ok(());
     }
     stage::run_training(&args.common, &args.logs, &spec, |out| run::run(&args, &inputs, &shared, judge, out))?;
     Ok(())
