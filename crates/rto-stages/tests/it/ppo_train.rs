@@ -138,6 +138,17 @@ fn ppo_mode_moves_the_policy_to_the_reward_optimum() {
     assert!(coefs.last() > coefs.first(), "the adaptive controller should raise β2 above a 2-nat target: {coefs:?}");
 }
 
+/// RTO with every model in bf16 (sampling, scoring, actor and critic with fp32 masters)
+/// learns the planted optimum as the fp32 run does (`learns` checks the reward rises).
+#[test]
+fn rto_mode_in_bf16_moves_the_policy_to_the_reward_optimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = learns(dir.path(), &[("--mode", "rto"), ("--bf16", "")], 20);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["dtype"], "float32", "--save-dtype auto keeps the input policy's dtype");
+}
+
 /// No critic folder, no critic metrics, and the manifest says why.
 fn assert_critic_free(out: &Path, estimator: &str) {
     assert!(!out.join("critic").exists(), "{estimator}: a critic was saved");

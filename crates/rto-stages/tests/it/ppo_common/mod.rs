@@ -215,9 +215,12 @@ pub fn base_args(f: &Fixture, store: &Path) -> Vec<String> {
 }
 
 /// `args` with `--flag value` set (replaced when present).
+/// `--flag value` set or replaced; an empty value adds a switch such as `--bf16`.
 pub fn set(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
     match args.iter().position(|a| a == flag) {
+        Some(_) if value.is_empty() => {}
         Some(i) => args[i + 1] = value.to_string(),
+        None if value.is_empty() => args.push(flag.to_string()),
         None => args.extend([flag.to_string(), value.to_string()]),
     }
     args
