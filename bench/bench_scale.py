@@ -1,0 +1,199 @@
+"""`make bench-scale`: a real model size through every stage on this CPU, fp32 vs bf16.
+
+A random Qwen2.5-0.5B-shaped model (vocab 151936, hidden 896, 24 layers, 14 query / 2 key-value
+heads, intermediate 4864, tied embeddings, q/k/v biases) goes through sft-train (from random
+weights), dpo-train (its reference pass included), rm-train, token-reward-annotate and a few
+ppo-train iterations in RTO mode, once in fp32 and once with --bf16. Every stage starts from the
+same fp32 SFT folder (made once, by the fp32 sft run) and uses the toy tokenizer and data: the
+model is random, so the numbers are about speed and memory, not quality.
+
+Per stage it prints the optimizer steps (or rows, iterations), seconds per step, tokens per
+second, the memory plan's total (printed by the stage before it loads anything) and the peak
+RSS the stage recorded in its manifest. It asserts nothing: a measurement, not a test.
+
+ppo-train runs critic-free (--advantage-estimator reinforce++): a 0.5B actor with a critic, both
+with fp32 AdamW state (16 bytes per parameter each), plus three frozen models, would not leave
+room on a 24 GiB machine; the memory plan says so (try it with --dry-run).
+
+Standalone: .venv/bin/python bench/bench_scale.py [--threads N] [--json bench/scale.json]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("RTO_BIN") or os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release")
+TOY = os.path.join(ROOT, "data", "toy")
+
+QWEN_0_5B = {
+    "model_type": "qwen2",
+    "architectures": ["Qwen2ForCausalLM"],
+    "vocab_size": 151936,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+
+# Short sequences and tiny batches: the point is the cost of one step of a real model size.
+LIMITS = ["--max-prompt-len", "48", "--max-response-len", "48"]
+TRAIN = ["--max-steps", "3", "--batch-size", "2", "--micro-batch-size", "1", "--eval-every", "0",
+         "--checkpoint-every", "0", "--warmup-ratio", "0"]
+PAIRS = 10
+
+
+def run_stage(name, args, store, threads):
+    """Runs a stage binary on a fresh store; returns (output folder, wall seconds, stderr)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    start = time.monotonic()
+    proc = subprocess.run([os.path.join(BIN, name), "--store", store, *args], env=env,
+                          capture_output=True, text=True)
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc.stdout.strip().splitlines()[-1], wall, proc.stderr
+
+
+def plan_total_mib(stderr):
+    """The total line of the memory plan the stage printed (the last plan, for dpo's)."""
+    totals = re.findall(r"^\s*([0-9.]+) MiB\s+total$", stderr, re.M)
+    return float(totals[-1]) if totals else float("nan")
+
+
+def summary(out):
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    return manifest["metrics"]
+
+
+def metrics(out):
+    path = os.path.join(out, "metrics.jsonl")
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+def median_of(rows, key, skip_first=True):
+    values = [r[key] for r in rows if key in r]
+    if skip_first and len(values) > 1:
+        values = values[1:]  # the first step also pays for warm-up (page faults, kernel selection)
+    return statistics.median(values) if values else float("nan")
+
+
+def write_inputs(work):
+    config = os.path.join(work, "qwen2.5-0.5b-shape.json")
+    json.dump(QWEN_0_5B, open(config, "w"), indent=1)
+    rows = [json.loads(line) for line in open(os.path.join(TOY, "sft.jsonl"))][: 2 * PAIRS]
+    pairs = os.path.join(work, "pairs.jsonl")
+    with open(pairs, "w") as f:
+        for a, b in zip(rows[0::2], rows[1::2]):
+            f.write(json.dumps({"prompt": a["prompt"], "chosen": a["response"], "rejected": b["response"]}) + "\n")
+    return config, pairs
+
+
+def bench_precision(precision, config, pairs, sft, store, threads):
+    """One pass over the stages in `precision`; returns (rows, sft folder)."""
+    flag = ["--bf16"] if precision == "bf16" else []
+    rows = []
+
+    def record(stage, out, wall, stderr, steps, tokens_per_s, unit):
+        peak = summary(out).get("peak_rss_bytes", 0) / 2**30
+        rows.append(dict(stage=stage, precision=precision, steps=steps, unit=unit, wall_s=wall,
+                         s_per_step=wall / max(steps, 1), tokens_per_s=tokens_per_s,
+                         plan_gib=plan_total_mib(stderr) / 1024, peak_gib=peak))
+        print(f"  {stage:9} {precision}: {wall:7.1f} s, {tokens_per_s:8.1f} tok/s, plan {rows[-1]['plan_gib']:.2f} GiB, "
+              f"peak {peak:.2f} GiB", flush=True)
+
+    out, wall, err = run_stage("sft-train", [*flag, "--init-config", config, "--tokenizer", TOY,
+                                             "--data", os.path.join(TOY, "sft.jsonl"), "--eval-fraction", "0.001",
+                                             *TRAIN, *LIMITS], store, threads)
+    lines = metrics(out)
+    record("sft", out, wall, err, len(lines), median_of(lines, "train/tokens_per_s"), "step")
+    sft = sft or out  # every later stage starts from the fp32 SFT folder
+    for stage, binary in [("dpo", "dpo-train"), ("rm", "rm-train")]:
+        out, wall, err = run_stage(binary, [*flag, "--model", sft, "--data", pairs, "--eval-fraction", "0.2",
+                                            *TRAIN, *LIMITS], store, threads)
+        lines = metrics(out)
+        record(stage, out, wall, err, len(lines), median_of(lines, "train/tokens_per_s"), "step")
+        if stage == "dpo":
+            dpo = out
+        else:
+            rm = out
+    out, wall, err = run_stage("token-reward-annotate", [*flag, "--ref", sft, "--dpo", dpo, "--reward-model", rm,
+                                                         "--data", pairs, *LIMITS], store, threads)
+    scored = summary(out)
+    record("annotate", out, wall, err, scored["samples"], scored["tokens_per_s"], "response")
+    out, wall, err = run_stage("ppo-train", [*flag, "--mode", "rto", "--advantage-estimator", "reinforce++",
+                                             "--policy", sft, "--dpo", dpo, "--reward-model", rm,
+                                             "--prompts", os.path.join(TOY, "rl_prompts.jsonl"),
+                                             "--iterations", "2", "--rollout-batch-size", "4",
+                                             "--train-batch-size", "4", "--micro-batch-size", "2",
+                                             "--max-new-tokens", "32", "--save-rollouts-every", "0",
+                                             "--checkpoint-every", "0", *LIMITS], store, threads)
+    lines = metrics(out)
+    record("ppo", out, wall, err, len(lines), median_of(lines, "generation_tokens_per_s", skip_first=False),
+           "iteration")
+    split = {k: median_of(lines, f"time/{k}", skip_first=False) for k in ("generation", "scoring", "training")}
+    rows[-1]["time_split_s"] = split
+    return rows, sft
+
+
+def table(rows):
+    by = {(r["stage"], r["precision"]): r for r in rows}
+    out = ["| stage | unit | fp32 s/unit | bf16 s/unit | fp32 tok/s | bf16 tok/s | plan fp32 / bf16 GiB | "
+           "peak fp32 / bf16 GiB |", "|---|---|---|---|---|---|---|---|"]
+    for stage in ["sft", "dpo", "rm", "annotate", "ppo"]:
+        a, b = by.get((stage, "fp32")), by.get((stage, "bf16"))
+        if not a or not b:
+            continue
+        tok = lambda r: "—" if r["tokens_per_s"] != r["tokens_per_s"] else f"{r['tokens_per_s']:.0f}"
+        out.append(f"| {stage} | {a['unit']} | {a['s_per_step']:.1f} | {b['s_per_step']:.1f} | {tok(a)} | {tok(b)} | "
+                   f"{a['plan_gib']:.1f} / {b['plan_gib']:.1f} | {a['peak_gib']:.1f} / {b['peak_gib']:.1f} |")
+    return "\n".join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="rto-bench-scale-")
+    try:
+        config, pairs = write_inputs(work)
+        rows, sft = [], None
+        for precision in args.precisions.split(","):
+            print(f"{precision}:", flush=True)
+            store = os.path.join(work, f"runs-{precision}")
+            found, sft = bench_precision(precision, config, pairs, sft, store, args.threads)
+            rows += found
+        print()
+        print(f"Qwen2.5-0.5B shape (random weights), {args.threads} threads; sequences ≤ 96 tokens; "
+              "s/unit is wall time per step (sft/dpo/rm: 3 steps of 2 sequences or pairs; annotate: per scored response; "
+              "ppo: per iteration of 4 responses), process start, loading and saving included.")
+        print(table(rows))
+        for r in rows:
+            if "time_split_s" in r:
+                split = ", ".join(f"{k} {v:.1f} s" for k, v in r["time_split_s"].items())
+                print(f"ppo {r['precision']} per iteration: {split}")
+        if args.json:
+            json.dump(rows, open(args.json, "w"), indent=1)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
