@@ -7,6 +7,7 @@
 pub mod allocator;
 pub mod batch;
 pub mod config;
+pub mod cuda_memory;
 pub mod device;
 pub mod kv_cache;
 pub mod llama;

@@ -4,7 +4,7 @@
 //! the file and tensor, and `VarStore::load` silently switches a variable to the file's dtype.
 
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView, View};
+use safetensors::tensor::{Dtype, View};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,19 +43,90 @@ pub fn tensor_locations(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
 
 /// Tensor names from a safetensors header, without reading the data that follows it.
 fn header_tensor_names(path: &Path) -> Result<Vec<String>> {
-    use std::io::Read;
-    let invalid = || format!("{}: not a valid safetensors file", path.display());
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).with_context(invalid)?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        bail!("{}: header length {len} is implausible", invalid());
+    Ok(Header::read(path)?.entries.into_keys().collect())
+}
+
+/// Where one tensor's bytes are in a safetensors file, from its header.
+struct Entry {
+    kind: Kind,
+    shape: Vec<i64>,
+    /// Byte range within the data section.
+    begin: u64,
+    end: u64,
+}
+
+/// A safetensors file's header, read without the data after it, so loading reads one tensor
+/// at a time instead of the whole file (a 16 GB checkpoint must not need 16 GB of transient
+/// memory on top of the model it fills).
+struct Header {
+    file: std::fs::File,
+    data_start: u64,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Header {
+    fn read(path: &Path) -> Result<Self> {
+        use std::io::Read;
+        let invalid = || format!("{}: not a valid safetensors file", path.display());
+        let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file_len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len).with_context(invalid)?;
+        let len = u64::from_le_bytes(len);
+        if len > 100 << 20 || 8 + len > file_len {
+            bail!("{}: header length {len} is implausible", invalid());
+        }
+        let mut header = vec![0u8; len as usize];
+        file.read_exact(&mut header).with_context(invalid)?;
+        let header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&header).with_context(invalid)?;
+        let data_len = file_len - 8 - len;
+        let mut entries = BTreeMap::new();
+        for (name, value) in header.into_iter().filter(|(k, _)| k != "__metadata__") {
+            let entry = Entry::parse(&value, data_len).with_context(|| format!("{}: tensor `{name}`", invalid()))?;
+            entries.insert(name, entry);
+        }
+        Ok(Self { file, data_start: 8 + len, entries })
     }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).with_context(invalid)?;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header).with_context(invalid)?;
-    Ok(header.into_iter().map(|(k, _)| k).filter(|k| k != "__metadata__").collect())
+
+    /// The tensor `name`, read from the file on its own.
+    fn tensor(&mut self, name: &str) -> Result<Tensor> {
+        use std::io::{Read, Seek, SeekFrom};
+        let entry =
+            self.entries.get(name).with_context(|| format!("tensor `{name}` is listed in the index but absent"))?;
+        let mut bytes = vec![0u8; (entry.end - entry.begin) as usize];
+        self.file.seek(SeekFrom::Start(self.data_start + entry.begin))?;
+        self.file.read_exact(&mut bytes).with_context(|| format!("reading tensor `{name}`"))?;
+        Ok(Tensor::f_from_data_size(&bytes, &entry.shape, entry.kind)?)
+    }
+}
+
+impl Entry {
+    fn parse(value: &serde_json::Value, data_len: u64) -> Result<Self> {
+        let kind = match value["dtype"].as_str() {
+            Some("F32") => Kind::Float,
+            Some("F16") => Kind::Half,
+            Some("BF16") => Kind::BFloat16,
+            Some("F64") => Kind::Double,
+            other => bail!("unsupported dtype {other:?} (expected F32, BF16 or F16)"),
+        };
+        let numbers = |field: &str| -> Result<Vec<u64>> {
+            value[field]
+                .as_array()
+                .with_context(|| format!("`{field}` is not a list"))?
+                .iter()
+                .map(|v| v.as_u64().with_context(|| format!("`{field}` holds {v}, not a size")))
+                .collect()
+        };
+        let shape = numbers("shape")?;
+        let offsets = numbers("data_offsets")?;
+        let [begin, end] = offsets[..] else { bail!("`data_offsets` must hold two numbers, got {offsets:?}") };
+        let expected = shape.iter().product::<u64>() * kind.elt_size_in_bytes() as u64;
+        if begin > end || end > data_len || end - begin != expected {
+            bail!("data_offsets {begin}..{end} do not hold {expected} bytes of shape {shape:?} in {data_len} data bytes");
+        }
+        Ok(Self { kind, shape: shape.iter().map(|&d| d as i64).collect(), begin, end })
+    }
 }
 
 /// Copies checkpoint tensors into `targets` (name → variable), converting dtype and device.
@@ -79,15 +150,10 @@ pub fn load_into(dir: &Path, targets: &HashMap<String, Tensor>) -> Result<()> {
         by_file.entry(file).or_default().push(name);
     }
     for (file, names) in by_file {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let tensors = SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e:?}", file.display()))?;
+        let mut header = Header::read(file)?;
         for name in names {
-            let view = tensors.tensor(name).map_err(|_| {
-                anyhow::anyhow!("{}: tensor `{name}` is listed in the index but absent", file.display())
-            })?;
             let target = &targets[name];
-            let source = tensor_from_view(&view).with_context(|| format!("{}: tensor `{name}`", file.display()))?;
+            let source = header.tensor(name).with_context(|| format!("{}", file.display()))?;
             if source.size() != target.size() {
                 bail!(
                     "{}: tensor `{name}` has shape {:?}, the config expects {:?} (the weights do not match config.json)",
@@ -105,26 +171,40 @@ pub fn load_into(dir: &Path, targets: &HashMap<String, Tensor>) -> Result<()> {
     Ok(())
 }
 
-fn tensor_from_view(view: &TensorView<'_>) -> Result<Tensor> {
-    let kind = match view.dtype() {
-        Dtype::F32 => Kind::Float,
-        Dtype::F16 => Kind::Half,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::F64 => Kind::Double,
-        other => bail!("unsupported dtype {other:?} (expected F32, BF16 or F16)"),
-    };
-    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-    Ok(Tensor::f_from_data_size(view.data(), &shape, kind)?)
-}
-
-/// A tensor borrowed for serialization in a chosen dtype.
-struct Owned {
-    data: Vec<u8>,
+/// A tensor to serialize in a chosen dtype. Its bytes are made when the writer asks for them
+/// (`View::data`, called once per tensor as the file is written), so saving holds one
+/// tensor's host copy at a time instead of a copy of the whole model.
+struct Pending {
+    tensor: Tensor,
+    kind: Kind,
     shape: Vec<usize>,
     dtype: Dtype,
 }
 
-impl View for &Owned {
+impl Pending {
+    fn new(tensor: &Tensor, kind: Kind) -> Result<Self> {
+        let dtype = match kind {
+            Kind::Float => Dtype::F32,
+            Kind::Half => Dtype::F16,
+            Kind::BFloat16 => Dtype::BF16,
+            other => bail!("cannot save weights as {other:?}"),
+        };
+        let shape = tensor.size().iter().map(|&d| d as usize).collect();
+        Ok(Self { tensor: tensor.shallow_clone(), kind, shape, dtype })
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let cpu = self.tensor.detach().to_device(tch::Device::Cpu).to_kind(self.kind).contiguous();
+        let numel = cpu.numel();
+        let mut data = vec![0u8; numel * self.kind.elt_size_in_bytes()];
+        // A CPU tensor of a float kind copies into a buffer of its exact size: nothing to fail
+        // on but memory, which the allocation above would already have hit.
+        cpu.f_copy_data_u8(&mut data, numel).expect("copying a CPU tensor into a buffer of its size");
+        data
+    }
+}
+
+impl View for &Pending {
     fn dtype(&self) -> Dtype {
         self.dtype
     }
@@ -132,45 +212,32 @@ impl View for &Owned {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
+        Cow::Owned(self.bytes())
     }
     fn data_len(&self) -> usize {
-        self.data.len()
+        self.shape.iter().product::<usize>() * self.kind.elt_size_in_bytes()
     }
-}
-
-fn to_owned_bytes(tensor: &Tensor, kind: Kind) -> Result<Owned> {
-    let dtype = match kind {
-        Kind::Float => Dtype::F32,
-        Kind::Half => Dtype::F16,
-        Kind::BFloat16 => Dtype::BF16,
-        other => bail!("cannot save weights as {other:?}"),
-    };
-    let cpu = tensor.detach().to_device(tch::Device::Cpu).to_kind(kind).contiguous();
-    let numel = cpu.numel();
-    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
-    cpu.f_copy_data_u8(&mut data, numel)?;
-    Ok(Owned { data, shape: cpu.size().iter().map(|&d| d as usize).collect(), dtype })
 }
 
 /// Writes named tensors as `model.safetensors`, or as shards plus an index when they exceed
 /// `max_shard_bytes`. The `format: pt` metadata is what transformers requires to load them.
 pub fn save(dir: &Path, tensors: &BTreeMap<String, Tensor>, kind: Kind, max_shard_bytes: usize) -> Result<()> {
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
-    let mut shards: Vec<Vec<(String, Owned)>> = vec![vec![]];
+    let mut shards: Vec<Vec<(String, Pending)>> = vec![vec![]];
     let mut shard_bytes = 0usize;
     let mut total = 0usize;
     for (name, tensor) in tensors {
-        let owned = to_owned_bytes(tensor, kind).with_context(|| format!("tensor `{name}`"))?;
-        if shard_bytes > 0 && shard_bytes + owned.data.len() > max_shard_bytes {
+        let pending = Pending::new(tensor, kind).with_context(|| format!("tensor `{name}`"))?;
+        let len = (&pending).data_len();
+        if shard_bytes > 0 && shard_bytes + len > max_shard_bytes {
             shards.push(vec![]);
             shard_bytes = 0;
         }
-        shard_bytes += owned.data.len();
-        total += owned.data.len();
-        shards.last_mut().expect("one shard").push((name.clone(), owned));
+        shard_bytes += len;
+        total += len;
+        shards.last_mut().expect("one shard").push((name.clone(), pending));
     }
-    let write = |path: &Path, shard: &Vec<(String, Owned)>| -> Result<()> {
+    let write = |path: &Path, shard: &Vec<(String, Pending)>| -> Result<()> {
         let views = shard.iter().map(|(n, o)| (n.as_str(), o));
         safetensors::tensor::serialize_to_file(views, &metadata, path)
             .map_err(|e| anyhow::anyhow!("writing {}: {e:?}", path.display()))

@@ -62,13 +62,16 @@ pub fn plan_memory(
         plan.lines.extend(extra.lines.iter().cloned());
     }
     eprintln!("{}", plan.render(stage));
-    if common.device == "cpu" {
-        if let Some(available) = memory::cpu_available_bytes() {
-            plan.check_fits(stage, available, "this machine's RAM")?;
+    match rto_model::parse_device(&common.device)? {
+        tch::Device::Cuda(index) => match rto_model::cuda_memory::cuda_free_and_total_bytes(index) {
+            Some((free, _)) => plan.check_fits(stage, free, &format!("{} (free memory)", common.device))?,
+            None => eprintln!("{stage}: the CUDA runtime gave no free-memory figure; the plan is not checked"),
+        },
+        _ => {
+            if let Some(available) = memory::cpu_available_bytes() {
+                plan.check_fits(stage, available, "this machine's RAM")?;
+            }
         }
-    } else {
-        // tch exposes no free-memory query for CUDA; the peak is still recorded.
-        eprintln!("{stage}: the plan is not checked against {} memory", common.device);
     }
     Ok(!common.dry_run)
 }
