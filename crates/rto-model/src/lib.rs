@@ -6,6 +6,7 @@
 
 pub mod allocator;
 pub mod batch;
+pub mod checkpointing;
 pub mod config;
 pub mod device;
 pub mod kv_cache;
