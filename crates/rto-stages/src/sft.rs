@@ -78,7 +78,14 @@ pub fn cli(args: SftArgs) -> Result<()> {
     TextTokenizer::from_dir(&tokenizer_dir)?.check_fits_config(config.vocab_size, &config_path)?;
     let tokens = args.settings.limits.max_prompt_len + args.settings.limits.max_response_len;
     let batch = BatchShape { rows: args.settings.train.micro_batch() as u64, tokens: tokens as u64 };
-    let policy = PlannedModel { name: "policy".into(), config, head: Head::LanguageModel, role: Role::Trained, batch };
+    let policy = PlannedModel {
+        name: "policy".into(),
+        config,
+        head: Head::LanguageModel,
+        role: Role::Trained,
+        batch,
+        gradient_checkpointing: args.trained.gradient_checkpointing,
+    };
     let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
         .with_input("data", &args.data)
         .with_input("tokenizer", tokenizer_dir.join("tokenizer.json"));
@@ -134,7 +141,7 @@ impl SupervisedTask for SftTask {
         let (nll, tokens) = self.nll(&rows)?;
         // Token-mean within the micro batch, weighted by its share of the batch.
         let loss = nll / tokens;
-        (&loss * scale).backward();
+        self.model.backward(&(&loss * scale));
         Ok(Metrics::from([("loss".into(), loss.double_value(&[])), ("tokens".into(), tokens)]))
     }
 
@@ -205,6 +212,7 @@ fn run(args: &SftArgs, tokenizer_dir: &Path, out: &StageDir) -> Result<Value> {
     check_batch_width(widest(|r| r.0.len()), widest(|r| r.1.len()), max_positions, model_dir)?;
     let (train, eval) = split(rows, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
     let micro_batch = settings.train.micro_batch();
+    let model = stage::trained_model(model, &args.trained);
     let mut task = SftTask { model, train, eval, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = out.scratch()?;
     let tensorboard = args.logs.run_dir(STAGE, out.key());
