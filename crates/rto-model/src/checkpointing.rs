@@ -16,7 +16,8 @@
 //! goes through `CausalLm::backward`, which runs both steps. It replays every recorded forward
 //! whose leaf received a gradient (a loss may use several: chosen and rejected, micro batches)
 //! and drops the others, so a forward whose output never reached a loss holds its checkpoints
-//! only until the model's next backward.
+//! only until the model's next backward. A bare `loss.backward()` is caught at the model's
+//! next training forward (a recorded output holding a gradient), with a panic that says so.
 
 use crate::llama::{DecoderLayer, EmbeddingForward};
 use std::cell::RefCell;
@@ -55,6 +56,7 @@ impl Tape {
         rope: (Tensor, Tensor),
         bias: &Tensor,
     ) -> Tensor {
+        self.check_no_bare_backward();
         let mut layer_inputs = Vec::with_capacity(layers.len());
         let output = tch::no_grad(|| {
             let mut xs = embedded.shallow_clone();
@@ -74,6 +76,15 @@ impl Tape {
             output: output.shallow_clone(),
         });
         output
+    }
+
+    /// A recorded output holding a gradient means a backward ran that did not replay the tape
+    /// (every replay empties it): the layers' weights silently got no gradient from it.
+    fn check_no_bare_backward(&self) {
+        assert!(
+            self.recorded.borrow().iter().all(|r| !r.output.grad().defined()),
+            "a backward reached a gradient-checkpointed forward outside CausalLm::backward, so the decoder layers got no gradient: call model.backward(&loss) instead of loss.backward()"
+        );
     }
 
     /// Back-propagates the gradient on each recorded output through the recomputed layers and

@@ -330,10 +330,6 @@ impl Llama {
         self.checkpoints = on.then(Tape::default);
     }
 
-    pub fn gradient_checkpointing(&self) -> bool {
-        self.checkpoints.is_some()
-    }
-
     /// Forwards recorded for recomputation that no backward has consumed yet.
     pub fn pending_checkpoints(&self) -> usize {
         self.checkpoints.as_ref().map_or(0, Tape::len)

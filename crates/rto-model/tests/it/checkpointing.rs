@@ -188,3 +188,12 @@ fn training_forward_outputs_match_the_plain_forward() {
     let difference = (&checkpointed - &plain).abs().max().double_value(&[]) / scale;
     assert!(difference <= 1e-6, "training-forward logits differ by {difference:.2e} relative");
 }
+
+#[test]
+#[should_panic(expected = "call model.backward(&loss) instead of loss.backward()")]
+fn a_bare_backward_on_a_checkpointed_model_is_caught_at_the_next_training_forward() {
+    let mut model = model(llama_gqa(), Head::LanguageModel, 8);
+    model.set_gradient_checkpointing(true);
+    preference_loss(&model).backward();
+    let _ = preference_loss(&model);
+}
