@@ -106,7 +106,7 @@ impl DpoStepBench {
         let margin = delta.get(0) - delta.get(1);
         let loss = -(margin * 0.1).log_sigmoid().mean(Kind::Float);
         self.optimizer.zero_grad();
-        loss.backward();
+        self.policy.backward(&loss);
         self.optimizer.step();
         loss.double_value(&[]) // a host read: also waits for a GPU to finish the step
     }

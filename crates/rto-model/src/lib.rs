@@ -6,6 +6,7 @@
 
 pub mod allocator;
 pub mod batch;
+pub mod checkpointing;
 pub mod config;
 pub mod cuda_memory;
 pub mod device;

@@ -4,6 +4,7 @@
 //! so loading and saving is a name-for-name copy. Norms run in f32 as transformers does, so bf16
 //! models give the same numbers.
 
+use crate::checkpointing::Tape;
 use crate::config::{ModelConfig, RopeScaling};
 use crate::kv_cache::KvCache;
 use anyhow::Result;
@@ -257,7 +258,7 @@ impl Mlp {
 }
 
 #[derive(Debug)]
-struct DecoderLayer {
+pub(crate) struct DecoderLayer {
     input_layernorm: RmsNorm,
     self_attn: Attention,
     post_attention_layernorm: RmsNorm,
@@ -274,6 +275,18 @@ impl DecoderLayer {
             mlp: Mlp::new(&path / "mlp", config.hidden_size, config.intermediate_size, registry),
         }
     }
+
+    /// The layer's output hidden states for its input `xs` [B, T, H] (both residual branches).
+    pub(crate) fn forward(
+        &self,
+        xs: &Tensor,
+        rope: &(Tensor, Tensor),
+        bias: &Tensor,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor {
+        let xs = xs + self.self_attn.forward(&self.input_layernorm.forward(xs), rope, bias, cache);
+        &xs + self.mlp.forward(&self.post_attention_layernorm.forward(&xs))
+    }
 }
 
 /// The decoder stack without heads: token ids in, final-norm hidden states out.
@@ -284,6 +297,8 @@ pub struct Llama {
     norm: RmsNorm,
     rotary: Rotary,
     fused_parts: Vec<FusedPart>,
+    /// Present when gradient checkpointing is on (see [`crate::checkpointing`]).
+    checkpoints: Option<Tape>,
 }
 
 impl Llama {
@@ -297,7 +312,7 @@ impl Llama {
             .collect();
         let norm = RmsNorm::new(&path / "norm", config.hidden_size, config.rms_norm_eps);
         let rotary = Rotary::new(config, path.device())?;
-        Ok(Self { embed_tokens, layers, norm, rotary, fused_parts })
+        Ok(Self { embed_tokens, layers, norm, rotary, fused_parts, checkpoints: None })
     }
 
     /// How fused variables map back to the separate tensors of a checkpoint.
@@ -307,6 +322,25 @@ impl Llama {
 
     pub fn embedding(&self) -> &Tensor {
         &self.embed_tokens
+    }
+
+    /// Turns per-layer gradient checkpointing on or off (see [`crate::checkpointing`]).
+    /// Turning it off drops any forwards still waiting for their backward.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpoints = on.then(Tape::default);
+    }
+
+    /// Forwards recorded for recomputation that no backward has consumed yet.
+    pub fn pending_checkpoints(&self) -> usize {
+        self.checkpoints.as_ref().map_or(0, Tape::len)
+    }
+
+    /// Back-propagates, through the recomputed layers, the gradients that a backward left on
+    /// the recorded forwards' outputs; a no-op without checkpointing.
+    pub(crate) fn replay_checkpoints(&self) {
+        if let Some(tape) = &self.checkpoints {
+            tape.replay(&self.layers, &self.embed_tokens);
+        }
     }
 
     /// Hidden states [B, T, H] for `input_ids` [B, T].
@@ -344,11 +378,15 @@ impl Llama {
         );
         let mut xs = self.embed_tokens.embedding_forward(input_ids);
         let rope = self.rotary.tables(positions, xs.kind());
+        // A forward that builds a graph (the embedding output requires grad only in grad mode,
+        // on trainable weights) keeps layer inputs instead; no_grad forwards, frozen models and
+        // cached decoding take the plain path.
+        if let (Some(tape), None, true) = (&self.checkpoints, &cache, xs.requires_grad()) {
+            let last = tape.record(&self.layers, input_ids, &xs.detach(), rope, bias);
+            return self.norm.forward(&last);
+        }
         for (i, layer) in self.layers.iter().enumerate() {
-            let attn_in = layer.input_layernorm.forward(&xs);
-            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            xs = &xs + layer.self_attn.forward(&attn_in, &rope, bias, layer_cache);
-            xs = &xs + layer.mlp.forward(&layer.post_attention_layernorm.forward(&xs));
+            xs = layer.forward(&xs, &rope, bias, cache.as_deref_mut().map(|c| (c, i)));
         }
         if let Some(cache) = cache {
             cache.advance(input_ids.size()[1]);
@@ -357,7 +395,7 @@ impl Llama {
     }
 }
 
-trait EmbeddingForward {
+pub(crate) trait EmbeddingForward {
     fn embedding_forward(&self, ids: &Tensor) -> Tensor;
 }
 

@@ -41,6 +41,15 @@ pub struct PlannedModel {
     pub role: Role,
     pub batch: BatchShape,
     pub precision: Precision,
+    /// Trained with `--gradient-checkpointing`: activations are recomputed layer by layer.
+    pub gradient_checkpointing: bool,
+}
+
+impl PlannedModel {
+    /// The same model, trained with gradient checkpointing when `on`.
+    pub fn with_gradient_checkpointing(self, on: bool) -> Self {
+        Self { gradient_checkpointing: on, ..self }
+    }
 }
 
 /// The bytes of one line of the plan.
@@ -82,13 +91,17 @@ pub fn parameter_count(config: &ModelConfig, head: Head) -> u64 {
 /// 18 hidden-sized values (norm inputs and outputs, q/k/v, attention output, residuals) and 4
 /// intermediate-sized ones (gate, up, their product, the SiLU), plus the attention
 /// probabilities (heads × tokens per token), all in `bytes` each; and the fp32 logits with
-/// their log-softmax and its gradient at the head (3 × vocab per token).
-fn training_activations(config: &ModelConfig, batch: BatchShape, bytes: u64) -> u64 {
+/// their log-softmax and its gradient at the head (3 × vocab per token). With gradient
+/// checkpointing the layers keep only their input (one hidden-sized value per token each) and
+/// the backward holds one layer's full activations at a time, recomputed.
+fn training_activations(config: &ModelConfig, batch: BatchShape, bytes: u64, checkpointing: bool) -> u64 {
     let tokens = batch.rows * batch.tokens;
     let (hidden, inter, heads) =
         (config.hidden_size as u64, config.intermediate_size as u64, config.num_attention_heads as u64);
     let per_layer = tokens * (18 * hidden + 4 * inter + heads * batch.tokens) * bytes;
-    config.num_hidden_layers as u64 * per_layer + tokens * 3 * config.vocab_size as u64 * 4
+    let layers = config.num_hidden_layers as u64;
+    let stack = if checkpointing { layers * tokens * hidden * bytes + per_layer } else { layers * per_layer };
+    stack + tokens * 3 * config.vocab_size as u64 * 4
 }
 
 /// A forward without gradients holds about one layer's activations at a time, plus the fp32
@@ -121,12 +134,13 @@ impl MemoryPlan {
                     self.push(format!("{name}: fp32 master weights"), params * 4);
                 }
                 self.push(format!("{name}: AdamW moments (2 × fp32)"), 2 * params * 4);
+                let recomputed = if model.gradient_checkpointing { ", gradient checkpointing" } else { "" };
                 self.push(
                     format!(
-                        "{name}: activations ({} × {} tokens per micro batch)",
+                        "{name}: activations ({} × {} tokens per micro batch{recomputed})",
                         model.batch.rows, model.batch.tokens
                     ),
-                    training_activations(&model.config, model.batch, bytes),
+                    training_activations(&model.config, model.batch, bytes, model.gradient_checkpointing),
                 );
             }
             Role::Frozen => self.push(
@@ -172,7 +186,7 @@ impl MemoryPlan {
         let total = self.total();
         anyhow::ensure!(
             total <= available,
-            "{stage}: the memory plan needs {:.1} GiB but {device} has {:.1} GiB available: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, --bf16, --gradient-checkpointing, or a smaller model; --dry-run prints the plan without loading anything",
+            "{stage}: the memory plan needs {:.1} GiB but {device} has {:.1} GiB available: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, --bf16, --gradient-checkpointing (training stages), or a smaller model (LoRA is planned); --dry-run prints the plan without loading anything",
             total as f64 / (MIB * 1024.0),
             available as f64 / (MIB * 1024.0)
         );

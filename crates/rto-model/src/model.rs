@@ -132,6 +132,20 @@ impl CausalLm {
         self.vs.device()
     }
 
+    /// Recompute each decoder layer's activations in the backward pass instead of keeping
+    /// them (`--gradient-checkpointing`); see [`crate::checkpointing`] for the contract.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.decoder.set_gradient_checkpointing(on);
+    }
+
+    /// The backward of a loss computed with this model's training forwards: `loss.backward()`,
+    /// then, with gradient checkpointing, the recomputation of the layers. Every backward on a
+    /// trained model goes through here.
+    pub fn backward(&self, loss: &Tensor) {
+        loss.backward();
+        self.decoder.replay_checkpoints();
+    }
+
     /// Final hidden states [B, T, H]; positions are derived from the padding mask.
     pub fn hidden_states(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
         let positions = positions_from_mask(attention_mask);

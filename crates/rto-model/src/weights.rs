@@ -123,7 +123,9 @@ impl Entry {
         let [begin, end] = offsets[..] else { bail!("`data_offsets` must hold two numbers, got {offsets:?}") };
         let expected = shape.iter().product::<u64>() * kind.elt_size_in_bytes() as u64;
         if begin > end || end > data_len || end - begin != expected {
-            bail!("data_offsets {begin}..{end} do not hold {expected} bytes of shape {shape:?} in {data_len} data bytes");
+            bail!(
+                "data_offsets {begin}..{end} do not hold {expected} bytes of shape {shape:?} in {data_len} data bytes"
+            );
         }
         Ok(Self { kind, shape: shape.iter().map(|&d| d as i64).collect(), begin, end })
     }

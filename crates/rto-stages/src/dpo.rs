@@ -141,7 +141,8 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     args.logs.check()?;
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
-    let policy = stage::planned("policy", &args.model, Head::LanguageModel, Role::Trained, rows, tokens)?;
+    let policy = stage::planned("policy", &args.model, Head::LanguageModel, Role::Trained, rows, tokens)?
+        .with_gradient_checkpointing(args.trained.gradient_checkpointing);
     let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings.key()?)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);
@@ -313,7 +314,7 @@ impl SupervisedTask for DpoTask {
     }
 
     fn train_micro_batch(&mut self, items: &[usize], scale: f64) -> Result<Metrics> {
-        preference::train_micro_batch(&self.train, items, scale, |batch| self.forward(batch))
+        preference::train_micro_batch(&self.model, &self.train, items, scale, |batch| self.forward(batch))
     }
 
     fn evaluate(&mut self) -> Result<Metrics> {
@@ -348,6 +349,7 @@ fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, out: &Sta
     let (examples, stats) = load_examples(args, loss, ref_logps, &tokenizer, &model)?;
     let (train, eval) = split(examples, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
     let micro_batch = settings.train.micro_batch();
+    let model = stage::trained_model(model, &args.trained);
     let mut task = DpoTask { model, loss, train, eval, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = out.scratch()?;
     let tensorboard = args.logs.run_dir(STAGE, out.key());

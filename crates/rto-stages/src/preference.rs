@@ -84,8 +84,10 @@ pub fn evaluate_in_chunks<T>(items: &[T], chunk: usize, mut f: impl FnMut(&[T]) 
 }
 
 /// One training micro batch of a pair task (dpo, rm): `forward` on the `items` of `train`, its
-/// loss scaled by the micro batch's share of the batch, then backward. Returns its metrics.
+/// loss scaled by the micro batch's share of the batch, then the backward of `model`, the
+/// trained model. Returns its metrics.
 pub fn train_micro_batch<T>(
+    model: &CausalLm,
     train: &[T],
     items: &[usize],
     scale: f64,
@@ -93,7 +95,7 @@ pub fn train_micro_batch<T>(
 ) -> Result<Metrics> {
     let picked: Vec<&T> = items.iter().map(|&i| &train[i]).collect();
     let (loss, metrics) = forward(&picked)?;
-    (loss * scale).backward();
+    model.backward(&(loss * scale));
     Ok(metrics)
 }
 

@@ -74,7 +74,8 @@ pub fn cli(args: RmArgs) -> Result<()> {
     args.logs.check()?;
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
-    let reward_model = stage::planned("reward model", &args.model, Head::Score, Role::Trained, rows, tokens)?;
+    let reward_model = stage::planned("reward model", &args.model, Head::Score, Role::Trained, rows, tokens)?
+        .with_gradient_checkpointing(args.trained.gradient_checkpointing);
     let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
         .with_input("model", &args.model)
         .with_input("data", &args.data);
@@ -148,7 +149,7 @@ impl SupervisedTask for RmTask {
     }
 
     fn train_micro_batch(&mut self, items: &[usize], scale: f64) -> Result<Metrics> {
-        preference::train_micro_batch(&self.train, items, scale, |batch| self.forward(batch))
+        preference::train_micro_batch(&self.model, &self.train, items, scale, |batch| self.forward(batch))
     }
 
     fn evaluate(&mut self) -> Result<Metrics> {
@@ -166,6 +167,7 @@ fn run(args: &RmArgs, out: &StageDir) -> Result<Value> {
         preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer, &model, &args.model)?;
     let (train, eval) = split(pairs, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
     let micro_batch = settings.train.micro_batch();
+    let model = stage::trained_model(model, &args.trained);
     let mut task = RmTask { model, train, eval, margin: settings.margin, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = out.scratch()?;
     let tensorboard = args.logs.run_dir(STAGE, out.key());

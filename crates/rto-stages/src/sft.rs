@@ -87,6 +87,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
         role: Role::Trained,
         batch,
         precision: Precision::Fp32, // the stage's, set by plan_memory
+        gradient_checkpointing: args.trained.gradient_checkpointing,
     };
     let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
         .with_input("data", &args.data)
@@ -143,7 +144,7 @@ impl SupervisedTask for SftTask {
         let (nll, tokens) = self.nll(&rows)?;
         // Token-mean within the micro batch, weighted by its share of the batch.
         let loss = nll / tokens;
-        (&loss * scale).backward();
+        self.model.backward(&(&loss * scale));
         Ok(Metrics::from([("loss".into(), loss.double_value(&[])), ("tokens".into(), tokens)]))
     }
 
@@ -215,6 +216,7 @@ fn run(args: &SftArgs, tokenizer_dir: &Path, out: &StageDir) -> Result<Value> {
     check_batch_width(widest(|r| r.0.len()), widest(|r| r.1.len()), max_positions, model_dir)?;
     let (train, eval) = split(rows, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
     let micro_batch = settings.train.micro_batch();
+    let model = stage::trained_model(model, &args.trained);
     let mut task = SftTask { model, train, eval, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = out.scratch()?;
     let tensorboard = args.logs.run_dir(STAGE, out.key());

@@ -4,7 +4,7 @@ use anyhow::Result;
 use rto_data::cli::{CommonArgs, SaveDtype, TrainedModelArgs, TrainingLogArgs};
 use rto_data::store::{StageDir, StageOutcome, StageSpec};
 use rto_model::memory::{self, BatchShape, MemoryPlan, PlannedModel, Role};
-use rto_model::{Head, ModelConfig, Precision};
+use rto_model::{CausalLm, Head, ModelConfig, Precision};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -102,7 +102,14 @@ pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, toke
         role,
         batch: BatchShape { rows: rows as u64, tokens: tokens as u64 },
         precision: Precision::Fp32,
+        gradient_checkpointing: false,
     })
+}
+
+/// A model loaded for training, set up as its stage's [`TrainedModelArgs`] say.
+pub fn trained_model(mut model: CausalLm, trained: &TrainedModelArgs) -> CausalLm {
+    model.set_gradient_checkpointing(trained.gradient_checkpointing);
+    model
 }
 
 /// Runs `compute` through the cache (no-op when a verified output exists), honours `--link`,

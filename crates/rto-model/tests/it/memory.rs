@@ -1,7 +1,7 @@
 //! The memory plan's parameter count against the tensors a built model really holds.
 
-use rto_model::memory::{kv_cache_bytes, parameter_count};
-use rto_model::{CausalLm, Head, ModelConfig};
+use rto_model::memory::{kv_cache_bytes, parameter_count, BatchShape, MemoryPlan, PlannedModel, Role};
+use rto_model::{CausalLm, Head, ModelConfig, Precision};
 use tch::{Device, Kind};
 
 fn built_parameters(config: &ModelConfig, head: Head) -> u64 {
@@ -28,4 +28,72 @@ fn kv_cache_bytes_by_hand() {
     // 3 layers × 2 (k and v) × 4 rows × 10 positions × 2 kv heads × head_dim 8 × 4 bytes.
     let config = ModelConfig::small_llama(300, 64, 176, 3, 8, 2, 128);
     assert_eq!(kv_cache_bytes(&config, 4, 10, 4), 3 * 2 * 4 * 10 * 2 * 8 * 4);
+}
+
+/// The activation line of a trained model, by hand: per layer and token 18·hidden +
+/// 4·intermediate + heads·T values of 4 bytes; with checkpointing, one hidden-sized input per
+/// layer plus one layer's full set. The head's fp32 logits (3·vocab per token) in both.
+#[test]
+fn checkpointing_keeps_one_input_per_layer_and_one_full_layer() {
+    let config = ModelConfig::small_llama(300, 64, 176, 3, 8, 2, 128);
+    let batch = BatchShape { rows: 2, tokens: 10 };
+    let planned = |checkpointing: bool| {
+        let model = PlannedModel {
+            name: "policy".into(),
+            config: config.clone(),
+            head: Head::LanguageModel,
+            role: Role::Trained,
+            batch,
+            gradient_checkpointing: false,
+            precision: Precision::Fp32,
+        }
+        .with_gradient_checkpointing(checkpointing);
+        let mut plan = MemoryPlan::default();
+        plan.add_model(&model);
+        plan.lines.into_iter().find(|l| l.what.contains("activations")).expect("an activation line")
+    };
+    let tokens = 2 * 10;
+    let layer = tokens * (18 * 64 + 4 * 176 + 8 * 10) * 4;
+    let head = tokens * 3 * 300 * 4;
+    assert_eq!(planned(false).bytes, 3 * layer + head);
+    let checkpointed = planned(true);
+    assert_eq!(checkpointed.bytes, 3 * tokens * 64 * 4 + layer + head);
+    assert!(checkpointed.what.contains("gradient checkpointing"), "{}", checkpointed.what);
+}
+
+/// A trained model in bf16, by hand: bf16 weights and gradients (2 bytes each), fp32 masters
+/// (4) and two fp32 moments (8), 16 bytes per parameter as in fp32 (4 + 4 + 8); activations at
+/// 2 bytes, the head's logits still fp32. A frozen bf16 model: 2 bytes per parameter.
+#[test]
+fn bf16_plan_has_masters_and_half_sized_weights_and_activations() {
+    let config = ModelConfig::small_llama(300, 64, 176, 3, 8, 2, 128);
+    let params = parameter_count(&config, Head::LanguageModel);
+    let batch = BatchShape { rows: 2, tokens: 10 };
+    let plan_of = |role: Role| {
+        let model = PlannedModel {
+            name: "m".into(),
+            config: config.clone(),
+            head: Head::LanguageModel,
+            role,
+            batch,
+            gradient_checkpointing: false,
+            precision: Precision::Bf16,
+        };
+        let mut plan = MemoryPlan::default();
+        plan.add_model(&model);
+        plan.lines.into_iter().map(|l| (l.what, l.bytes)).collect::<Vec<_>>()
+    };
+    let trained = plan_of(Role::Trained);
+    let bytes = |what: &str| trained.iter().find(|(w, _)| w.contains(what)).unwrap_or_else(|| panic!("{what}")).1;
+    assert!(trained[0].0.contains("bf16"), "{:?}", trained[0]);
+    assert_eq!(trained[0].1, 2 * params);
+    assert_eq!(bytes("gradients"), 2 * params);
+    assert_eq!(bytes("master"), 4 * params);
+    assert_eq!(bytes("moments"), 8 * params);
+    let tokens = 2 * 10;
+    let layer = tokens * (18 * 64 + 4 * 176 + 8 * 10) * 2;
+    assert_eq!(bytes("activations"), 3 * layer + tokens * 3 * 300 * 4);
+    let frozen = plan_of(Role::Frozen);
+    assert_eq!(frozen[0].1, 2 * params);
+    assert!(frozen.iter().all(|(w, _)| !w.contains("master")));
 }

@@ -163,7 +163,7 @@ impl Learner {
             self.settings.clip,
             self.settings.aggregation,
         )?;
-        (&actor.loss * shares.actor).backward();
+        self.policy.backward(&(&actor.loss * shares.actor));
         let mut metrics = Metrics::from([
             ("policy_loss".into(), actor.loss.double_value(&[]) * shares.actor),
             ("clipfrac".into(), actor.clipfrac * shares.rows),
@@ -178,7 +178,7 @@ impl Learner {
                 &batch.response_mask,
                 Some(self.settings.value_clip),
             )?;
-            (&critic_out.loss * shares.rows).backward();
+            critic.backward(&(&critic_out.loss * shares.rows));
             metrics.insert("value_loss".into(), critic_out.loss.double_value(&[]) * shares.rows);
             metrics.insert("value_clipfrac".into(), critic_out.clipfrac * shares.rows);
         }

@@ -479,15 +479,17 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
     let s = &args.settings;
     let tokens = s.limits.max_prompt_len + s.max_new_tokens();
     let (train_rows, scoring_rows) = (s.micro_batch(), s.generation_batch() * s.n_samples_per_prompt);
+    let checkpointing = args.trained.gradient_checkpointing;
     let lm = |name: &str, dir: &Path, role: Role, rows: usize| {
         stage::planned(name, dir, Head::LanguageModel, role, rows, tokens)
     };
     let mut models = vec![
-        lm("actor", &args.policy, Role::Trained, train_rows)?,
+        lm("actor", &args.policy, Role::Trained, train_rows)?.with_gradient_checkpointing(checkpointing),
         lm("reference", &args.policy, Role::Frozen, scoring_rows)?,
     ];
     if let Some(critic) = &inputs.critic {
-        models.push(stage::planned("critic", critic, Head::Score, Role::Trained, train_rows, tokens)?);
+        let critic = stage::planned("critic", critic, Head::Score, Role::Trained, train_rows, tokens)?;
+        models.push(critic.with_gradient_checkpointing(checkpointing));
     }
     if let Some(dpo) = &inputs.dpo {
         models.push(lm("dpo", dpo, Role::Frozen, scoring_rows)?);

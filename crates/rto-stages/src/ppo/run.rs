@@ -9,6 +9,7 @@ use crate::encode::{fits_context, skip_hint, Encoder};
 use crate::rollout::{
     self, AdvantageEstimator, EncodedPrompt, ResponseJudge, RolloutConfig, RolloutModels, RolloutTable,
 };
+use crate::stage;
 use crate::token_scoring::{RewardMetadata, RewardModels, Sources};
 use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
@@ -193,8 +194,8 @@ impl<'a> PpoRun<'a> {
             ppo_epochs: s.ppo_epochs,
         };
         let learner = Learner::new(
-            policy,
-            critic,
+            stage::trained_model(policy, &args.trained),
+            critic.map(|critic| stage::trained_model(critic, &args.trained)),
             &s.adam,
             (schedule(s.actor_lr), schedule(s.critic_lr)),
             update,

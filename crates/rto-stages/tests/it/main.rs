@@ -9,6 +9,7 @@ mod annotate_tables;
 mod checkpoint_kill_window;
 mod dpo_common;
 mod dpo_train;
+mod gradient_checkpointing;
 mod help_text;
 mod metrics_events;
 mod metrics_plot;

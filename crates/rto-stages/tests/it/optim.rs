@@ -83,12 +83,12 @@ fn bf16_parameters_are_updated_through_fp32_masters() {
     // Restoring the state into a fresh optimizer brings the master back, and the parameter
     // with it: the next step is the same as the uninterrupted one.
     let mut resumed = AdamW::new(&vs, no_clip_no_decay()).unwrap();
-    tch::no_grad(|| weight.shallow_clone().fill_(0.5));
+    let _ = tch::no_grad(|| weight.shallow_clone().fill_(0.5));
     resumed.load(&path).unwrap();
     assert_eq!(weight.double_value(&[0, 0]), 0.98828125, "load restores the parameter from its master");
     step(&mut adam);
     let continued = weight.double_value(&[0, 0]);
-    tch::no_grad(|| weight.shallow_clone().fill_(0.5));
+    let _ = tch::no_grad(|| weight.shallow_clone().fill_(0.5));
     resumed.load(&path).unwrap();
     step(&mut resumed);
     assert_eq!(weight.double_value(&[0, 0]), continued, "a resumed step equals the uninterrupted one");
