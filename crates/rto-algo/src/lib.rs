@@ -41,5 +41,5 @@ pub use ppo_loss::{
 pub use preference_loss::{
     bradley_terry_loss, BradleyTerryOutputs, PreferenceInputs, PreferenceLoss, PreferenceOutputs,
 };
-pub use schedule::{clip_grad_norm, clip_grads, cosine_with_warmup, CosineSchedule};
+pub use schedule::{clip_coefficient, clip_grad_norm, cosine_with_warmup, global_norm, CosineSchedule};
 pub use token_reward::{compose, RewardMode, RewardWeights, TokenRewardInputs, TokenRewards};

@@ -65,16 +65,8 @@ pub fn cosine_with_warmup(
 /// treat as a failed step.
 pub fn clip_grad_norm(vars: &[Tensor], max_norm: f64) -> Result<f64> {
     let mut grads: Vec<Tensor> = vars.iter().map(Tensor::grad).filter(Tensor::defined).collect();
-    clip_grads(&mut grads, max_norm)
-}
-
-/// [`clip_grad_norm`] on the gradient tensors themselves (scaled in place).
-pub fn clip_grads(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
-    check::positive("max_norm", max_norm)?;
-    let squared: f64 = grads.iter().map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum();
-    let total = squared.sqrt();
-    let coef = max_norm / (total + 1e-6);
-    if total.is_finite() && coef < 1.0 {
+    let total = global_norm(&grads);
+    if let Some(coef) = clip_coefficient(total, max_norm)? {
         tch::no_grad(|| {
             for g in grads.iter_mut() {
                 let _ = g.g_mul_scalar_(coef);
@@ -82,4 +74,17 @@ pub fn clip_grads(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
         });
     }
     Ok(total)
+}
+
+/// sqrt(Σ ‖t‖²) over `tensors`, accumulated in f64 one tensor at a time (whatever their dtype).
+pub fn global_norm(tensors: &[Tensor]) -> f64 {
+    tensors.iter().map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum::<f64>().sqrt()
+}
+
+/// The factor [`clip_grad_norm`] scales gradients of global norm `total` by: max_norm/(total +
+/// 1e-6) when that is below 1 and `total` is finite; `None` when no clipping applies.
+pub fn clip_coefficient(total: f64, max_norm: f64) -> Result<Option<f64>> {
+    check::positive("max_norm", max_norm)?;
+    let coef = max_norm / (total + 1e-6);
+    Ok((total.is_finite() && coef < 1.0).then_some(coef))
 }

@@ -89,15 +89,10 @@ impl AdamW {
     /// Clips the gradients to `max_grad_norm`, then takes one step at `lr`. Returns the norm
     /// before clipping. A non-finite norm is an error and leaves the weights untouched.
     pub fn clip_and_step(&mut self, lr: f64) -> Result<f64> {
-        // Clipping works on fp32 gradients (a bf16 gradient is upcast first), so the scaled
-        // gradient is not rounded back to bf16 before the update.
-        let mut grads: Vec<Option<Tensor>> = self
-            .params
-            .iter()
-            .map(|(_, p)| Some(p.grad()).filter(Tensor::defined).map(|g| g.to_kind(Kind::Float)))
-            .collect();
-        let mut defined: Vec<Tensor> = grads.iter().flatten().map(Tensor::shallow_clone).collect();
-        let norm = rto_algo::clip_grads(&mut defined, self.settings.max_grad_norm)?;
+        let grads: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).collect();
+        let defined: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(Tensor::shallow_clone).collect();
+        let norm = rto_algo::global_norm(&defined);
+        let clip = rto_algo::clip_coefficient(norm, self.settings.max_grad_norm)?;
         if !norm.is_finite() {
             bail!("gradient norm is {norm}: the loss produced non-finite gradients");
         }
@@ -107,7 +102,16 @@ impl AdamW {
         let correction2 = 1.0 - s.adam_beta2.powi(self.steps as i32);
         tch::no_grad(|| {
             for (i, (name, param)) in self.params.iter().enumerate() {
-                let Some(grad) = grads[i].take() else { continue };
+                if !grads[i].defined() {
+                    continue;
+                }
+                // Upcast (bf16 gradients) and clip one tensor at a time: fp32 math without an
+                // fp32 copy of every gradient at once.
+                let grad = grads[i].to_kind(Kind::Float);
+                let grad = match clip {
+                    Some(coef) => grad * coef,
+                    None => grad,
+                };
                 // The fp32 tensor the update applies to: the master, or the parameter itself.
                 let mut target = self.masters[i].as_ref().unwrap_or(param).shallow_clone();
                 if s.weight_decay > 0.0 && decays(name) {
