@@ -7,6 +7,8 @@ TORCH_VERSION := 2.11.0
 # The version the parity tests were written against; pinned so a fresh machine gets the same.
 TRANSFORMERS_VERSION := 5.24.0
 CARGO_CONFIG := .cargo/config.toml
+GLOO_DIR := .deps/gloo
+GLOO_HEADERS := $(GLOO_DIR)/usr/include/gloo/context.h
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: all setup build lint test demo replicate bench bench-scale clean-runs
@@ -24,9 +26,20 @@ $(VENV)/.ready:
 # Generated, not committed: it holds this checkout's absolute libtorch path, so that
 # `cargo build/test` work inside the repo and binaries find libtorch without LD_LIBRARY_PATH.
 $(CARGO_CONFIG): $(VENV)/.ready tools/write-cargo-config.sh
-	bash tools/write-cargo-config.sh $(VPY) $@
+	bash tools/write-cargo-config.sh $(VPY) $@ $(CURDIR)/$(GLOO_DIR)/usr/include
 
-setup: $(VENV)/.ready $(CARGO_CONFIG)
+# The gloo headers crates/rto-dist compiles against (ProcessGroupGloo.hpp includes them; the torch
+# wheel lacks them), from Debian's libgloo-dev (bookworm 0.0~git20220518.5b14351-3 is the one
+# checked against torch 2.11), unpacked without root. Gloo itself is compiled into
+# libtorch_cpu.so: the package's libgloo.so is deleted so that nothing can link it.
+$(GLOO_HEADERS):
+	rm -rf $(GLOO_DIR) && mkdir -p $(GLOO_DIR)/deb
+	cd $(GLOO_DIR)/deb && { apt-get download libgloo-dev || { apt-get update && apt-get download libgloo-dev; }; }
+	dpkg -x $(GLOO_DIR)/deb/libgloo-dev_*.deb $(GLOO_DIR)
+	rm -rf $(GLOO_DIR)/deb $(GLOO_DIR)/usr/lib
+	touch $@
+
+setup: $(VENV)/.ready $(CARGO_CONFIG) $(GLOO_HEADERS)
 
 build: setup
 	cargo build --release

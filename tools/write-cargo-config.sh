@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Writes .cargo/config.toml pointing tch at the venv's torch wheel (DESIGN.md §2).
-# Usage: tools/write-cargo-config.sh VENV_PYTHON OUT
+# Usage: tools/write-cargo-config.sh VENV_PYTHON OUT [GLOO_INCLUDE]
+# GLOO_INCLUDE: the gloo headers the Makefile unpacks (default: this checkout's .deps/gloo).
 set -euo pipefail
 py=$1; out=$2
+gloo_include=${3:-$(cd "$(dirname "$0")/.." && pwd)/.deps/gloo/usr/include}
 torch_dir=$("$py" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 version=$("$py" -c 'import torch; print(torch.__version__.split("+")[0])')
 abi=$("$py" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
@@ -16,6 +18,8 @@ cat > "$tmp" <<TOML
 LIBTORCH = "$torch_dir"
 LIBTORCH_CXX11_ABI = "$abi"
 RTO_TORCH_LIB = "$lib"
+# Debian libgloo-dev's headers (\`make setup\`), which crates/rto-dist compiles against.
+RTO_GLOO_INCLUDE = "$gloo_include"
 
 [build]
 # Naming the host triple puts cargo in cross mode: the link flags below then reach our binaries
