@@ -113,6 +113,27 @@ fn forward_activations(config: &ModelConfig, batch: BatchShape, bytes: u64) -> u
     tokens * (6 * hidden + 3 * inter + heads * batch.tokens) * bytes + tokens * 2 * config.vocab_size as u64 * 4
 }
 
+/// Elements of the largest parameter tensor: the embedding (or `lm_head`), or a fused q/k/v or
+/// gate/up matrix in a model with a small vocabulary.
+fn largest_tensor(config: &ModelConfig) -> u64 {
+    let hidden = config.hidden_size as u64;
+    let qkv = (config.num_attention_heads as u64 + 2 * config.num_kv_heads() as u64) * config.head_dim() as u64;
+    let gate_up = 2 * config.intermediate_size as u64;
+    [config.vocab_size as u64, qkv, gate_up].into_iter().max().unwrap_or(0) * hidden
+}
+
+/// What a training step holds besides the steady state, at its largest tensor: the AdamW
+/// update's two fp32 buffers (the denominator and the update) plus the gradient upcast to fp32
+/// when the weights are bf16; and with tied embeddings, the second [vocab, hidden] gradient
+/// (from the LM head) that backward adds into the embedding's.
+fn step_transient(config: &ModelConfig, head: Head, precision: Precision) -> u64 {
+    let largest = largest_tensor(config);
+    let buffers = if precision == Precision::Fp32 { 2 } else { 3 };
+    let tied = head == Head::LanguageModel && config.tie_word_embeddings;
+    let tied_grad = if tied { config.vocab_size as u64 * config.hidden_size as u64 * precision.bytes() } else { 0 };
+    buffers * largest * 4 + tied_grad
+}
+
 /// Bytes of a KV cache for `rows` sequences of `positions` tokens.
 pub fn kv_cache_bytes(config: &ModelConfig, rows: u64, positions: u64, bytes: u64) -> u64 {
     let per_token = 2 * config.num_kv_heads() as u64 * config.head_dim() as u64 * bytes;
@@ -134,6 +155,10 @@ impl MemoryPlan {
                     self.push(format!("{name}: fp32 master weights"), params * 4);
                 }
                 self.push(format!("{name}: AdamW moments (2 × fp32)"), 2 * params * 4);
+                self.push(
+                    format!("{name}: optimizer step and gradient accumulation (transient)"),
+                    step_transient(&model.config, model.head, model.precision),
+                );
                 let recomputed = if model.gradient_checkpointing { ", gradient checkpointing" } else { "" };
                 self.push(
                     format!(

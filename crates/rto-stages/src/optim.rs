@@ -123,8 +123,16 @@ impl AdamW {
                 let v = &mut self.exp_avg_sq[i];
                 let _ = v.g_mul_scalar_(s.adam_beta2);
                 let _ = v.g_add_(&(grad.square() * (1.0 - s.adam_beta2)));
-                let denom = (&*v / correction2).sqrt() + s.adam_eps;
-                let update = (&*m / correction1) / denom * lr;
+                // The same operations in the same order as (m/c1) / (sqrt(v/c2) + eps) · lr, but
+                // in place on two buffers: for a 136M-parameter embedding each temporary is
+                // 0.5 GB, and the out-of-place form held five at once.
+                let mut denom = &*v / correction2;
+                let _ = denom.sqrt_();
+                let _ = denom.g_add_scalar_(s.adam_eps);
+                let mut update = &*m / correction1;
+                let _ = update.g_div_(&denom);
+                drop(denom);
+                let _ = update.g_mul_scalar_(lr);
                 let _ = target.g_sub_(&update);
                 if let Some(master) = &self.masters[i] {
                     param.shallow_clone().copy_(master);
