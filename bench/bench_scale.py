@@ -16,6 +16,7 @@ with fp32 AdamW state (16 bytes per parameter each), plus three frozen models, w
 room on a 24 GiB machine; the memory plan says so (try it with --dry-run).
 
 Standalone: .venv/bin/python bench/bench_scale.py [--threads N] [--json bench/scale.json]
+            [--shapes qwen2.5-0.5b,qwen2.5-1.5b,qwen2.5-3b,llama3.2-1b,llama3.2-3b] [--device cuda]
 """
 import argparse
 import json
@@ -51,6 +52,20 @@ QWEN_0_5B = {
     "pad_token_id": 0,
 }
 
+QWEN_1_5B = dict(QWEN_0_5B, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12)
+QWEN_3B = dict(QWEN_0_5B, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16)
+LLAMA_3_2_1B = {
+    "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 128256, "hidden_size": 2048,
+    "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "max_position_embeddings": 131072, "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": True,
+    "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192},
+    "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+}
+LLAMA_3_2_3B = dict(LLAMA_3_2_1B, hidden_size=3072, num_hidden_layers=28, num_attention_heads=24)
+SHAPES = {"qwen2.5-0.5b": QWEN_0_5B, "qwen2.5-1.5b": QWEN_1_5B, "qwen2.5-3b": QWEN_3B,
+          "llama3.2-1b": LLAMA_3_2_1B, "llama3.2-3b": LLAMA_3_2_3B}
+
 # Short sequences and tiny batches: the point is the cost of one step of a real model size.
 LIMITS = ["--max-prompt-len", "48", "--max-response-len", "48"]
 TRAIN = ["--max-steps", "3", "--batch-size", "2", "--micro-batch-size", "1", "--eval-every", "0",
@@ -58,11 +73,14 @@ TRAIN = ["--max-steps", "3", "--batch-size", "2", "--micro-batch-size", "1", "--
 PAIRS = 10
 
 
+DEVICE = ["--device", "cpu"]
+
+
 def run_stage(name, args, store, threads):
     """Runs a stage binary on a fresh store; returns (output folder, wall seconds, stderr)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     start = time.monotonic()
-    proc = subprocess.run([os.path.join(BIN, name), "--store", store, *args], env=env,
+    proc = subprocess.run([os.path.join(BIN, name), "--store", store, *DEVICE, *args], env=env,
                           capture_output=True, text=True)
     wall = time.monotonic() - start
     if proc.returncode != 0:
@@ -93,9 +111,9 @@ def median_of(rows, key, skip_first=True):
     return statistics.median(values) if values else float("nan")
 
 
-def write_inputs(work):
-    config = os.path.join(work, "qwen2.5-0.5b-shape.json")
-    json.dump(QWEN_0_5B, open(config, "w"), indent=1)
+def write_inputs(work, shape):
+    config = os.path.join(work, f"{shape}-shape.json")
+    json.dump(SHAPES[shape], open(config, "w"), indent=1)
     rows = [json.loads(line) for line in open(os.path.join(TOY, "sft.jsonl"))][: 2 * PAIRS]
     pairs = os.path.join(work, "pairs.jsonl")
     with open(pairs, "w") as f:
@@ -170,29 +188,35 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--shapes", default="qwen2.5-0.5b", help=f"comma-separated, from {', '.join(SHAPES)}")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (the GPU check uses cuda)")
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="rto-bench-scale-")
-    try:
-        config, pairs = write_inputs(work)
-        rows, sft = [], None
-        for precision in args.precisions.split(","):
-            print(f"{precision}:", flush=True)
-            store = os.path.join(work, f"runs-{precision}")
-            found, sft = bench_precision(precision, config, pairs, sft, store, args.threads)
-            rows += found
+    DEVICE[1] = args.device
+    all_rows = []
+    for shape in args.shapes.split(","):
+        work = tempfile.mkdtemp(prefix="rto-bench-scale-")
+        try:
+            config, pairs = write_inputs(work, shape)
+            rows, sft = [], None
+            for precision in args.precisions.split(","):
+                print(f"{shape} {precision}:", flush=True)
+                store = os.path.join(work, f"runs-{precision}")
+                found, sft = bench_precision(precision, config, pairs, sft, store, args.threads)
+                rows += [dict(r, shape=shape, device=args.device) for r in found]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         print()
-        print(f"Qwen2.5-0.5B shape (random weights), {args.threads} threads; sequences ≤ 96 tokens; "
-              "s/unit is wall time per step (sft/dpo/rm: 3 steps of 2 sequences or pairs; annotate: per scored response; "
-              "ppo: per iteration of 4 responses), process start, loading and saving included.")
+        print(f"{shape} shape (random weights), {args.device}, {args.threads} threads; sequences ≤ 96 tokens; "
+              "s/unit is wall time per step (sft/dpo/rm: 3 steps of 2 sequences or pairs; annotate: per scored "
+              "response; ppo: per iteration of 4 responses), process start, loading and saving included.")
         print(table(rows))
         for r in rows:
             if "time_split_s" in r:
                 split = ", ".join(f"{k} {v:.1f} s" for k, v in r["time_split_s"].items())
                 print(f"ppo {r['precision']} per iteration: {split}")
-        if args.json:
-            json.dump(rows, open(args.json, "w"), indent=1)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        all_rows += rows
+    if args.json:
+        json.dump(all_rows, open(args.json, "w"), indent=1)
 
 
 if __name__ == "__main__":

@@ -19,3 +19,7 @@ python3 bench/bench_model.py --device cuda --reps 2
 echo "== ~0.5B model, bf16 generation 64x128 -> 128 tokens, f32 DPO step 8 pairs x 512"
 python3 bench/bench_model.py --device cuda --size large --dtype bf16 --gen-batch 64 --prompt-len 128 \
   --new-tokens 128 --pairs 8 --seq-len 512 --reps 2
+echo "== real model shapes in bf16 through every stage (memory plan vs CUDA peak in each manifest)"
+python3 bench/bench_scale.py --device cuda --precisions bf16 --shapes qwen2.5-0.5b,qwen2.5-1.5b,qwen2.5-3b
+echo "== c10d NCCL at world size 1 (binaries built with --features nccl)"
+[ -x "$bin/rto-dist-check" ] && torchrun --standalone --nproc-per-node 1 --no-python "$bin/rto-dist-check" --device cuda
