@@ -126,6 +126,16 @@ pub fn run(
         if let (Some(map), Some(peak)) = (summary.as_object_mut(), memory::peak_rss_bytes()) {
             map.insert("peak_rss_bytes".into(), peak.into());
         }
+        // On CUDA, the device memory in use when the stage ends: libtorch's caching allocator
+        // keeps what it reserved at the peak, so this is the run's peak reservation (plus the
+        // CUDA context and any other process on the device).
+        if let (Some(map), Ok(tch::Device::Cuda(index))) =
+            (summary.as_object_mut(), rto_model::parse_device(&common.device))
+        {
+            if let Some((free, total)) = rto_model::cuda_memory::cuda_free_and_total_bytes(index) {
+                map.insert("cuda_used_bytes".into(), (total - free).into());
+            }
+        }
         Ok(summary)
     })?;
     if outcome.reused {

@@ -16,6 +16,7 @@ pub fn is_wall_clock(key: &str) -> bool {
     key == "wall_time_s"
         || key == "created"
         || key == "peak_rss_bytes"
+        || key == "cuda_used_bytes"
         || key.ends_with("tokens_per_s")
         || key.starts_with("time/")
 }
