@@ -59,6 +59,10 @@ pub struct Generation {
     pub responses: Vec<Vec<i64>>,
     /// Whether each row ended with a stop token (rather than running out of budget).
     pub finished: Vec<bool>,
+    /// log π(token | prefix) of each generated token under the model's unmodified distribution
+    /// (before temperature, top-k and top-p), in fp32: a PPO rollout's old log-probs, without
+    /// a second policy forward.
+    pub logprobs: Vec<Vec<f32>>,
 }
 
 impl Generation {
@@ -73,7 +77,7 @@ impl Generation {
 pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig, pad_id: i64) -> Result<Generation> {
     config.validate()?;
     if prompts.is_empty() {
-        return Ok(Generation { responses: vec![], finished: vec![] });
+        return Ok(Generation { responses: vec![], finished: vec![], logprobs: vec![] });
     }
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         bail!("prompt {i} is empty");
@@ -105,13 +109,18 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
     let decode_bias = decode_attention_bias(&attention_mask, config.max_new_tokens, kind);
     let mut responses: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
     let mut finished = vec![false; prompts.len()];
+    let mut step_logprobs: Vec<Tensor> = Vec::with_capacity(config.max_new_tokens);
     tch::no_grad(|| -> Result<()> {
         let positions = positions_from_mask(&attention_mask);
         let hidden = model.decoder.forward(&input_ids, &attention_mask, &positions, Some(&mut cache));
         let last_prompt_positions = positions.narrow(1, width as i64 - 1, 1);
         let mut logits = model.logits(&hidden.narrow(1, width as i64 - 1, 1)).squeeze_dim(1);
         for step in 0..config.max_new_tokens {
-            let tokens = pick_tokens(&logits.to_kind(Kind::Float), config, &mut uniforms);
+            let step_logits = logits.to_kind(Kind::Float);
+            let tokens = pick_tokens(&step_logits, config, &mut uniforms);
+            // Gathered on the device and read once at the end: no extra transfer per step.
+            let picked = step_logits.gather(-1, &tokens.unsqueeze(-1), false).squeeze_dim(-1);
+            step_logprobs.push(picked - step_logits.logsumexp([-1], false));
             // The one device→host transfer per step: stop checks happen on the host copy.
             let tokens_host = Vec::<i64>::try_from(&tokens)?;
             for (row, &token) in tokens_host.iter().enumerate() {
@@ -138,7 +147,10 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
         }
         Ok(())
     })?;
-    Ok(Generation { responses, finished })
+    let all_steps = Vec::<Vec<f32>>::try_from(&Tensor::stack(&step_logprobs, 1).to_device(tch::Device::Cpu))?;
+    let logprobs =
+        all_steps.into_iter().zip(&responses).map(|(row, response)| row[..response.len()].to_vec()).collect();
+    Ok(Generation { responses, finished, logprobs })
 }
 
 /// The attention bias of every decode step at once, [B, 1, 1, prompt + new]: prompt padding is

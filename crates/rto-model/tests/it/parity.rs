@@ -288,3 +288,36 @@ fn bf16_llama_with_gqa_matches_transformers_in_bf16() {
 fn bf16_tied_qwen_style_matches_transformers_in_bf16() {
     check_bf16_parity("tied");
 }
+
+/// The sampler's per-token log-probs are those of the unmodified distribution (no temperature,
+/// top-k or top-p), equal to a full forward's over the sampled sequences within 1e-5 (fp32):
+/// a rollout can take them as its old log-probs without another policy forward.
+#[test]
+fn sampled_logprobs_equal_a_full_forward_under_the_unmodified_distribution() {
+    let hf = hf_model("llama-gqa");
+    let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    let prompts: Vec<Vec<i64>> = vec![vec![5, 17, 33, 8, 91, 44], vec![21, 3, 77], vec![88, 14, 56, 4, 9]];
+    let config = SamplingConfig {
+        max_new_tokens: 12,
+        temperature: 0.7,
+        top_k: 20,
+        top_p: 0.9,
+        stop_ids: vec![2],
+        seed: 7,
+        ..Default::default()
+    };
+    let generation = generate(&model, &prompts, &config, 0).unwrap();
+    assert_eq!(generation.logprobs.len(), prompts.len());
+    let batch = generation.to_batch(&prompts, 0, Device::Cpu).unwrap();
+    let full = tch::no_grad(|| rto_model::response_logprobs(&model, &batch, false)).logprobs;
+    let full = Vec::<Vec<f32>>::try_from(&full).unwrap();
+    let mut worst = 0f32;
+    for (row, (sampled, response)) in generation.logprobs.iter().zip(&generation.responses).enumerate() {
+        assert_eq!(sampled.len(), response.len(), "row {row}: one log-prob per generated token");
+        for (t, &lp) in sampled.iter().enumerate() {
+            assert!(lp <= 0.0 && lp.is_finite(), "row {row} token {t}: {lp}");
+            worst = worst.max((lp - full[row][t]).abs());
+        }
+    }
+    assert!(worst <= 1e-5, "sampled vs full-forward log-probs differ by {worst:e}");
+}
