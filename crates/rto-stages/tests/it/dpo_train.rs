@@ -22,7 +22,7 @@ fn hf_summed_logps(model: &Path, rows: &[(Vec<i64>, Vec<i64>)], work: &Path) -> 
     std::fs::write(&batch, serde_json::json!({"input_ids": ids, "attention_mask": mask}).to_string()).unwrap();
     let out = work.join("logits.safetensors");
     reference(&["logits", model.to_str().unwrap(), batch.to_str().unwrap(), out.to_str().unwrap()]);
-    let logits = Tensor::read_safetensors(&out).unwrap().remove(0).1;
+    let logits = Tensor::read_safetensors(&out).unwrap().into_iter().find(|(name, _)| name == "logits").unwrap().1;
     let logp = logits.log_softmax(-1, Kind::Double);
     rows.iter()
         .enumerate()
