@@ -38,4 +38,33 @@ impl ProcessGroup {
         }
         Vec::<u8>::try_from(data.to_device(Device::Cpu)).context("reading the broadcast bytes back")
     }
+
+    /// Every rank's `bytes`, in rank order, on every rank (lengths may differ): the lengths are
+    /// all-gathered first, then the bytes padded to the longest. For results a stage shards over
+    /// ranks and rank 0 writes in the original order.
+    pub fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        if !self.is_distributed() {
+            return Ok(vec![bytes.to_vec()]);
+        }
+        let world = self.world_size() as i64;
+        let mine = Tensor::from_slice(&[bytes.len() as i64]).to_device(self.device());
+        let mut lengths = Tensor::zeros([world], (Kind::Int64, self.device()));
+        self.all_gather(&mut lengths, &mine).context("all_gather_bytes: the lengths")?;
+        let lengths = Vec::<i64>::try_from(lengths.to_device(Device::Cpu)).context("reading the gathered lengths")?;
+        let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
+        let mut padded = bytes.to_vec();
+        padded.resize(longest as usize, 0);
+        let input = Tensor::from_slice(&padded).to_device(self.device());
+        let mut output = Tensor::zeros([world * longest], (Kind::Uint8, self.device()));
+        self.all_gather(&mut output, &input).with_context(|| format!("all_gather_bytes: {longest} bytes per rank"))?;
+        let all = Vec::<u8>::try_from(output.to_device(Device::Cpu)).context("reading the gathered bytes back")?;
+        Ok(lengths
+            .iter()
+            .enumerate()
+            .map(|(rank, &len)| {
+                let start = rank * longest as usize;
+                all[start..start + len as usize].to_vec()
+            })
+            .collect())
+    }
 }

@@ -8,15 +8,17 @@
 //! reference changes the `dpo` key. SimPO has no reference and skips the first stage.
 
 use crate::compat::check_models;
+use crate::dist::{gather_f32s, Work};
 use crate::encode::{EncodedPair, LengthLimits};
 use crate::preference::{self, batch_tokens, halves, mean, metrics_of, pair_batch, response_lengths, summed_logprobs};
 use crate::stage;
-use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
+use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask, TrainPlace};
 use anyhow::{bail, Context, Result};
 use rto_algo::{PreferenceInputs, PreferenceLoss};
 use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::{split, ColumnNames, DatasetStats, EvalSize};
-use rto_data::store::{StageDir, StageSpec};
+use rto_data::store::StageSpec;
+use rto_dist::ProcessGroup;
 use rto_model::memory::Role;
 use rto_model::{parse_device, CausalLm, Head, TextTokenizer};
 use serde::{Deserialize, Serialize};
@@ -149,25 +151,31 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     if !stage::plan_memory(&args.common, &spec, &[policy], None)? {
         return Ok(());
     }
+    let group = crate::dist::group(&args.common.device)?;
+    spec = stage::keyed_by_world(spec, &group);
     let mut ref_logps = None;
     if loss.needs_reference() {
         let reference = args.ref_model.clone().unwrap_or(args.model.clone());
         // DPO subtracts log-probs of the same token ids under both models.
         check_models(&[("policy", &args.model), ("reference", &reference)])?;
-        let artifact = reference_logps(&args, &reference)?;
+        let artifact = reference_logps(&group, &args, &reference)?;
         spec = spec.with_input("ref_logps", &artifact);
         ref_logps = Some(artifact);
     } else if args.ref_model.is_some() {
         eprintln!("dpo-train: {loss:?} needs no reference model; --ref is ignored");
     }
-    stage::run_training(&args.common, &args.logs, &spec, |out| run(&args, loss, ref_logps.as_deref(), out))?;
+    stage::run_training_ranked(&group, &args.common, &args.logs, &spec, |work| {
+        run(&args, loss, ref_logps.as_deref(), work)
+    })?;
     Ok(())
 }
 
 /// The `dpo-ref-logps` artifact for `reference`: reused when it exists, computed otherwise.
 /// `--force` recomputes the `dpo` stage only: the reference artifact is verified on reuse.
-/// The policy folder's tokenizer encodes the pairs, exactly as the `dpo` stage will.
-fn reference_logps(args: &DpoArgs, reference: &Path) -> Result<PathBuf> {
+/// The policy folder's tokenizer encodes the pairs, exactly as the `dpo` stage will. Under a
+/// process group the batches are shared out and gathered: every batch is the one a single
+/// process forms, so the artifact is bitwise a single process's and the key has no world size.
+fn reference_logps(group: &ProcessGroup, args: &DpoArgs, reference: &Path) -> Result<PathBuf> {
     let settings = &args.settings;
     // No seed in this key: the reference pass draws no random numbers.
     let key = json!({"stage": settings.ref_key(), "common": args.common.numerics_key()});
@@ -179,14 +187,16 @@ fn reference_logps(args: &DpoArgs, reference: &Path) -> Result<PathBuf> {
     if config_json.exists() {
         spec = spec.with_input("tokenizer_config", config_json);
     }
-    let outcome = args.common.store().run(&spec, false, |out| compute_reference(args, reference, out))?;
-    if outcome.reused {
-        eprintln!("{REF_STAGE}: reusing reference log-probs {}", outcome.path.display());
+    let store = args.common.store();
+    let ranked = crate::dist::run_stage(group, &store, &spec, false, |work| compute_reference(args, reference, work))?;
+    if ranked.reused && group.is_main() {
+        eprintln!("{REF_STAGE}: reusing reference log-probs {}", ranked.path.display());
     }
-    Ok(outcome.path)
+    Ok(ranked.path)
 }
 
-fn compute_reference(args: &DpoArgs, reference: &Path, out: &StageDir) -> Result<Value> {
+fn compute_reference(args: &DpoArgs, reference: &Path, work: &Work) -> Result<Value> {
+    let group = work.group();
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
@@ -194,10 +204,12 @@ fn compute_reference(args: &DpoArgs, reference: &Path, out: &StageDir) -> Result
     tokenizer.check_fits(model.config.vocab_size, reference)?;
     let (pairs, stats) =
         preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer, &model, reference)?;
-    let progress = crate::progress::bar(pairs.len() as u64, REF_STAGE);
+    let chunks: Vec<&[EncodedPair]> = pairs.chunks(settings.ref_batch_size.max(1)).collect();
+    let mine = &chunks[crate::dist::my_share(group, chunks.len())];
+    let progress = crate::progress::bar(mine.iter().map(|c| c.len() as u64).sum(), REF_STAGE);
     let mut logps: Vec<f32> = Vec::with_capacity(2 * pairs.len());
     let mut rejected: Vec<f32> = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(settings.ref_batch_size.max(1)) {
+    for chunk in mine {
         let refs: Vec<&EncodedPair> = chunk.iter().collect();
         let batch = pair_batch(&refs, tokenizer.pad_id, device)?;
         let sums = tch::no_grad(|| summed_logprobs(&model, &batch));
@@ -207,6 +219,8 @@ fn compute_reference(args: &DpoArgs, reference: &Path, out: &StageDir) -> Result
         progress.inc(chunk.len() as u64);
     }
     progress.finish();
+    let (logps, rejected) = (gather_f32s(group, &logps)?, gather_f32s(group, &rejected)?);
+    let Some(out) = work.output() else { return Ok(Value::Null) };
     let column = |f: fn(&EncodedPair) -> i64| Tensor::from_slice(&pairs.iter().map(f).collect::<Vec<i64>>());
     let tensors = [
         ("row", column(|p| p.row as i64)),
@@ -317,8 +331,8 @@ impl SupervisedTask for DpoTask {
         preference::train_micro_batch(&self.model, &self.train, items, scale, |batch| self.forward(batch))
     }
 
-    fn evaluate(&mut self) -> Result<Metrics> {
-        preference::evaluate_pairs(&self.eval, self.micro_batch, |batch| self.forward(batch))
+    fn evaluate(&mut self, group: &ProcessGroup) -> Result<Metrics> {
+        preference::evaluate_pairs(group, &self.eval, self.micro_batch, |batch| self.forward(batch))
     }
 }
 
@@ -340,7 +354,7 @@ fn load_examples(
     Ok((examples, stats))
 }
 
-fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, out: &StageDir) -> Result<Value> {
+fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, work: &Work) -> Result<Value> {
     let settings = &args.settings;
     let device: Device = parse_device(&args.common.device)?;
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
@@ -351,10 +365,12 @@ fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, out: &Sta
     let micro_batch = settings.train.micro_batch();
     let model = stage::trained_model(model, &args.trained);
     let mut task = DpoTask { model, loss, train, eval, pad_id: tokenizer.pad_id, micro_batch };
-    let scratch = out.scratch()?;
-    let tensorboard = args.logs.run_dir(STAGE, out.key());
-    let (lr, seed) = (settings.learning_rate, args.common.seed);
-    let summary = trainer::train(&mut task, &settings.train, lr, seed, &scratch, STAGE, tensorboard.as_deref())?;
+    let scratch = work.scratch()?;
+    let tensorboard = work.output().and_then(|out| args.logs.run_dir(STAGE, out.key()));
+    let place =
+        TrainPlace { group: work.group(), scratch: &scratch, label: STAGE, tensorboard: tensorboard.as_deref() };
+    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &place)?;
+    let Some(out) = work.output() else { return Ok(Value::Null) };
     task.model.save(out.path(), stage::save_kind(&args.trained, &task.model.config), Some(&args.model))?;
     crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     let ref_key = ref_logps.map(rto_data::store::input_key).transpose()?;

@@ -83,6 +83,7 @@ pub fn generation_stage(
 ) -> Result<PathBuf> {
     settings.validate()?;
     let spec = stage::spec("generate", 1, common, settings)?.with_input("model", model).with_input("prompts", prompts);
+    crate::dist::refuse_multi_process(&spec.stage)?;
     let outcome = common.store().run(&spec, common.force, |out| generate_all(common, settings, model, prompts, out))?;
     Ok(outcome.path)
 }

@@ -12,6 +12,7 @@
 pub mod annotate;
 pub mod checkpoint;
 pub mod compat;
+pub mod dist;
 pub mod dpo;
 pub mod encode;
 pub mod evaluate;

@@ -90,6 +90,21 @@ impl AdamW {
     /// before clipping. A non-finite norm is an error and leaves the weights untouched.
     pub fn clip_and_step(&mut self, lr: f64) -> Result<f64> {
         let grads: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).collect();
+        self.clip_and_step_with(lr, &grads)
+    }
+
+    /// The optimized parameters, in the optimizer's (name) order.
+    pub fn params(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.shallow_clone()).collect()
+    }
+
+    /// [`Self::clip_and_step`] on `grads` (one per parameter of [`Self::params`], undefined
+    /// where there is none) instead of the parameters' own: the data-parallel trainer passes
+    /// the gradients summed over ranks.
+    pub fn clip_and_step_with(&mut self, lr: f64, grads: &[Tensor]) -> Result<f64> {
+        if grads.len() != self.params.len() {
+            bail!("{} gradients for {} parameters", grads.len(), self.params.len());
+        }
         let defined: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(Tensor::shallow_clone).collect();
         let norm = rto_algo::global_norm(&defined);
         let clip = rto_algo::clip_coefficient(norm, self.settings.max_grad_norm)?;

@@ -6,6 +6,7 @@ use crate::encode::{check_batch_width, EncodedPair, Encoder, LengthLimits};
 use crate::trainer::Metrics;
 use anyhow::{bail, Result};
 use rto_data::dataset::{read_preference_pairs, ColumnNames, DatasetStats};
+use rto_dist::ProcessGroup;
 use rto_model::{response_logprobs, CausalLm, SequenceBatch, TextTokenizer};
 use serde_json::Value;
 use std::path::Path;
@@ -69,14 +70,23 @@ pub fn mean(t: &Tensor) -> f64 {
 
 /// Runs `f` (no gradients) over `items` in chunks of `chunk` and averages its metrics weighted
 /// by chunk size, so the result is the mean over the whole split. Empty split → no metrics.
-pub fn evaluate_in_chunks<T>(items: &[T], chunk: usize, mut f: impl FnMut(&[T]) -> Result<Metrics>) -> Result<Metrics> {
+/// Each rank of `group` takes its `dist::share` of the chunks; the weighted sums are summed
+/// over ranks, so every rank gets the mean over the whole split.
+pub fn evaluate_in_chunks<T>(
+    group: &ProcessGroup,
+    items: &[T],
+    chunk: usize,
+    mut f: impl FnMut(&[T]) -> Result<Metrics>,
+) -> Result<Metrics> {
+    let chunks: Vec<&[T]> = items.chunks(chunk.max(1)).collect();
     let mut total = Metrics::new();
-    for part in items.chunks(chunk.max(1)) {
+    for part in &chunks[crate::dist::my_share(group, chunks.len())] {
         let metrics = tch::no_grad(|| f(part))?;
         for (key, value) in metrics {
             *total.entry(key).or_default() += value * part.len() as f64;
         }
     }
+    let mut total = crate::dist::reduce_metrics(group, total)?;
     for value in total.values_mut() {
         *value /= items.len() as f64;
     }
@@ -101,11 +111,12 @@ pub fn train_micro_batch<T>(
 
 /// Held-out metrics of a pair task in chunks of `chunk`; the `tokens` count is a training-only figure.
 pub fn evaluate_pairs<T>(
+    group: &ProcessGroup,
     eval: &[T],
     chunk: usize,
     forward: impl Fn(&[&T]) -> Result<(Tensor, Metrics)>,
 ) -> Result<Metrics> {
-    let mut metrics = evaluate_in_chunks(eval, chunk, |part| {
+    let mut metrics = evaluate_in_chunks(group, eval, chunk, |part| {
         let refs: Vec<&T> = part.iter().collect();
         Ok(forward(&refs)?.1)
     })?;

@@ -6,15 +6,16 @@
 //! so whoever uses the model as a reward can normalize, and the folder is written as
 //! `LlamaForSequenceClassification`, which transformers loads with the same scores.
 
+use crate::dist::Work;
 use crate::encode::{EncodedPair, LengthLimits};
 use crate::preference::{self, batch_tokens, halves, mean, pair_batch};
 use crate::stage;
-use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
+use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask, TrainPlace};
 use anyhow::{bail, Result};
 use rto_algo::bradley_terry_loss;
 use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::{split, ColumnNames, EvalSize};
-use rto_data::store::StageDir;
+use rto_dist::ProcessGroup;
 use rto_model::memory::Role;
 use rto_model::{parse_device, sequence_scores, CausalLm, Head, TextTokenizer};
 use serde::{Deserialize, Serialize};
@@ -82,7 +83,9 @@ pub fn cli(args: RmArgs) -> Result<()> {
     if !stage::plan_memory(&args.common, &spec, &[reward_model], None)? {
         return Ok(());
     }
-    stage::run_training(&args.common, &args.logs, &spec, |out| run(&args, out))?;
+    let group = crate::dist::group(&args.common.device)?;
+    let spec = stage::keyed_by_world(spec, &group);
+    stage::run_training_ranked(&group, &args.common, &args.logs, &spec, |work| run(&args, work))?;
     Ok(())
 }
 
@@ -152,12 +155,12 @@ impl SupervisedTask for RmTask {
         preference::train_micro_batch(&self.model, &self.train, items, scale, |batch| self.forward(batch))
     }
 
-    fn evaluate(&mut self) -> Result<Metrics> {
-        preference::evaluate_pairs(&self.eval, self.micro_batch, |batch| self.forward(batch))
+    fn evaluate(&mut self, group: &ProcessGroup) -> Result<Metrics> {
+        preference::evaluate_pairs(group, &self.eval, self.micro_batch, |batch| self.forward(batch))
     }
 }
 
-fn run(args: &RmArgs, out: &StageDir) -> Result<Value> {
+fn run(args: &RmArgs, work: &Work) -> Result<Value> {
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
@@ -169,10 +172,13 @@ fn run(args: &RmArgs, out: &StageDir) -> Result<Value> {
     let micro_batch = settings.train.micro_batch();
     let model = stage::trained_model(model, &args.trained);
     let mut task = RmTask { model, train, eval, margin: settings.margin, pad_id: tokenizer.pad_id, micro_batch };
-    let scratch = out.scratch()?;
-    let tensorboard = args.logs.run_dir(STAGE, out.key());
-    let (lr, seed) = (settings.learning_rate, args.common.seed);
-    let summary = trainer::train(&mut task, &settings.train, lr, seed, &scratch, STAGE, tensorboard.as_deref())?;
+    let scratch = work.scratch()?;
+    let tensorboard = work.output().and_then(|out| args.logs.run_dir(STAGE, out.key()));
+    let place =
+        TrainPlace { group: work.group(), scratch: &scratch, label: STAGE, tensorboard: tensorboard.as_deref() };
+    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &place)?;
+    // Rank 0 alone writes the model; the others hold the same weights.
+    let Some(out) = work.output() else { return Ok(Value::Null) };
     // Without an eval split the training pairs are the only sample of the reward scale.
     let (normalized_on, sample) = if task.eval.is_empty() { ("train", &task.train) } else { ("eval", &task.eval) };
     let (reward_mean, reward_std) = task.reward_moments(sample)?;

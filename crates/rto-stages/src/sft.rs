@@ -4,13 +4,14 @@
 //! with `--tokenizer` naming the folder whose tokenizer files the model uses): the toy task's
 //! SFT model is trained from scratch on this machine.
 
+use crate::dist::Work;
 use crate::encode::{check_batch_width, Encoder, LengthLimits};
 use crate::stage;
-use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
+use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask, TrainPlace};
 use anyhow::{bail, Context, Result};
 use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::{read_responses, split, ColumnNames, DatasetStats, EvalSize};
-use rto_data::store::StageDir;
+use rto_dist::{ProcessGroup, ReduceOp};
 use rto_model::memory::{BatchShape, PlannedModel, Role};
 use rto_model::{
     parse_device, response_logprobs, CausalLm, Head, ModelConfig, Precision, SequenceBatch, TextTokenizer,
@@ -104,7 +105,9 @@ pub fn cli(args: SftArgs) -> Result<()> {
     if !stage::plan_memory(&args.common, &spec, &[policy], None)? {
         return Ok(());
     }
-    stage::run_training(&args.common, &args.logs, &spec, |out| run(&args, &tokenizer_dir, out))?;
+    let group = crate::dist::group(&args.common.device)?;
+    let spec = stage::keyed_by_world(spec, &group);
+    stage::run_training_ranked(&group, &args.common, &args.logs, &spec, |work| run(&args, &tokenizer_dir, work))?;
     Ok(())
 }
 
@@ -148,14 +151,18 @@ impl SupervisedTask for SftTask {
         Ok(Metrics::from([("loss".into(), loss.double_value(&[])), ("tokens".into(), tokens)]))
     }
 
-    fn evaluate(&mut self) -> Result<Metrics> {
+    fn evaluate(&mut self, group: &ProcessGroup) -> Result<Metrics> {
         let (mut total, mut tokens) = (0.0, 0.0);
-        for chunk in self.eval.chunks(self.micro_batch) {
+        let chunks: Vec<&[EncodedRow]> = self.eval.chunks(self.micro_batch).collect();
+        for chunk in &chunks[crate::dist::my_share(group, chunks.len())] {
             let rows: Vec<_> = chunk.iter().collect();
             let (nll, n) = tch::no_grad(|| self.nll(&rows))?;
             total += nll.double_value(&[]);
             tokens += n;
         }
+        let [total, tokens] = group.all_reduce_f64s(&[total, tokens], ReduceOp::Sum)?[..] else {
+            unreachable!("two values in, two out")
+        };
         let loss = total / tokens.max(1.0);
         Ok(Metrics::from([("loss".into(), loss), ("perplexity".into(), loss.exp())]))
     }
@@ -203,7 +210,7 @@ fn encode_rows(
     Ok((out, stats))
 }
 
-fn run(args: &SftArgs, tokenizer_dir: &Path, out: &StageDir) -> Result<Value> {
+fn run(args: &SftArgs, tokenizer_dir: &Path, work: &Work) -> Result<Value> {
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
     let tokenizer = TextTokenizer::from_dir(tokenizer_dir)?;
@@ -218,10 +225,12 @@ fn run(args: &SftArgs, tokenizer_dir: &Path, out: &StageDir) -> Result<Value> {
     let micro_batch = settings.train.micro_batch();
     let model = stage::trained_model(model, &args.trained);
     let mut task = SftTask { model, train, eval, pad_id: tokenizer.pad_id, micro_batch };
-    let scratch = out.scratch()?;
-    let tensorboard = args.logs.run_dir(STAGE, out.key());
-    let (lr, seed) = (settings.learning_rate, args.common.seed);
-    let summary = trainer::train(&mut task, &settings.train, lr, seed, &scratch, STAGE, tensorboard.as_deref())?;
+    let scratch = work.scratch()?;
+    let tensorboard = work.output().and_then(|out| args.logs.run_dir(STAGE, out.key()));
+    let place =
+        TrainPlace { group: work.group(), scratch: &scratch, label: STAGE, tensorboard: tensorboard.as_deref() };
+    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &place)?;
+    let Some(out) = work.output() else { return Ok(Value::Null) };
     task.model.save(out.path(), stage::save_kind(&args.trained, &task.model.config), Some(tokenizer_dir))?;
     crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     Ok(json!({"train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats}))

@@ -1,8 +1,10 @@
 //! The frame every stage binary shares: key the stage, run it through the store, report.
 
+use crate::dist::{self, Ranked, Work};
 use anyhow::Result;
 use rto_data::cli::{CommonArgs, SaveDtype, TrainedModelArgs, TrainingLogArgs};
 use rto_data::store::{StageDir, StageOutcome, StageSpec};
+use rto_dist::ProcessGroup;
 use rto_model::memory::{self, BatchShape, MemoryPlan, PlannedModel, Role};
 use rto_model::{CausalLm, Head, ModelConfig, Precision};
 use serde::Serialize;
@@ -31,6 +33,16 @@ pub fn training_spec(
         settings["model"] = model_key;
     }
     StageSpec::new(stage, schema_version, &settings)
+}
+
+/// `spec` for a run on `group`: a world of several ranks joins the key as `world_size`, for
+/// the stages whose numbers depend on it (training sums gradients in another order: equal to
+/// a single process only up to rounding). World size 1 keeps the single process's key.
+pub fn keyed_by_world(mut spec: StageSpec, group: &ProcessGroup) -> StageSpec {
+    if group.world_size() > 1 {
+        spec.settings["world_size"] = group.world_size().into();
+    }
+    spec
 }
 
 /// Fails unless `--flag` holds a finite learning rate > 0. Stages call it (and their other
@@ -113,36 +125,61 @@ pub fn trained_model(mut model: CausalLm, trained: &TrainedModelArgs) -> CausalL
 }
 
 /// Runs `compute` through the cache (no-op when a verified output exists), honours `--link`,
-/// and prints the output folder as the last line of stdout.
+/// and prints the output folder as the last line of stdout. For the stages that run in one
+/// process only: refused when launched as one rank of several (see [`run_ranked`]).
 pub fn run(
     common: &CommonArgs,
     spec: &StageSpec,
     compute: impl FnOnce(&StageDir) -> Result<Value>,
 ) -> Result<StageOutcome> {
-    let outcome = common.store().run(spec, common.force, |dir| {
-        let mut summary = compute(dir)?;
-        // Not reproducible (the allocator, the machine): excluded by name where outputs are
-        // compared, like wall_time_s.
-        if let (Some(map), Some(peak)) = (summary.as_object_mut(), memory::peak_rss_bytes()) {
-            map.insert("peak_rss_bytes".into(), peak.into());
+    dist::refuse_multi_process(&spec.stage)?;
+    let outcome = common.store().run(spec, common.force, |dir| with_peak_memory(common, compute(dir)))?;
+    report(common, spec, &outcome)?;
+    Ok(outcome)
+}
+
+/// [`run`] on every rank of `group`: rank 0 owns the store (lock, reuse, publish, `--link`,
+/// the printed folder), the other ranks compute their share in [`Work`] (see
+/// [`dist::run_stage`]). With a single process this is [`run`].
+pub fn run_ranked(
+    group: &ProcessGroup,
+    common: &CommonArgs,
+    spec: &StageSpec,
+    compute: impl FnOnce(&Work) -> Result<Value>,
+) -> Result<Ranked> {
+    let ranked =
+        dist::run_stage(group, &common.store(), spec, common.force, |work| with_peak_memory(common, compute(work)))?;
+    if let Some(outcome) = &ranked.outcome {
+        report(common, spec, outcome)?;
+    }
+    Ok(ranked)
+}
+
+/// The summary with this process's peak RSS and, on CUDA, the device memory in use when the
+/// stage ends (libtorch's caching allocator keeps what it reserved at the peak, so this is the
+/// run's peak reservation, plus the CUDA context and any other process on the device). Not
+/// reproducible (the allocator, the machine): excluded by name where outputs are compared,
+/// like wall_time_s.
+fn with_peak_memory(common: &CommonArgs, summary: Result<Value>) -> Result<Value> {
+    let mut summary = summary?;
+    if let (Some(map), Some(peak)) = (summary.as_object_mut(), memory::peak_rss_bytes()) {
+        map.insert("peak_rss_bytes".into(), peak.into());
+    }
+    if let (Some(map), Ok(tch::Device::Cuda(index))) =
+        (summary.as_object_mut(), rto_model::parse_device(&common.device))
+    {
+        if let Some((free, total)) = rto_model::cuda_memory::cuda_free_and_total_bytes(index) {
+            map.insert("cuda_used_bytes".into(), (total - free).into());
         }
-        // On CUDA, the device memory in use when the stage ends: libtorch's caching allocator
-        // keeps what it reserved at the peak, so this is the run's peak reservation (plus the
-        // CUDA context and any other process on the device).
-        if let (Some(map), Ok(tch::Device::Cuda(index))) =
-            (summary.as_object_mut(), rto_model::parse_device(&common.device))
-        {
-            if let Some((free, total)) = rto_model::cuda_memory::cuda_free_and_total_bytes(index) {
-                map.insert("cuda_used_bytes".into(), (total - free).into());
-            }
-        }
-        Ok(summary)
-    })?;
+    }
+    Ok(summary)
+}
+
+fn report(common: &CommonArgs, spec: &StageSpec, outcome: &StageOutcome) -> Result<()> {
     if outcome.reused {
         eprintln!("{}: inputs and settings unchanged, reusing {}", spec.stage, outcome.path.display());
     }
-    common.finish(&outcome)?;
-    Ok(outcome)
+    common.finish(outcome)
 }
 
 /// [`run`] for a training stage. When the output is reused (no training ran), `--tensorboard`
@@ -154,8 +191,28 @@ pub fn run_training(
     compute: impl FnOnce(&StageDir) -> Result<Value>,
 ) -> Result<StageOutcome> {
     let outcome = run(common, spec, compute)?;
+    export_reused_curves(logs, spec, &outcome)?;
+    Ok(outcome)
+}
+
+/// [`run_ranked`] for a training stage, with [`run_training`]'s curves on reuse (rank 0).
+pub fn run_training_ranked(
+    group: &ProcessGroup,
+    common: &CommonArgs,
+    logs: &TrainingLogArgs,
+    spec: &StageSpec,
+    compute: impl FnOnce(&Work) -> Result<Value>,
+) -> Result<Ranked> {
+    let ranked = run_ranked(group, common, spec, compute)?;
+    if let Some(outcome) = &ranked.outcome {
+        export_reused_curves(logs, spec, outcome)?;
+    }
+    Ok(ranked)
+}
+
+fn export_reused_curves(logs: &TrainingLogArgs, spec: &StageSpec, outcome: &StageOutcome) -> Result<()> {
     if let (true, Some(dir)) = (outcome.reused, logs.run_dir(&spec.stage, &outcome.key)) {
         crate::metrics::tensorboard::export(&dir, &outcome.path.join("metrics.jsonl"))?;
     }
-    Ok(outcome)
+    Ok(())
 }

@@ -2,11 +2,20 @@
 //! seeded order, gradient accumulation, cosine schedule, clipping, periodic eval, metrics,
 //! progress, and checkpoints that make a killed run resume to the same bits. The metrics go to
 //! the scratch folder's metrics.jsonl (and to a TensorBoard run folder when one is given).
+//!
+//! Data parallel (a process group of several ranks): each step's micro batches are shared out
+//! in contiguous blocks (`dist::share`: rank 0 the first ones), each rank scales its losses by
+//! their share of the global batch, the gradients are summed over ranks in buckets
+//! (`dist::grads`), and every rank clips by the one global norm and steps AdamW on the same
+//! numbers, so the models stay equal. Metrics are summed the same way. Rank 0 alone writes the
+//! metrics log and the checkpoints; every rank restores from them.
 
 use crate::checkpoint::{last_good, Checkpointer, MetricsLog};
+use crate::dist;
 use crate::optim::{AdamW, AdamWSettings};
 use anyhow::{bail, Result};
 use rto_algo::CosineSchedule;
+use rto_dist::ProcessGroup;
 use rto_rng::{permutation, seed_for, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -75,8 +84,9 @@ pub trait SupervisedTask {
     /// (the micro batch's share of the batch) before backward. Returns metrics for these items,
     /// each an average over them; a `tokens` entry, if any, is a count.
     fn train_micro_batch(&mut self, items: &[usize], scale: f64) -> Result<Metrics>;
-    /// Metrics on the held-out split (no gradients).
-    fn evaluate(&mut self) -> Result<Metrics>;
+    /// Metrics on the held-out split (no gradients), each rank taking its `dist::share` of
+    /// the chunks and the results reduced over `group` (every rank gets the same metrics).
+    fn evaluate(&mut self, group: &ProcessGroup) -> Result<Metrics>;
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,16 +102,24 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     permutation(n, seed_for(seed, Stream::EpochOrder, epoch as u64))
 }
 
+/// Where a training run lives: its process group, scratch folder (checkpoints, metrics log),
+/// progress label and optional TensorBoard run folder.
+pub struct TrainPlace<'a> {
+    pub group: &'a ProcessGroup,
+    pub scratch: &'a Path,
+    pub label: &'a str,
+    pub tensorboard: Option<&'a Path>,
+}
+
 pub fn train(
     task: &mut dyn SupervisedTask,
     settings: &LoopSettings,
     lr: f64,
     seed: u64,
-    scratch: &Path,
-    label: &str,
-    tensorboard: Option<&Path>,
+    place: &TrainPlace,
 ) -> Result<TrainSummary> {
     settings.validate()?;
+    let TrainPlace { group, scratch, label, tensorboard } = *place;
     let n = task.train_len();
     let steps_per_epoch = n.div_ceil(settings.batch_size);
     let mut total = steps_per_epoch * settings.epochs;
@@ -119,11 +137,17 @@ pub fn train(
     let checkpointer = Checkpointer::new(scratch);
     let restored = checkpointer.restore(&mut [("model", task.var_store_mut())], &mut [("model", &mut optimizer)])?;
     let start = restored.as_ref().map_or(0, |r| r.step);
-    if start > 0 {
+    if start > 0 && group.is_main() {
         eprintln!("{label}: resuming from the checkpoint at step {start}");
     }
-    let mut log = MetricsLog::open_with_tensorboard(&scratch.join("metrics.jsonl"), start, tensorboard)?;
+    let mut log = group
+        .is_main()
+        .then(|| MetricsLog::open_with_tensorboard(&scratch.join("metrics.jsonl"), start, tensorboard))
+        .transpose()?;
     let progress = crate::progress::bar(total as u64, label);
+    if !group.is_main() {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     progress.set_position(start as u64);
     let mut last_train = Metrics::new();
     let mut last_eval = Metrics::new();
@@ -135,21 +159,13 @@ pub fn train(
         let first = (step % steps_per_epoch) * settings.batch_size;
         let batch = &order[first..(first + settings.batch_size).min(n)];
         optimizer.zero_grad();
-        let mut metrics = Metrics::new();
-        for micro in batch.chunks(settings.micro_batch()) {
-            let share = micro.len() as f64 / batch.len() as f64;
-            for (key, value) in task.train_micro_batch(micro, share)? {
-                let weight = if key == "tokens" { 1.0 } else { share };
-                *metrics.entry(key).or_default() += value * weight;
-            }
-        }
+        let metrics = train_batch(task, group, batch, settings.micro_batch())?;
         if let Some((key, value)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
             bail!("{label}: {key} is {value} at step {} (epoch {epoch}); {}", step + 1, last_good(scratch));
         }
         let lr_now = schedule.lr_at(step as u64);
-        let grad_norm = optimizer
-            .clip_and_step(lr_now)
-            .map_err(|e| anyhow::anyhow!("{label}: step {}: {e}; {}", step + 1, last_good(scratch)))?;
+        let grad_norm = step_optimizer(&mut optimizer, group, lr_now)
+            .map_err(|e| anyhow::anyhow!("{label}: step {}: {e:#}; {}", step + 1, last_good(scratch)))?;
         let secs = clock.elapsed().as_secs_f64();
         let mut record = json!({"step": step + 1, "epoch": epoch, "lr": lr_now, "grad_norm": grad_norm});
         for (key, value) in &metrics {
@@ -160,21 +176,49 @@ pub fn train(
         }
         let done = step + 1 == total;
         if done || (settings.eval_every > 0 && (step + 1) % settings.eval_every == 0) {
-            last_eval = task.evaluate()?;
+            last_eval = task.evaluate(group)?;
             for (key, value) in &last_eval {
                 record[format!("eval/{key}")] = json!(value);
             }
         }
-        log.write(&record)?;
+        if let Some(log) = &mut log {
+            log.write(&record)?;
+        }
         progress.set_message(short_metrics(&metrics));
         progress.inc(1);
         last_train = metrics;
-        if !done && settings.checkpoint_every > 0 && (step + 1) % settings.checkpoint_every == 0 {
+        let checkpoint_due = settings.checkpoint_every > 0 && (step + 1) % settings.checkpoint_every == 0;
+        if !done && checkpoint_due && group.is_main() {
             checkpointer.save(step + 1, &[("model", task.var_store())], &[("model", &optimizer)], Value::Null)?;
         }
     }
     progress.finish();
     Ok(TrainSummary { steps: total, resumed_from: (start > 0).then_some(start), train: last_train, eval: last_eval })
+}
+
+/// Forward and backward of this rank's micro batches of `batch`; returns the batch's metrics
+/// (summed over ranks): each a mean over the batch, `tokens` a count.
+fn train_batch(task: &mut dyn SupervisedTask, group: &ProcessGroup, batch: &[usize], micro: usize) -> Result<Metrics> {
+    let micros: Vec<&[usize]> = batch.chunks(micro).collect();
+    let mut metrics = Metrics::new();
+    for micro in &micros[dist::my_share(group, micros.len())] {
+        let share = micro.len() as f64 / batch.len() as f64;
+        for (key, value) in task.train_micro_batch(micro, share)? {
+            let weight = if key == "tokens" { 1.0 } else { share };
+            *metrics.entry(key).or_default() += value * weight;
+        }
+    }
+    dist::reduce_metrics(group, metrics)
+}
+
+/// Clips and steps on this process's gradients, or, under a process group, on their sum over
+/// ranks. Returns the norm before clipping.
+fn step_optimizer(optimizer: &mut AdamW, group: &ProcessGroup, lr: f64) -> Result<f64> {
+    if !group.is_distributed() {
+        return optimizer.clip_and_step(lr);
+    }
+    let grads = dist::grads::all_reduce(group, &optimizer.params())?;
+    optimizer.clip_and_step_with(lr, &grads)
 }
 
 fn short_metrics(metrics: &Metrics) -> String {

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod concurrency;
+mod data_parallel;
 mod determinism;
 mod kill_resume;
 mod libtorch_errors;

@@ -7,6 +7,7 @@ mod annotate_gold_credit;
 mod annotate_inspect;
 mod annotate_tables;
 mod checkpoint_kill_window;
+mod dist_share;
 mod dpo_common;
 mod dpo_train;
 mod gradient_checkpointing;
