@@ -114,12 +114,24 @@ pub fn weights_folder(dir: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The folder whose `config.json` and tokenizer files describe the model of `dir`: `dir`
+/// itself when it has a config.json (model folders, and adapters written here), else the
+/// adapter's base (an adapter saved by PEFT alone).
+pub fn config_folder(dir: &Path) -> Result<PathBuf> {
+    if dir.join("config.json").is_file() || !is_adapter(dir) {
+        return Ok(dir.to_path_buf());
+    }
+    weights_folder(dir)
+}
+
 /// Loads a model folder or an adapter folder (base + adapter) with `head` in `kind`.
 pub fn load(dir: &Path, head: Head, device: Device, kind: Kind) -> Result<CausalLm> {
-    if !is_adapter(dir) {
-        return CausalLm::load(dir, head, device, kind);
+    match (is_adapter(dir), head) {
+        (false, _) => CausalLm::load(dir, head, device, kind),
+        // The base of a SEQ_CLS adapter is a causal LM: the score head is the adapter's.
+        (true, Head::Score) => load_value_model(dir, device, kind),
+        (true, Head::LanguageModel) => load_adapter(dir, |base| CausalLm::load(base, head, device, kind)),
     }
-    load_adapter(dir, |base| CausalLm::load(base, head, device, kind))
 }
 
 /// [`CausalLm::load_as_value_model`] of a model folder or an adapter folder.

@@ -45,6 +45,7 @@ fn checkpointing_keeps_one_input_per_layer_and_one_full_layer() {
             role: Role::Trained,
             batch,
             gradient_checkpointing: false,
+            lora: None,
             precision: Precision::Fp32,
         }
         .with_gradient_checkpointing(checkpointing);
@@ -77,6 +78,7 @@ fn bf16_plan_has_masters_and_half_sized_weights_and_activations() {
             role,
             batch,
             gradient_checkpointing: false,
+            lora: None,
             precision: Precision::Bf16,
         };
         let mut plan = MemoryPlan::default();
