@@ -228,7 +228,7 @@ impl MemoryPlan {
         let total = self.total();
         anyhow::ensure!(
             total <= available,
-            "{stage}: the memory plan needs {:.1} GiB but {device} has {:.1} GiB available: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, --bf16, --gradient-checkpointing (training stages), or a smaller model (LoRA is planned); --dry-run prints the plan without loading anything",
+            "{stage}: the memory plan needs {:.1} GiB but {device} has {:.1} GiB available: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, --bf16, --gradient-checkpointing or --lora-rank (training stages), or a smaller model; --dry-run prints the plan without loading anything",
             total as f64 / (MIB * 1024.0),
             available as f64 / (MIB * 1024.0)
         );
