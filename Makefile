@@ -6,6 +6,8 @@ VPY := $(VENV)/bin/python
 TORCH_VERSION := 2.11.0
 # The version the parity tests were written against; pinned so a fresh machine gets the same.
 TRANSFORMERS_VERSION := 5.24.0
+# peft: the LoRA parity tests (tests/python/peft_reference.py); 0.21.2 imports with transformers 5.24 and torch 2.11.
+PEFT_VERSION := 0.21.2
 CARGO_CONFIG := .cargo/config.toml
 GLOO_DIR := .deps/gloo
 GLOO_HEADERS := $(GLOO_DIR)/usr/include/gloo/context.h
@@ -20,7 +22,8 @@ all: build
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check \
-		torch==$(TORCH_VERSION) transformers==$(TRANSFORMERS_VERSION) pyarrow safetensors tensorboard
+		torch==$(TORCH_VERSION) transformers==$(TRANSFORMERS_VERSION) pyarrow safetensors tensorboard \
+		peft==$(PEFT_VERSION)
 	touch $@
 
 # Generated, not committed: it holds this checkout's absolute libtorch path, so that

@@ -139,7 +139,28 @@ pub struct TrainedModelArgs {
     /// dtype of the saved model folder.
     #[arg(long, value_enum, default_value_t = SaveDtype::Auto)]
     pub save_dtype: SaveDtype,
+    /// LoRA rank: train adapters of this rank on a frozen base and save a PEFT adapter folder
+    /// (0: train every weight). ppo-train gives the actor and the critic the same adapters.
+    #[arg(long, default_value_t = 0)]
+    pub lora_rank: i64,
+    /// LoRA alpha (the adapters are scaled by alpha / rank) [default: 16].
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Dropout on the adapters' input in training forwards [default: 0].
+    #[arg(long)]
+    pub lora_dropout: Option<f64>,
+    /// Modules that get adapters, comma-separated HF names
+    /// [default: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj].
+    #[arg(long, value_delimiter = ',')]
+    pub lora_target_modules: Option<Vec<String>>,
+    /// With LoRA, also write the base with the adapters merged in, a full HF folder, as
+    /// `merged/` inside the output.
+    #[arg(long)]
+    pub merge_lora: bool,
 }
+
+/// The default `--lora-alpha` (OpenRLHF's).
+pub const DEFAULT_LORA_ALPHA: f64 = 16.0;
 
 impl TrainedModelArgs {
     /// What these flags add to a stage key: only settings that differ from the defaults, so
@@ -153,7 +174,43 @@ impl TrainedModelArgs {
         if self.save_dtype != SaveDtype::Auto {
             key.insert("save_dtype".into(), serde_json::to_value(self.save_dtype).expect("a plain enum"));
         }
+        if self.lora_rank != 0 {
+            key.insert(
+                "lora".into(),
+                serde_json::json!({
+                    "rank": self.lora_rank,
+                    "alpha": self.lora_alpha.unwrap_or(DEFAULT_LORA_ALPHA),
+                    "dropout": self.lora_dropout.unwrap_or(0.0),
+                    "target_modules": self.lora_target_modules,
+                    "merge": self.merge_lora,
+                }),
+            );
+        }
         key.into()
+    }
+
+    /// Fails when a LoRA flag is given without `--lora-rank` (a flag that would do nothing).
+    pub fn check_lora_flags(&self) -> Result<()> {
+        if self.lora_rank > 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(self.lora_rank == 0, "--lora-rank must be >= 0 (0: no LoRA), got {}", self.lora_rank);
+        let given: Vec<&str> = [
+            ("--lora-alpha", self.lora_alpha.is_some()),
+            ("--lora-dropout", self.lora_dropout.is_some()),
+            ("--lora-target-modules", self.lora_target_modules.is_some()),
+            ("--merge-lora", self.merge_lora),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        anyhow::ensure!(
+            given.is_empty(),
+            "{} given but --lora-rank is 0 (no LoRA): set --lora-rank to a rank > 0 (e.g. 8) or drop {}",
+            given.join(", "),
+            if given.len() == 1 { "it" } else { "them" }
+        );
+        Ok(())
     }
 }
 

@@ -113,7 +113,10 @@ fn replay_one(forward: Recorded, layers: &[DecoderLayer], embedding: &Tensor) {
         propagate(&out, &upstream);
         upstream = input.grad();
     }
-    propagate(&embedding.embedding_forward(&input_ids), &upstream);
+    // A frozen embedding (LoRA trains only adapters) has nothing to receive.
+    if embedding.requires_grad() {
+        propagate(&embedding.embedding_forward(&input_ids), &upstream);
+    }
 }
 
 /// Accumulates into the leaves under `out` the gradients of a loss whose gradient with respect

@@ -4,6 +4,7 @@
 //! Everything that touches libtorch for a *model* lives here; the algorithms (losses, rewards,
 //! PPO) live in `rto-algo` and use only the functions exported below.
 
+pub mod adapter;
 pub mod allocator;
 pub mod batch;
 pub mod checkpointing;
@@ -12,6 +13,7 @@ pub mod cuda_memory;
 pub mod device;
 pub mod kv_cache;
 pub mod llama;
+pub mod lora;
 pub mod memory;
 pub mod model;
 pub mod precision;
@@ -22,6 +24,7 @@ pub mod weights;
 pub use batch::{response_logprobs, response_values, sequence_scores, SequenceBatch, TokenOutputs};
 pub use config::ModelConfig;
 pub use device::{parse_device, parse_kind};
+pub use lora::LoraConfig;
 pub use model::{CausalLm, Head};
 pub use precision::Precision;
 pub use sampling::{generate, Generation, SamplingConfig};

@@ -7,7 +7,9 @@
 use crate::checkpointing::Tape;
 use crate::config::{ModelConfig, RopeScaling};
 use crate::kv_cache::KvCache;
+use crate::lora::{init_rng, Adapter, LoraConfig, LoraState};
 use anyhow::Result;
+use std::sync::Arc;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -118,6 +120,12 @@ pub struct FusedPart {
 struct FusedLinear {
     weight: Tensor,
     bias: Option<Tensor>,
+    input: i64,
+    /// HF module names and row counts of the parts, in row order.
+    parts: Vec<(String, i64)>,
+    /// One entry per part when the model carries LoRA adapters (`None`: part not targeted);
+    /// empty without LoRA.
+    adapters: Vec<Option<Adapter>>,
 }
 
 impl FusedLinear {
@@ -149,18 +157,101 @@ impl FusedLinear {
             }
             offset += len;
         }
-        Self { weight, bias }
+        let parts = parts.iter().map(|(name, len)| (name.to_string(), *len)).collect();
+        Self { weight, bias, input, parts, adapters: Vec::new() }
+    }
+
+    /// Gives each targeted part its adapter, under `path / <part>` (the parts' HF modules).
+    fn attach(&mut self, path: &nn::Path, lora: &LoraAttach) {
+        self.adapters = self
+            .parts
+            .iter()
+            .map(|(part, len)| lora.adapter(&(path / part.as_str()), part, (self.input, *len)))
+            .collect();
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear(&self.weight, self.bias.as_ref())
+        let base = xs.linear(&self.weight, self.bias.as_ref());
+        let deltas: Vec<Option<Tensor>> = self.adapters.iter().map(|a| a.as_ref().and_then(|a| a.delta(xs))).collect();
+        if deltas.iter().all(Option::is_none) {
+            return base;
+        }
+        // Parts without an adapter contribute zeros, so one addition covers the fused output.
+        let mut lead = xs.size();
+        let chunks: Vec<Tensor> = deltas
+            .into_iter()
+            .zip(&self.parts)
+            .map(|(delta, (_, len))| {
+                delta.unwrap_or_else(|| {
+                    *lead.last_mut().expect("a linear input has a feature dimension") = *len;
+                    Tensor::zeros(lead.as_slice(), (base.kind(), base.device()))
+                })
+            })
+            .collect();
+        base + Tensor::cat(&chunks, -1)
+    }
+
+    fn adapters(&self) -> impl Iterator<Item = &Adapter> {
+        self.adapters.iter().flatten()
+    }
+}
+
+/// A linear layer that is one HF module (o_proj, down_proj), with its adapter when targeted.
+#[derive(Debug)]
+struct Projection {
+    linear: nn::Linear,
+    input: i64,
+    output: i64,
+    adapter: Option<Adapter>,
+}
+
+impl Projection {
+    fn new(path: nn::Path, input: i64, output: i64, bias: bool) -> Self {
+        Self { linear: linear(path, input, output, bias), input, output, adapter: None }
+    }
+
+    fn attach(&mut self, path: &nn::Path, module: &str, lora: &LoraAttach) {
+        self.adapter = lora.adapter(&(path / module), module, (self.input, self.output));
+    }
+
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let base = self.linear.forward(xs);
+        match self.adapter.as_ref().and_then(|a| a.delta(xs)) {
+            Some(delta) => base + delta,
+            None => base,
+        }
+    }
+}
+
+/// What attaching adapters to one model needs, and the running index of adapter matrices
+/// (their init streams), in layer order and HF module order within a layer.
+pub(crate) struct LoraAttach {
+    config: LoraConfig,
+    state: Arc<LoraState>,
+    seed: u64,
+    kind: Kind,
+    next: std::cell::Cell<u64>,
+}
+
+impl LoraAttach {
+    pub(crate) fn new(config: LoraConfig, state: Arc<LoraState>, seed: u64, kind: Kind) -> Self {
+        Self { config, state, seed, kind, next: std::cell::Cell::new(0) }
+    }
+
+    fn adapter(&self, module: &nn::Path, name: &str, shape: (i64, i64)) -> Option<Adapter> {
+        if !self.config.targets(name) {
+            return None;
+        }
+        let index = self.next.get();
+        self.next.set(index + 1);
+        Some(Adapter::new(module, shape, &self.config, &self.state, self.kind, init_rng(self.seed, index)))
     }
 }
 
 #[derive(Debug)]
 struct Attention {
     qkv_proj: FusedLinear,
-    o_proj: nn::Linear,
+    o_proj: Projection,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -184,7 +275,7 @@ impl Attention {
         let parts = [("q_proj", heads * head_dim), ("k_proj", kv_heads * head_dim), ("v_proj", kv_heads * head_dim)];
         Self {
             qkv_proj: FusedLinear::new(&path, "qkv_proj", hidden, &parts, config.qkv_bias(), registry),
-            o_proj: linear(&path / "o_proj", heads * head_dim, hidden, config.o_bias()),
+            o_proj: Projection::new(&path / "o_proj", heads * head_dim, hidden, config.o_bias()),
             heads,
             kv_heads,
             head_dim,
@@ -235,7 +326,7 @@ impl Attention {
 #[derive(Debug)]
 struct Mlp {
     gate_up_proj: FusedLinear,
-    down_proj: nn::Linear,
+    down_proj: Projection,
     intermediate: i64,
 }
 
@@ -244,7 +335,7 @@ impl Mlp {
         let parts = [("gate_proj", intermediate), ("up_proj", intermediate)];
         Self {
             gate_up_proj: FusedLinear::new(&path, "gate_up_proj", hidden, &parts, false, registry),
-            down_proj: linear(&path / "down_proj", intermediate, hidden, false),
+            down_proj: Projection::new(&path / "down_proj", intermediate, hidden, false),
             intermediate,
         }
     }
@@ -274,6 +365,25 @@ impl DecoderLayer {
             post_attention_layernorm: RmsNorm::new(&path / "post_attention_layernorm", config.hidden_size, eps),
             mlp: Mlp::new(&path / "mlp", config.hidden_size, config.intermediate_size, registry),
         }
+    }
+
+    /// Adapters on the targeted modules of this layer (created under `path`, the layer's).
+    fn attach(&mut self, path: &nn::Path, lora: &LoraAttach) {
+        let attn = path / "self_attn";
+        self.self_attn.qkv_proj.attach(&attn, lora);
+        self.self_attn.o_proj.attach(&attn, "o_proj", lora);
+        let mlp = path / "mlp";
+        self.mlp.gate_up_proj.attach(&mlp, lora);
+        self.mlp.down_proj.attach(&mlp, "down_proj", lora);
+    }
+
+    fn adapters(&self) -> impl Iterator<Item = &Adapter> {
+        let (attn, mlp) = (&self.self_attn, &self.mlp);
+        attn.qkv_proj
+            .adapters()
+            .chain(attn.o_proj.adapter.iter())
+            .chain(mlp.gate_up_proj.adapters())
+            .chain(mlp.down_proj.adapter.iter())
     }
 
     /// The layer's output hidden states for its input `xs` [B, T, H] (both residual branches).
@@ -315,6 +425,19 @@ impl Llama {
         Ok(Self { embed_tokens, layers, norm, rotary, fused_parts, checkpoints: None })
     }
 
+    /// Creates adapters on every layer (variables under `path`, the decoder's, normally
+    /// `root / "model"`), in layer order.
+    pub(crate) fn attach_lora(&mut self, path: &nn::Path, lora: &LoraAttach) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.attach(&(path / "layers" / i), lora);
+        }
+    }
+
+    /// Every adapter, layer by layer.
+    pub(crate) fn adapters(&self) -> impl Iterator<Item = &Adapter> {
+        self.layers.iter().flat_map(DecoderLayer::adapters)
+    }
+
     /// How fused variables map back to the separate tensors of a checkpoint.
     pub fn fused_parts(&self) -> &[FusedPart] {
         &self.fused_parts
@@ -341,6 +464,12 @@ impl Llama {
         if let Some(tape) = &self.checkpoints {
             tape.replay(&self.layers, &self.embed_tokens);
         }
+    }
+
+    /// Whether a forward now would build a graph through the adapters (grad mode on, adapters
+    /// trainable and switched on).
+    fn adapters_build_graph(&self) -> bool {
+        self.adapters().next().is_some_and(Adapter::builds_graph)
     }
 
     /// Hidden states [B, T, H] for `input_ids` [B, T].
@@ -379,9 +508,10 @@ impl Llama {
         let mut xs = self.embed_tokens.embedding_forward(input_ids);
         let rope = self.rotary.tables(positions, xs.kind());
         // A forward that builds a graph (the embedding output requires grad only in grad mode,
-        // on trainable weights) keeps layer inputs instead; no_grad forwards, frozen models and
-        // cached decoding take the plain path.
-        if let (Some(tape), None, true) = (&self.checkpoints, &cache, xs.requires_grad()) {
+        // on trainable weights; with LoRA the adapters are what trains) keeps layer inputs
+        // instead; no_grad forwards, frozen models and cached decoding take the plain path.
+        let builds_graph = xs.requires_grad() || self.adapters_build_graph();
+        if let (Some(tape), None, true) = (&self.checkpoints, &cache, builds_graph) {
             let last = tape.record(&self.layers, input_ids, &xs.detach(), rope, bias);
             return self.norm.forward(&last);
         }

@@ -10,6 +10,7 @@
 //! (`peak_rss_bytes` in the manifest) so a user can compare the two.
 
 use crate::config::ModelConfig;
+use crate::lora::LoraConfig;
 use crate::model::Head;
 use crate::precision::Precision;
 use std::fmt::Write;
@@ -43,9 +44,17 @@ pub struct PlannedModel {
     pub precision: Precision,
     /// Trained with `--gradient-checkpointing`: activations are recomputed layer by layer.
     pub gradient_checkpointing: bool,
+    /// Trained as LoRA adapters on a frozen base: gradients, masters and moments cover only
+    /// the adapters (and a score head).
+    pub lora: Option<LoraConfig>,
 }
 
 impl PlannedModel {
+    /// The same model, trained as the adapters of `lora` when given.
+    pub fn with_lora(self, lora: Option<LoraConfig>) -> Self {
+        Self { lora, ..self }
+    }
+
     /// The same model, trained with gradient checkpointing when `on`.
     pub fn with_gradient_checkpointing(self, on: bool) -> Self {
         Self { gradient_checkpointing: on, ..self }
@@ -85,6 +94,24 @@ pub fn parameter_count(config: &ModelConfig, head: Head) -> u64 {
         Head::Score => hidden,
     };
     embeddings + config.num_hidden_layers as u64 * layer + hidden + output
+}
+
+/// Parameters of the adapters `lora` puts on a model of `config`: r·(in + out) per targeted
+/// module and layer, plus the `score` row of a score-headed model (trained in full).
+pub fn lora_parameter_count(config: &ModelConfig, head: Head, lora: &LoraConfig) -> u64 {
+    let (hidden, inter) = (config.hidden_size as u64, config.intermediate_size as u64);
+    let (heads, kv, head_dim) =
+        (config.num_attention_heads as u64, config.num_kv_heads() as u64, config.head_dim() as u64);
+    let shape = |module: &str| match module {
+        "q_proj" => (hidden, heads * head_dim),
+        "k_proj" | "v_proj" => (hidden, kv * head_dim),
+        "o_proj" => (heads * head_dim, hidden),
+        "gate_proj" | "up_proj" => (hidden, inter),
+        _ => (inter, hidden),
+    };
+    let per_layer: u64 = lora.targets.iter().map(|m| shape(m)).map(|(i, o)| lora.rank as u64 * (i + o)).sum();
+    let score = if head == Head::Score { hidden } else { 0 };
+    config.num_hidden_layers as u64 * per_layer + score
 }
 
 /// Activations a training micro batch keeps for backward, per model: per layer and token about
@@ -150,15 +177,34 @@ impl MemoryPlan {
         self.push(format!("{name}: weights ({:.1} M parameters, {precision})", params as f64 / 1e6), weights);
         match model.role {
             Role::Trained => {
-                self.push(format!("{name}: gradients ({precision})"), weights);
+                let (trained, what) = match &model.lora {
+                    Some(lora) => {
+                        let count = lora_parameter_count(&model.config, model.head, lora);
+                        self.push(
+                            format!(
+                                "{name}: LoRA adapters (r={}, {:.2} M parameters, {precision})",
+                                lora.rank,
+                                count as f64 / 1e6
+                            ),
+                            count * bytes,
+                        );
+                        (count, " of the adapters")
+                    }
+                    None => (params, ""),
+                };
+                self.push(format!("{name}: gradients{what} ({precision})"), trained * bytes);
                 if model.precision != Precision::Fp32 {
-                    self.push(format!("{name}: fp32 master weights"), params * 4);
+                    self.push(format!("{name}: fp32 master weights{what}"), trained * 4);
                 }
-                self.push(format!("{name}: AdamW moments (2 × fp32)"), 2 * params * 4);
-                self.push(
-                    format!("{name}: optimizer step and gradient accumulation (transient)"),
-                    step_transient(&model.config, model.head, model.precision),
-                );
+                self.push(format!("{name}: AdamW moments{what} (2 × fp32)"), 2 * trained * 4);
+                // With LoRA only small adapters are updated: their step needs no
+                // embedding-sized buffers.
+                if model.lora.is_none() {
+                    self.push(
+                        format!("{name}: optimizer step and gradient accumulation (transient)"),
+                        step_transient(&model.config, model.head, model.precision),
+                    );
+                }
                 let recomputed = if model.gradient_checkpointing { ", gradient checkpointing" } else { "" };
                 self.push(
                     format!(
@@ -211,7 +257,7 @@ impl MemoryPlan {
         let total = self.total();
         anyhow::ensure!(
             total <= available,
-            "{stage}: the memory plan needs {:.1} GiB but {device} has {:.1} GiB available: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, --bf16, --gradient-checkpointing (training stages), or a smaller model (LoRA is planned); --dry-run prints the plan without loading anything",
+            "{stage}: the memory plan needs {:.1} GiB but {device} has {:.1} GiB available: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, --bf16, --gradient-checkpointing or --lora-rank (training stages), or a smaller model; --dry-run prints the plan without loading anything",
             total as f64 / (MIB * 1024.0),
             available as f64 / (MIB * 1024.0)
         );

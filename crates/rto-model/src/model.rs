@@ -1,12 +1,14 @@
 //! A checkpoint folder as a runnable model: the decoder, its heads, and the folder I/O.
 
 use crate::config::ModelConfig;
-use crate::llama::{positions_from_mask, Llama};
+use crate::llama::{positions_from_mask, Llama, LoraAttach};
+use crate::lora::{is_adapter_variable, LoraConfig, LoraState};
 use crate::weights;
 use anyhow::{bail, Context, Result};
 use rto_rng::{SplitMix64, Stream};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -36,6 +38,8 @@ pub struct CausalLm {
     head: Head,
     lm_head: Option<nn::Linear>,
     score: Option<nn::Linear>,
+    /// The adapters' config and shared switch, once [`CausalLm::add_lora`] ran.
+    lora: Option<(LoraConfig, Arc<LoraState>)>,
 }
 
 impl std::fmt::Debug for CausalLm {
@@ -73,7 +77,7 @@ impl CausalLm {
             }
             Head::Score => (None, Some(nn::linear(&root / "score", config.hidden_size, 1, zeros))),
         };
-        Ok(Self { config, vs, decoder, head, lm_head, score })
+        Ok(Self { config, vs, decoder, head, lm_head, score, lora: None })
     }
 
     /// A model with random weights: every matrix (HF names, in name order; tensor `i` drawn
@@ -172,11 +176,95 @@ impl CausalLm {
         self.logits(&self.hidden_states(input_ids, attention_mask))
     }
 
+    /// Adds LoRA adapters on the `config.targets` modules of every layer and freezes the base:
+    /// afterwards only the adapters train, plus the `score` head of a reward or value model
+    /// (PEFT's `modules_to_save`). A fresh adapter leaves the outputs unchanged (B = 0); A is
+    /// drawn from `seed` (see [`crate::lora`]), dropout masks too.
+    pub fn add_lora(&mut self, config: LoraConfig, seed: u64) -> Result<()> {
+        if self.lora.is_some() {
+            bail!("the model already carries LoRA adapters");
+        }
+        self.vs.freeze();
+        let state = Arc::new(LoraState::new(config.dropout, seed));
+        let attach = LoraAttach::new(config.clone(), state.clone(), seed, self.vs.kind());
+        self.decoder.attach_lora(&(self.vs.root() / "model"), &attach);
+        if let Some(score) = &self.score {
+            let _ = score.ws.set_requires_grad(true);
+        }
+        self.lora = Some((config, state));
+        Ok(())
+    }
+
+    /// Seeds the adapters' dropout masks (a loaded adapter starts at seed 0; a training stage
+    /// gives its `--seed`).
+    pub fn set_lora_seed(&self, seed: u64) {
+        if let Some((_, state)) = &self.lora {
+            state.set_seed(seed);
+        }
+    }
+
+    /// The adapters' config, when the model carries LoRA adapters.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref().map(|(config, _)| config)
+    }
+
+    /// Runs `f` with the adapters switched off: the forwards of the base model (the reference
+    /// of DPO and PPO without a second copy of it). Without adapters, just `f()`.
+    pub fn with_adapters_disabled<T>(&self, f: impl FnOnce() -> T) -> T {
+        let Some((_, state)) = &self.lora else { return f() };
+        struct Restore<'a>(&'a LoraState, bool);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.set_enabled(self.1);
+            }
+        }
+        let _restore = Restore(state, state.set_enabled(false));
+        f()
+    }
+
+    /// The adapter's tensors under their VarStore names (`model.layers.0.self_attn.q_proj.lora_A.weight`),
+    /// plus `score.weight` of a score-headed model (trained in full, PEFT's `modules_to_save`).
+    pub fn adapter_tensors(&self) -> BTreeMap<String, Tensor> {
+        let mut tensors: BTreeMap<String, Tensor> =
+            self.vs.variables().into_iter().filter(|(name, _)| is_adapter_variable(name)).collect();
+        if let (Some(score), true) = (&self.score, self.lora.is_some()) {
+            tensors.insert("score.weight".into(), score.ws.shallow_clone());
+        }
+        tensors
+    }
+
+    /// The base tensors with every adapter merged in (W + scale·B·A, computed in fp32), under
+    /// checkpoint names: what a merged HF folder holds. Without adapters, [`Self::named_tensors`].
+    pub fn merged_tensors(&self) -> BTreeMap<String, Tensor> {
+        let mut tensors = self.named_tensors();
+        for adapter in self.decoder.adapters() {
+            let base = &tensors[&adapter.weight_name];
+            let merged = tch::no_grad(|| base.to_kind(Kind::Float) + adapter.merged_delta());
+            tensors.insert(adapter.weight_name.clone(), merged);
+        }
+        tensors
+    }
+
+    /// Merges every adapter into its base weight (in the base's dtype) and zeroes its B, so
+    /// the outputs stay those of base + adapter while the adapters add nothing more.
+    pub fn merge_lora(&mut self) {
+        let tensors = self.named_tensors();
+        for adapter in self.decoder.adapters() {
+            let base = &tensors[&adapter.weight_name];
+            tch::no_grad(|| {
+                let merged = (base.to_kind(Kind::Float) + adapter.merged_delta()).to_kind(base.kind());
+                base.shallow_clone().copy_(&merged);
+            });
+            adapter.reset();
+        }
+    }
+
     /// The variables under their checkpoint names. Fused variables appear as views of their
     /// parts (`q_proj`, `k_proj`, ...), so copying into these views loads a checkpoint and
-    /// serializing them saves one.
+    /// serializing them saves one. Adapters are not among them (see [`Self::adapter_tensors`]).
     pub fn named_tensors(&self) -> BTreeMap<String, Tensor> {
-        let mut tensors: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        let mut tensors: BTreeMap<String, Tensor> =
+            self.vs.variables().into_iter().filter(|(name, _)| !is_adapter_variable(name)).collect();
         for part in self.decoder.fused_parts() {
             let fused = tensors.get(&part.variable).map(|t| t.narrow(0, part.offset, part.len));
             if let Some(view) = fused {
@@ -192,7 +280,33 @@ impl CausalLm {
     /// Writes an HF folder: `config.json`, weights in `kind`, and the tokenizer files found in
     /// `tokenizer_from` (normally the folder the model was loaded from).
     pub fn save(&self, dir: &Path, kind: Kind, tokenizer_from: Option<&Path>) -> Result<()> {
+        self.save_tensors(dir, &self.named_tensors(), kind, tokenizer_from)
+    }
+
+    /// [`Self::save`] of the model with its adapters merged in: a full HF folder.
+    pub fn save_merged(&self, dir: &Path, kind: Kind, tokenizer_from: Option<&Path>) -> Result<()> {
+        self.save_tensors(dir, &self.merged_tensors(), kind, tokenizer_from)
+    }
+
+    fn save_tensors(
+        &self,
+        dir: &Path,
+        tensors: &BTreeMap<String, Tensor>,
+        kind: Kind,
+        tokenizer_from: Option<&Path>,
+    ) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.save_config(dir, kind)?;
+        weights::save(dir, tensors, kind, 4 << 30)?;
+        if let Some(source) = tokenizer_from {
+            copy_tokenizer_files(source, dir)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `dir/config.json`: the model's config with `dtype` for weights saved in `kind`
+    /// (and the sequence-classification fields of a score-headed model).
+    pub fn save_config(&self, dir: &Path, kind: Kind) -> Result<()> {
         let mut config = self.config.clone();
         let dtype = match kind {
             Kind::Float => "float32",
@@ -205,12 +319,7 @@ impl CausalLm {
         if self.head == Head::Score {
             config.set_sequence_classification();
         }
-        config.to_file(&dir.join("config.json"))?;
-        weights::save(dir, &self.named_tensors(), kind, 4 << 30)?;
-        if let Some(source) = tokenizer_from {
-            copy_tokenizer_files(source, dir)?;
-        }
-        Ok(())
+        config.to_file(&dir.join("config.json"))
     }
 }
 

@@ -135,7 +135,22 @@ impl Entry {
 /// Every target must be present with the right shape; extra tensors in the files are ignored
 /// (e.g. `lm_head.weight` of a causal LM loaded as a critic).
 pub fn load_into(dir: &Path, targets: &HashMap<String, Tensor>) -> Result<()> {
-    let locations = tensor_locations(dir)?;
+    copy_into(dir, &tensor_locations(dir)?, targets)
+}
+
+/// [`load_into`] from one safetensors file (an adapter's `adapter_model.safetensors`).
+pub fn load_file_into(file: &Path, targets: &HashMap<String, Tensor>) -> Result<()> {
+    let locations = header_tensor_names(file)?.into_iter().map(|n| (n, file.to_path_buf())).collect();
+    copy_into(file, &locations, targets)
+}
+
+/// Tensor names of one safetensors file, from its header.
+pub fn file_tensor_names(file: &Path) -> Result<Vec<String>> {
+    header_tensor_names(file)
+}
+
+fn copy_into(source: &Path, locations: &BTreeMap<String, PathBuf>, targets: &HashMap<String, Tensor>) -> Result<()> {
+    let dir = source;
     let mut by_file: BTreeMap<&PathBuf, Vec<&String>> = BTreeMap::new();
     for name in targets.keys() {
         let file = locations.get(name).with_context(|| {
@@ -224,7 +239,6 @@ impl View for &Pending {
 /// Writes named tensors as `model.safetensors`, or as shards plus an index when they exceed
 /// `max_shard_bytes`. The `format: pt` metadata is what transformers requires to load them.
 pub fn save(dir: &Path, tensors: &BTreeMap<String, Tensor>, kind: Kind, max_shard_bytes: usize) -> Result<()> {
-    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let mut shards: Vec<Vec<(String, Pending)>> = vec![vec![]];
     let mut shard_bytes = 0usize;
     let mut total = 0usize;
@@ -239,19 +253,14 @@ pub fn save(dir: &Path, tensors: &BTreeMap<String, Tensor>, kind: Kind, max_shar
         total += len;
         shards.last_mut().expect("one shard").push((name.clone(), pending));
     }
-    let write = |path: &Path, shard: &Vec<(String, Pending)>| -> Result<()> {
-        let views = shard.iter().map(|(n, o)| (n.as_str(), o));
-        safetensors::tensor::serialize_to_file(views, &metadata, path)
-            .map_err(|e| anyhow::anyhow!("writing {}: {e:?}", path.display()))
-    };
     if shards.len() == 1 {
-        return write(&dir.join(SINGLE_FILE), &shards[0]);
+        return write_file(&dir.join(SINGLE_FILE), &shards[0]);
     }
     let count = shards.len();
     let mut weight_map = BTreeMap::new();
     for (i, shard) in shards.iter().enumerate() {
         let file = format!("model-{:05}-of-{:05}.safetensors", i + 1, count);
-        write(&dir.join(&file), shard)?;
+        write_file(&dir.join(&file), shard)?;
         for (name, _) in shard {
             weight_map.insert(name.clone(), file.clone());
         }
@@ -259,4 +268,21 @@ pub fn save(dir: &Path, tensors: &BTreeMap<String, Tensor>, kind: Kind, max_shar
     let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
     let path = dir.join(SHARD_INDEX);
     std::fs::write(&path, serde_json::to_string_pretty(&index)?).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes named tensors in `kind` as the one safetensors file `path` (an adapter's weights).
+pub fn save_file(path: &Path, tensors: &BTreeMap<String, Tensor>, kind: Kind) -> Result<()> {
+    let pending = tensors
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), Pending::new(t, kind).with_context(|| format!("tensor `{name}`"))?)))
+        .collect::<Result<Vec<_>>>()?;
+    write_file(path, &pending)
+}
+
+/// One safetensors file with the `format: pt` metadata transformers requires.
+fn write_file(path: &Path, tensors: &[(String, Pending)]) -> Result<()> {
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    let views = tensors.iter().map(|(n, o)| (n.as_str(), o));
+    safetensors::tensor::serialize_to_file(views, &metadata, path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e:?}", path.display()))
 }

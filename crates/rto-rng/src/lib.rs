@@ -121,6 +121,10 @@ pub enum Stream {
     Labels = 8,
     /// Test and benchmark inputs (index: the caller's choice).
     Synthetic = 9,
+    /// LoRA's A matrices (index: the adapter's position, layer by layer in HF module order).
+    LoraInit = 10,
+    /// LoRA dropout masks (index: the adapter forward, counted from the model's creation).
+    LoraDropout = 11,
 }
 
 /// The seed of number `index` of `stream` under a run's `seed`. Each argument passes through

@@ -177,13 +177,12 @@ fn plan_memory(args: &AnnotateArgs, spec: &StageSpec) -> Result<bool> {
 /// The cache key's spec: the settings as resolved (flag aliases leave no trace) and the
 /// content of the data and the model folders.
 pub fn stage_spec(args: &AnnotateArgs) -> Result<StageSpec> {
-    let mut spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?
-        .with_input("data", &args.data)
-        .with_input("reference", &args.ref_model)
-        .with_input("dpo", &args.dpo);
+    let spec = stage::spec(STAGE, SCHEMA_VERSION, &args.common, &args.settings)?.with_input("data", &args.data);
+    let spec = stage::with_model_input(spec, "reference", &args.ref_model)?;
+    let mut spec = stage::with_model_input(spec, "dpo", &args.dpo)?;
     for (role, dir) in [("policy", &args.policy), ("reward_model", &args.reward_model)] {
         if let Some(dir) = dir {
-            spec = spec.with_input(role, dir);
+            spec = stage::with_model_input(spec, role, dir)?;
         }
     }
     Ok(spec)
@@ -283,7 +282,8 @@ fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, out: &StageDir) -
     let device = parse_device(&args.common.device)?;
     let kind = stage::precision(&args.common).kind();
     let models = RewardModels::load(&args.ref_model, Some(&args.dpo), args.reward_model.as_deref(), device, kind)?;
-    let policy = args.policy.as_ref().map(|dir| CausalLm::load(dir, Head::LanguageModel, device, kind)).transpose()?;
+    let policy =
+        args.policy.as_ref().map(|dir| rto_model::adapter::load(dir, Head::LanguageModel, device, kind)).transpose()?;
     let sources = Sources { dpo: true, policy: policy.is_some(), reward_model: models.reward_model.is_some() };
     let tokenizer = TextTokenizer::from_dir(&args.ref_model)?;
     let weights = settings.reward.weights();

@@ -32,6 +32,12 @@ pub struct SharedModels {
 /// Checks `models` — (role, folder) pairs, the first one the reference the others are compared
 /// with — against the rules of the module docs. Messages name both folders' files.
 pub fn check_models(models: &[(&str, &Path)]) -> Result<SharedModels> {
+    // An adapter folder is checked through the folder describing its model (its own
+    // config.json and tokenizer, or its base's).
+    let folders: Vec<(&str, PathBuf)> =
+        models.iter().map(|&(role, dir)| Ok((role, rto_model::adapter::config_folder(dir)?))).collect::<Result<_>>()?;
+    let models: Vec<(&str, &Path)> = folders.iter().map(|(role, dir)| (*role, dir.as_path())).collect();
+    let models = models.as_slice();
     let Some(&(first_role, first)) = models.first() else { bail!("check_models needs at least one model folder") };
     for (_, dir) in models {
         if !dir.join("config.json").is_file() {

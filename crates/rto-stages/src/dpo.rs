@@ -20,7 +20,7 @@ use rto_data::dataset::{split, ColumnNames, DatasetStats, EvalSize};
 use rto_data::store::StageSpec;
 use rto_dist::ProcessGroup;
 use rto_model::memory::Role;
-use rto_model::{parse_device, CausalLm, Head, TextTokenizer};
+use rto_model::{adapter, parse_device, CausalLm, Head, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -141,13 +141,14 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     args.settings.train.validate()?;
     stage::check_learning_rate("learning-rate", args.settings.learning_rate)?;
     args.logs.check()?;
+    stage::lora_config(&args.trained)?;
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
     let policy = stage::planned("policy", &args.model, Head::LanguageModel, Role::Trained, rows, tokens)?
-        .with_gradient_checkpointing(args.trained.gradient_checkpointing);
-    let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings.key()?)?
-        .with_input("model", &args.model)
-        .with_input("data", &args.data);
+        .with_gradient_checkpointing(args.trained.gradient_checkpointing)
+        .with_lora(stage::planned_lora(&args.trained, &args.model)?);
+    let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings.key()?)?;
+    let mut spec = stage::with_model_input(spec, "model", &args.model)?.with_input("data", &args.data);
     if !stage::plan_memory(&args.common, &spec, &[policy], None)? {
         return Ok(());
     }
@@ -179,8 +180,8 @@ fn reference_logps(group: &ProcessGroup, args: &DpoArgs, reference: &Path) -> Re
     let settings = &args.settings;
     // No seed in this key: the reference pass draws no random numbers.
     let key = json!({"stage": settings.ref_key(), "common": args.common.numerics_key()});
-    let mut spec = StageSpec::new(REF_STAGE, REF_SCHEMA_VERSION, &key)?
-        .with_input("model", reference)
+    let spec = StageSpec::new(REF_STAGE, REF_SCHEMA_VERSION, &key)?;
+    let mut spec = stage::with_model_input(spec, "model", reference)?
         .with_input("data", &args.data)
         .with_input("tokenizer", args.model.join("tokenizer.json"));
     let config_json = args.model.join("tokenizer_config.json");
@@ -200,7 +201,7 @@ fn compute_reference(args: &DpoArgs, reference: &Path, work: &Work) -> Result<Va
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
-    let model = CausalLm::load(reference, Head::LanguageModel, device, stage::precision(&args.common).kind())?;
+    let model = adapter::load(reference, Head::LanguageModel, device, stage::precision(&args.common).kind())?;
     tokenizer.check_fits(model.config.vocab_size, reference)?;
     let (pairs, stats) =
         preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer, &model, reference)?;
@@ -358,12 +359,12 @@ fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, work: &Wo
     let settings = &args.settings;
     let device: Device = parse_device(&args.common.device)?;
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
-    let model = CausalLm::load(&args.model, Head::LanguageModel, device, stage::precision(&args.common).kind())?;
+    let model = adapter::load(&args.model, Head::LanguageModel, device, stage::precision(&args.common).kind())?;
     tokenizer.check_fits(model.config.vocab_size, &args.model)?;
     let (examples, stats) = load_examples(args, loss, ref_logps, &tokenizer, &model)?;
     let (train, eval) = split(examples, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
     let micro_batch = settings.train.micro_batch();
-    let model = stage::trained_model(model, &args.trained);
+    let model = stage::trained_model(model, &args.trained, args.common.seed)?;
     let mut task = DpoTask { model, loss, train, eval, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = work.scratch()?;
     let tensorboard = work.output().and_then(|out| args.logs.run_dir(STAGE, out.key()));
@@ -371,7 +372,7 @@ fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, work: &Wo
         TrainPlace { group: work.group(), scratch: &scratch, label: STAGE, tensorboard: tensorboard.as_deref() };
     let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &place)?;
     let Some(out) = work.output() else { return Ok(Value::Null) };
-    task.model.save(out.path(), stage::save_kind(&args.trained, &task.model.config), Some(&args.model))?;
+    stage::save_trained(&task.model, out.path(), &args.trained, &args.model, &args.model)?;
     crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     let ref_key = ref_logps.map(rto_data::store::input_key).transpose()?;
     Ok(json!({

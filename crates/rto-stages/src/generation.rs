@@ -9,7 +9,7 @@ use rto_data::cli::CommonArgs;
 use rto_data::dataset::{read_prompts, ColumnNames, DatasetStats};
 use rto_data::records::{read_batches, write_columns, Column};
 use rto_data::store::StageDir;
-use rto_model::{generate, parse_device, CausalLm, Head, SamplingConfig, TextTokenizer};
+use rto_model::{generate, parse_device, Head, SamplingConfig, TextTokenizer};
 use rto_rng::{seed_for, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -82,7 +82,8 @@ pub fn generation_stage(
     prompts: &Path,
 ) -> Result<PathBuf> {
     settings.validate()?;
-    let spec = stage::spec("generate", 1, common, settings)?.with_input("model", model).with_input("prompts", prompts);
+    let spec = stage::spec("generate", 1, common, settings)?;
+    let spec = stage::with_model_input(spec, "model", model)?.with_input("prompts", prompts);
     crate::dist::refuse_multi_process(&spec.stage)?;
     let outcome = common.store().run(&spec, common.force, |out| generate_all(common, settings, model, prompts, out))?;
     Ok(outcome.path)
@@ -97,7 +98,7 @@ fn generate_all(
 ) -> Result<Value> {
     let device = parse_device(&common.device)?;
     let tokenizer = TextTokenizer::from_dir(model_dir)?;
-    let model = CausalLm::load(model_dir, Head::LanguageModel, device, stage::precision(common).kind())?;
+    let model = rto_model::adapter::load(model_dir, Head::LanguageModel, device, stage::precision(common).kind())?;
     tokenizer.check_fits(model.config.vocab_size, model_dir)?;
     let mut records = read_prompts(prompts_path, &settings.columns)?;
     if settings.num_prompts > 0 {

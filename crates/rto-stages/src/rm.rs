@@ -73,13 +73,14 @@ pub fn cli(args: RmArgs) -> Result<()> {
     args.settings.train.validate()?;
     stage::check_learning_rate("learning-rate", args.settings.learning_rate)?;
     args.logs.check()?;
+    stage::lora_config(&args.trained)?;
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
     let reward_model = stage::planned("reward model", &args.model, Head::Score, Role::Trained, rows, tokens)?
-        .with_gradient_checkpointing(args.trained.gradient_checkpointing);
-    let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
-        .with_input("model", &args.model)
-        .with_input("data", &args.data);
+        .with_gradient_checkpointing(args.trained.gradient_checkpointing)
+        .with_lora(stage::planned_lora(&args.trained, &args.model)?);
+    let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?;
+    let spec = stage::with_model_input(spec, "model", &args.model)?.with_input("data", &args.data);
     if !stage::plan_memory(&args.common, &spec, &[reward_model], None)? {
         return Ok(());
     }
@@ -164,13 +165,13 @@ fn run(args: &RmArgs, work: &Work) -> Result<Value> {
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
-    let model = CausalLm::load_as_value_model(&args.model, device, stage::precision(&args.common).kind())?;
+    let model = rto_model::adapter::load_value_model(&args.model, device, stage::precision(&args.common).kind())?;
     tokenizer.check_fits(model.config.vocab_size, &args.model)?;
     let (pairs, stats) =
         preference::read_pairs(&args.data, &settings.columns, &settings.limits, &tokenizer, &model, &args.model)?;
     let (train, eval) = split(pairs, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
     let micro_batch = settings.train.micro_batch();
-    let model = stage::trained_model(model, &args.trained);
+    let model = stage::trained_model(model, &args.trained, args.common.seed)?;
     let mut task = RmTask { model, train, eval, margin: settings.margin, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = work.scratch()?;
     let tensorboard = work.output().and_then(|out| args.logs.run_dir(STAGE, out.key()));
@@ -183,7 +184,7 @@ fn run(args: &RmArgs, work: &Work) -> Result<Value> {
     let (normalized_on, sample) = if task.eval.is_empty() { ("train", &task.train) } else { ("eval", &task.eval) };
     let (reward_mean, reward_std) = task.reward_moments(sample)?;
     task.model.config.set_reward_normalization(reward_mean, reward_std);
-    task.model.save(out.path(), stage::save_kind(&args.trained, &task.model.config), Some(&args.model))?;
+    stage::save_trained(&task.model, out.path(), &args.trained, &args.model, &args.model)?;
     crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     Ok(json!({
         "train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats,

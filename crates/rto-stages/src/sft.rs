@@ -72,8 +72,12 @@ pub fn cli(args: SftArgs) -> Result<()> {
     args.logs.check()?;
     // Tokenizer against the model's vocabulary before the store is touched (the weights are
     // checked against the config when they load).
+    let lora = stage::lora_config(&args.trained)?;
+    if lora.is_some() && args.init_config.is_some() {
+        bail!("--lora-rank needs --model (the base the adapters train on): a model trained from --init-config has no base folder");
+    }
     let config_path = match (&args.model, &args.init_config) {
-        (Some(model), _) => model.join("config.json"),
+        (Some(model), _) => rto_model::adapter::config_folder(model)?.join("config.json"),
         (None, Some(config)) => config.clone(),
         (None, None) => bail!("give --model or --init-config"),
     };
@@ -89,6 +93,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
         batch,
         precision: Precision::Fp32, // the stage's, set by plan_memory
         gradient_checkpointing: args.trained.gradient_checkpointing,
+        lora,
     };
     let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
         .with_input("data", &args.data)
@@ -98,7 +103,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
         spec = spec.with_input("tokenizer_config", config_json);
     }
     spec = match (&args.model, &args.init_config) {
-        (Some(model), _) => spec.with_input("model", model),
+        (Some(model), _) => stage::with_model_input(spec, "model", model)?,
         (None, Some(config)) => spec.with_input("init_config", config),
         (None, None) => bail!("give --model or --init-config"),
     };
@@ -171,7 +176,7 @@ impl SupervisedTask for SftTask {
 fn load_model(args: &SftArgs, device: Device) -> Result<CausalLm> {
     let kind = stage::precision(&args.common).kind();
     match (&args.model, &args.init_config) {
-        (Some(dir), _) => CausalLm::load(dir, Head::LanguageModel, device, kind),
+        (Some(dir), _) => rto_model::adapter::load(dir, Head::LanguageModel, device, kind),
         (None, Some(config)) => {
             let config = ModelConfig::from_file(config)?;
             CausalLm::random(config, Head::LanguageModel, device, kind, args.common.seed)
@@ -223,7 +228,7 @@ fn run(args: &SftArgs, tokenizer_dir: &Path, work: &Work) -> Result<Value> {
     check_batch_width(widest(|r| r.0.len()), widest(|r| r.1.len()), max_positions, model_dir)?;
     let (train, eval) = split(rows, EvalSize::Fraction(settings.eval_fraction), args.common.seed)?;
     let micro_batch = settings.train.micro_batch();
-    let model = stage::trained_model(model, &args.trained);
+    let model = stage::trained_model(model, &args.trained, args.common.seed)?;
     let mut task = SftTask { model, train, eval, pad_id: tokenizer.pad_id, micro_batch };
     let scratch = work.scratch()?;
     let tensorboard = work.output().and_then(|out| args.logs.run_dir(STAGE, out.key()));
@@ -231,7 +236,7 @@ fn run(args: &SftArgs, tokenizer_dir: &Path, work: &Work) -> Result<Value> {
         TrainPlace { group: work.group(), scratch: &scratch, label: STAGE, tensorboard: tensorboard.as_deref() };
     let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &place)?;
     let Some(out) = work.output() else { return Ok(Value::Null) };
-    task.model.save(out.path(), stage::save_kind(&args.trained, &task.model.config), Some(tokenizer_dir))?;
+    stage::save_trained(&task.model, out.path(), &args.trained, model_dir, tokenizer_dir)?;
     crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;
     Ok(json!({"train": summary.train, "eval": summary.eval, "steps": summary.steps, "dataset": stats}))
 }

@@ -1,12 +1,13 @@
 //! The frame every stage binary shares: key the stage, run it through the store, report.
 
 use crate::dist::{self, Ranked, Work};
-use anyhow::Result;
-use rto_data::cli::{CommonArgs, SaveDtype, TrainedModelArgs, TrainingLogArgs};
+use anyhow::{Context, Result};
+use rto_data::cli::{CommonArgs, SaveDtype, TrainedModelArgs, TrainingLogArgs, DEFAULT_LORA_ALPHA};
 use rto_data::store::{StageDir, StageOutcome, StageSpec};
 use rto_dist::ProcessGroup;
+use rto_model::lora::TARGET_MODULES;
 use rto_model::memory::{self, BatchShape, MemoryPlan, PlannedModel, Role};
-use rto_model::{CausalLm, Head, ModelConfig, Precision};
+use rto_model::{adapter, CausalLm, Head, LoraConfig, ModelConfig, Precision};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -106,7 +107,7 @@ pub fn save_kind(trained: &TrainedModelArgs, input: &ModelConfig) -> Kind {
 /// A model of a stage's plan, its sizes read from `dir/config.json` (its precision is the
 /// stage's, set by [`plan_memory`]).
 pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, tokens: usize) -> Result<PlannedModel> {
-    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let config = ModelConfig::from_file(&adapter::config_folder(dir)?.join("config.json"))?;
     Ok(PlannedModel {
         name: name.into(),
         config,
@@ -115,13 +116,91 @@ pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, toke
         batch: BatchShape { rows: rows as u64, tokens: tokens as u64 },
         precision: Precision::Fp32,
         gradient_checkpointing: false,
+        lora: None,
     })
 }
 
-/// A model loaded for training, set up as its stage's [`TrainedModelArgs`] say.
-pub fn trained_model(mut model: CausalLm, trained: &TrainedModelArgs) -> CausalLm {
+/// The adapters `--lora-*` ask for, checked (`None` without `--lora-rank`). Stages call it
+/// before [`run`], so a bad flag fails before the store or a model is touched.
+pub fn lora_config(trained: &TrainedModelArgs) -> Result<Option<LoraConfig>> {
+    trained.check_lora_flags()?;
+    if trained.lora_rank == 0 {
+        return Ok(None);
+    }
+    let targets: Vec<String> = match &trained.lora_target_modules {
+        Some(targets) => targets.iter().map(|t| t.trim().to_string()).collect(),
+        None => TARGET_MODULES.iter().map(|t| t.to_string()).collect(),
+    };
+    let alpha = trained.lora_alpha.unwrap_or(DEFAULT_LORA_ALPHA);
+    let config = LoraConfig::new(trained.lora_rank, alpha, trained.lora_dropout.unwrap_or(0.0), &targets)
+        .context("--lora-rank/--lora-alpha/--lora-dropout/--lora-target-modules")?;
+    anyhow::ensure!(
+        config.dropout == 0.0 || !trained.gradient_checkpointing,
+        "--lora-dropout {} with --gradient-checkpointing: the recomputed forward would draw other dropout masks than the recorded one; use one of them",
+        config.dropout
+    );
+    Ok(Some(config))
+}
+
+/// A model loaded for training, set up as its stage's [`TrainedModelArgs`] say: gradient
+/// checkpointing, and with `--lora-rank` fresh adapters on a frozen base (their A and dropout
+/// drawn from `seed`). A loaded adapter (an adapter folder as input) keeps training its own
+/// adapter; `--lora-*` flags must then agree with it.
+pub fn trained_model(mut model: CausalLm, trained: &TrainedModelArgs, seed: u64) -> Result<CausalLm> {
     model.set_gradient_checkpointing(trained.gradient_checkpointing);
-    model
+    match (lora_config(trained)?, model.lora()) {
+        (Some(wanted), Some(loaded)) => anyhow::ensure!(
+            wanted == *loaded,
+            "the input model is an adapter with r={}, alpha={}, target modules {:?}; the --lora-* flags ask for r={}, alpha={}, {:?}: drop the flags to continue the adapter, or give its base as the model",
+            loaded.rank, loaded.alpha, loaded.targets, wanted.rank, wanted.alpha, wanted.targets
+        ),
+        (Some(wanted), None) => model.add_lora(wanted, seed)?,
+        (None, _) => {}
+    }
+    model.set_lora_seed(seed);
+    Ok(model)
+}
+
+/// Saves a trained model as its stage's output `dir`: a PEFT adapter folder over the base the
+/// input `model_dir` stands on (and with `--merge-lora` a full folder in `dir/merged`) when it
+/// carries adapters, a full HF folder otherwise. Weights in [`save_kind`].
+pub fn save_trained(
+    model: &CausalLm,
+    dir: &Path,
+    trained: &TrainedModelArgs,
+    model_dir: &Path,
+    tokenizer_from: &Path,
+) -> Result<()> {
+    let kind = save_kind(trained, &model.config);
+    if model.lora().is_none() {
+        return model.save(dir, kind, Some(tokenizer_from));
+    }
+    let base = adapter::weights_folder(model_dir)?;
+    let base = base.canonicalize().with_context(|| format!("resolving the base model folder {}", base.display()))?;
+    adapter::save(model, dir, &base, kind, Some(tokenizer_from))?;
+    if trained.merge_lora {
+        model.save_merged(&dir.join("merged"), kind, Some(tokenizer_from))?;
+    }
+    Ok(())
+}
+
+/// The adapters a trained model will carry, for its memory plan: those of `--lora-*`, or an
+/// input adapter folder's (which keeps training).
+pub fn planned_lora(trained: &TrainedModelArgs, dir: &Path) -> Result<Option<LoraConfig>> {
+    if let Some(lora) = lora_config(trained)? {
+        return Ok(Some(lora));
+    }
+    Ok(if adapter::is_adapter(dir) { Some(adapter::AdapterFolder::read(dir)?.lora) } else { None })
+}
+
+/// `spec` with the model folder `dir` as input `role`; an adapter folder's base joins as
+/// `<role>_base`, so the key covers the weights the adapter stands on.
+pub fn with_model_input(spec: StageSpec, role: &str, dir: &Path) -> Result<StageSpec> {
+    let spec = spec.with_input(role, dir);
+    if !adapter::is_adapter(dir) {
+        return Ok(spec);
+    }
+    Ok(spec.with_input(format!("{role}_base"), adapter::weights_folder(dir)?))
 }
 
 /// Runs `compute` through the cache (no-op when a verified output exists), honours `--link`,

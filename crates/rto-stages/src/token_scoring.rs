@@ -38,9 +38,9 @@ impl RewardModels {
         device: Device,
         kind: Kind,
     ) -> Result<Self> {
-        let reference = CausalLm::load(reference, Head::LanguageModel, device, kind)?;
-        let dpo = dpo.map(|d| CausalLm::load(d, Head::LanguageModel, device, kind)).transpose()?;
-        let reward_model = reward_model.map(|d| CausalLm::load(d, Head::Score, device, kind)).transpose()?;
+        let reference = rto_model::adapter::load(reference, Head::LanguageModel, device, kind)?;
+        let dpo = dpo.map(|d| rto_model::adapter::load(d, Head::LanguageModel, device, kind)).transpose()?;
+        let reward_model = reward_model.map(|d| rto_model::adapter::load(d, Head::Score, device, kind)).transpose()?;
         let reward_normalization = reward_model.as_ref().and_then(|m| m.config.reward_normalization());
         Ok(Self { reference, dpo, reward_model, reward_normalization })
     }

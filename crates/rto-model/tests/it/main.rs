@@ -3,5 +3,6 @@
 mod checkpointing;
 mod common;
 mod logprobs_and_errors;
+mod lora;
 mod memory;
 mod parity;

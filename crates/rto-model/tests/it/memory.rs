@@ -45,6 +45,7 @@ fn checkpointing_keeps_one_input_per_layer_and_one_full_layer() {
             role: Role::Trained,
             batch,
             gradient_checkpointing: false,
+            lora: None,
             precision: Precision::Fp32,
         }
         .with_gradient_checkpointing(checkpointing);
@@ -77,6 +78,7 @@ fn bf16_plan_has_masters_and_half_sized_weights_and_activations() {
             role,
             batch,
             gradient_checkpointing: false,
+            lora: None,
             precision: Precision::Bf16,
         };
         let mut plan = MemoryPlan::default();
@@ -100,4 +102,41 @@ fn bf16_plan_has_masters_and_half_sized_weights_and_activations() {
     let frozen = plan_of(Role::Frozen);
     assert_eq!(frozen[0].1, 2 * params);
     assert!(frozen.iter().all(|(w, _)| !w.contains("master")));
+}
+
+/// With LoRA the trained lines cover the adapters only. By hand for r = 4 on all seven modules
+/// of a 3-layer model (hidden 64, intermediate 176, 8 heads of 8, 2 kv heads): per layer
+/// 4·((64+64) + 2·(64+16) + (64+64) + 2·(64+176) + (176+64)) = 4544, so 13 632 parameters;
+/// a score head adds its 64. The count equals the adapter tensors a built model holds.
+#[test]
+fn lora_plan_counts_adapter_parameters_only() {
+    use rto_model::lora::TARGET_MODULES;
+    use rto_model::memory::lora_parameter_count;
+    let config = ModelConfig::small_llama(300, 64, 176, 3, 8, 2, 128);
+    let targets: Vec<String> = TARGET_MODULES.iter().map(|s| s.to_string()).collect();
+    let lora = rto_model::LoraConfig::new(4, 8.0, 0.0, &targets).unwrap();
+    assert_eq!(lora_parameter_count(&config, Head::LanguageModel, &lora), 13_632);
+    assert_eq!(lora_parameter_count(&config, Head::Score, &lora), 13_696);
+    let mut model = CausalLm::random(config.clone(), Head::Score, Device::Cpu, Kind::Float, 0).unwrap();
+    model.add_lora(lora.clone(), 0).unwrap();
+    let built: u64 = model.adapter_tensors().values().map(|t| t.numel() as u64).sum();
+    assert_eq!(built, 13_696);
+    let planned = PlannedModel {
+        name: "policy".into(),
+        config,
+        head: Head::LanguageModel,
+        role: Role::Trained,
+        batch: BatchShape { rows: 1, tokens: 4 },
+        gradient_checkpointing: false,
+        lora: None,
+        precision: Precision::Bf16,
+    }
+    .with_lora(Some(lora));
+    let mut plan = MemoryPlan::default();
+    plan.add_model(&planned);
+    let bytes = |prefix: &str| plan.lines.iter().find(|l| l.what.starts_with(prefix)).unwrap().bytes;
+    assert_eq!(bytes("policy: gradients of the adapters"), 13_632 * 2);
+    assert_eq!(bytes("policy: fp32 master weights of the adapters"), 13_632 * 4);
+    assert_eq!(bytes("policy: AdamW moments of the adapters"), 2 * 13_632 * 4);
+    assert_eq!(bytes("policy: LoRA adapters"), 13_632 * 2);
 }

@@ -484,12 +484,18 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
         stage::planned(name, dir, Head::LanguageModel, role, rows, tokens)
     };
     let mut models = vec![
-        lm("actor", &args.policy, Role::Trained, train_rows)?.with_gradient_checkpointing(checkpointing),
+        lm("actor", &args.policy, Role::Trained, train_rows)?
+            .with_gradient_checkpointing(checkpointing)
+            .with_lora(stage::planned_lora(&args.trained, &args.policy)?),
         lm("reference", &args.policy, Role::Frozen, scoring_rows)?,
     ];
-    if let Some(critic) = &inputs.critic {
-        let critic = stage::planned("critic", critic, Head::Score, Role::Trained, train_rows, tokens)?;
-        models.push(critic.with_gradient_checkpointing(checkpointing));
+    if let Some(critic_dir) = &inputs.critic {
+        let critic = stage::planned("critic", critic_dir, Head::Score, Role::Trained, train_rows, tokens)?;
+        models.push(
+            critic
+                .with_gradient_checkpointing(checkpointing)
+                .with_lora(stage::planned_lora(&args.trained, critic_dir)?),
+        );
     }
     if let Some(dpo) = &inputs.dpo {
         models.push(lm("dpo", dpo, Role::Frozen, scoring_rows)?);
@@ -522,14 +528,14 @@ pub fn cli(args: PpoArgs) -> Result<()> {
 pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Result<()> {
     args.settings.validate()?;
     args.logs.check()?;
+    stage::lora_config(&args.trained)?;
     let inputs = Inputs::of(&args)?;
     let shared = inputs.check(&args.policy)?;
     let key = KeySettings { settings: &args.settings, judge: judge.map(|j| j.name()) };
-    let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &key)?
-        .with_input("policy", &args.policy)
-        .with_input("prompts", &args.prompts);
+    let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &key)?;
+    let mut spec = stage::with_model_input(spec, "policy", &args.policy)?.with_input("prompts", &args.prompts);
     for (role, path) in inputs.roles() {
-        spec = spec.with_input(role, path);
+        spec = stage::with_model_input(spec, role, path)?;
     }
     match (&args.eval_prompts, args.settings.eval_every) {
         (Some(path), every) if every > 0 => spec = spec.with_input("eval_prompts", path),

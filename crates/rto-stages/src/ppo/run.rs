@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use rto_algo::{CosineSchedule, KlController, RewardWeights};
 use rto_data::dataset::{read_prompts, DatasetStats};
 use rto_data::store::StageDir;
-use rto_model::{parse_device, CausalLm, Head, SamplingConfig, TextTokenizer};
+use rto_model::{parse_device, Head, SamplingConfig, TextTokenizer};
 use rto_rng::{permutation, seed_for, Stream};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -161,13 +161,13 @@ impl<'a> PpoRun<'a> {
         let kind = crate::stage::precision(&args.common).kind();
         let scorers =
             RewardModels::load(&args.policy, inputs.dpo.as_deref(), inputs.reward_model.as_deref(), device, kind)?;
-        let policy = CausalLm::load(&args.policy, Head::LanguageModel, device, kind)?;
+        let policy = rto_model::adapter::load(&args.policy, Head::LanguageModel, device, kind)?;
         if tokenizer.eos_id.is_none() {
             eprintln!("ppo: {} names no eos_token: every response runs to --max-new-tokens", args.policy.display());
         }
         // The critic: score head kept, or zero (checked with the other models in `cli`).
         let critic =
-            inputs.critic.as_deref().map(|dir| CausalLm::load_as_value_model(dir, device, kind)).transpose()?;
+            inputs.critic.as_deref().map(|dir| rto_model::adapter::load_value_model(dir, device, kind)).transpose()?;
         let max_positions = shared.max_positions;
         let (prompts, stats) = encode_prompts(&args.prompts, s, &tokenizer, max_positions)?;
         let eval_prompts = match (&args.eval_prompts, s.eval_every) {
@@ -194,8 +194,8 @@ impl<'a> PpoRun<'a> {
             ppo_epochs: s.ppo_epochs,
         };
         let learner = Learner::new(
-            stage::trained_model(policy, &args.trained),
-            critic.map(|critic| stage::trained_model(critic, &args.trained)),
+            stage::trained_model(policy, &args.trained, args.common.seed)?,
+            critic.map(|critic| stage::trained_model(critic, &args.trained, args.common.seed)).transpose()?,
             &s.adam,
             (schedule(s.actor_lr), schedule(s.critic_lr)),
             update,
@@ -403,9 +403,9 @@ impl<'a> PpoRun<'a> {
     fn publish(&self, out: &StageDir) -> Result<()> {
         let trained = &self.args.trained;
         let policy = &self.learner.policy;
-        policy.save(out.path(), crate::stage::save_kind(trained, &policy.config), Some(&self.args.policy))?;
+        crate::stage::save_trained(policy, out.path(), trained, &self.args.policy, &self.args.policy)?;
         if let (Some(critic), Some(source)) = (&self.learner.critic, &self.inputs.critic) {
-            critic.save(&out.join("critic"), crate::stage::save_kind(trained, &critic.config), Some(source))?;
+            crate::stage::save_trained(critic, &out.join("critic"), trained, source, source)?;
         }
         crate::metrics::publish(&self.scratch.join("metrics.jsonl"), out, super::STAGE)?;
         let rollouts = self.scratch.join("rollouts");

@@ -151,7 +151,7 @@ fn reported_metrics_equal_hand_computed_values_from_transformers_logprobs() {
 
 /// dpo-train on 64 pairs whose preference a tiny policy can learn, 3 epochs, with `extra`
 /// flags, in a store of its own under `work`; returns the output folder.
-fn planted_preference_run(work: &Path, name: &str, extra: &[&str]) -> PathBuf {
+pub(crate) fn planted_preference_run(work: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let policy = work.join("policy");
     if !policy.exists() {
         tiny_model(&policy, 21, 32, 1, 1.0);

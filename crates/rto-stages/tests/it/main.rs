@@ -12,6 +12,7 @@ mod dpo_common;
 mod dpo_train;
 mod gradient_checkpointing;
 mod help_text;
+mod lora_dpo;
 mod metrics_events;
 mod metrics_plot;
 mod metrics_show;
