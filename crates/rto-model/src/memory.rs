@@ -66,6 +66,10 @@ impl PlannedModel {
 pub struct PlanLine {
     pub what: String,
     pub bytes: u64,
+    /// Held only during one phase (a forward's or backward's activations, the optimizer step,
+    /// sampling's KV cache). Phases run one after another, so the plan counts the largest
+    /// transient line once on top of everything resident.
+    pub transient: bool,
 }
 
 /// What a stage will hold, line by line.
@@ -200,13 +204,13 @@ impl MemoryPlan {
                 // With LoRA only small adapters are updated: their step needs no
                 // embedding-sized buffers.
                 if model.lora.is_none() {
-                    self.push(
-                        format!("{name}: optimizer step and gradient accumulation (transient)"),
+                    self.push_transient(
+                        format!("{name}: optimizer step and gradient accumulation"),
                         step_transient(&model.config, model.head, model.precision),
                     );
                 }
                 let recomputed = if model.gradient_checkpointing { ", gradient checkpointing" } else { "" };
-                self.push(
+                self.push_transient(
                     format!(
                         "{name}: activations ({} × {} tokens per micro batch{recomputed})",
                         model.batch.rows, model.batch.tokens
@@ -214,7 +218,7 @@ impl MemoryPlan {
                     training_activations(&model.config, model.batch, bytes, model.gradient_checkpointing),
                 );
             }
-            Role::Frozen => self.push(
+            Role::Frozen => self.push_transient(
                 format!("{name}: forward activations ({} × {} tokens)", model.batch.rows, model.batch.tokens),
                 forward_activations(&model.config, model.batch, bytes),
             ),
@@ -223,7 +227,7 @@ impl MemoryPlan {
 
     /// Adds the KV cache of rollout sampling, held in the sampling model's precision.
     pub fn add_kv_cache(&mut self, config: &ModelConfig, rows: u64, positions: u64, precision: Precision) {
-        self.push(
+        self.push_transient(
             format!("rollout KV cache ({rows} × {positions} positions, {})", precision.name()),
             kv_cache_bytes(config, rows, positions, precision.bytes()),
         );
@@ -235,18 +239,27 @@ impl MemoryPlan {
     }
 
     fn push(&mut self, what: String, bytes: u64) {
-        self.lines.push(PlanLine { what, bytes });
+        self.lines.push(PlanLine { what, bytes, transient: false });
     }
 
+    fn push_transient(&mut self, what: String, bytes: u64) {
+        self.lines.push(PlanLine { what, bytes, transient: true });
+    }
+
+    /// Everything resident plus the largest transient line.
     pub fn total(&self) -> u64 {
-        self.lines.iter().map(|l| l.bytes).sum()
+        let resident: u64 = self.lines.iter().filter(|l| !l.transient).map(|l| l.bytes).sum();
+        resident + self.lines.iter().filter(|l| l.transient).map(|l| l.bytes).max().unwrap_or(0)
     }
 
     /// The plan as the lines a stage prints.
     pub fn render(&self, stage: &str) -> String {
-        let mut out = format!("{stage}: memory plan (estimate from config.json sizes)\n");
+        let mut out = format!(
+            "{stage}: memory plan (estimate from config.json sizes; the total is every resident line plus the largest transient one)\n"
+        );
         for line in &self.lines {
-            let _ = writeln!(out, "  {:>10.1} MiB  {}", line.bytes as f64 / MIB, line.what);
+            let phase = if line.transient { " (transient)" } else { "" };
+            let _ = writeln!(out, "  {:>10.1} MiB  {}{phase}", line.bytes as f64 / MIB, line.what);
         }
         let _ = write!(out, "  {:>10.1} MiB  total", self.total() as f64 / MIB);
         out

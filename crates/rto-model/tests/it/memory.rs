@@ -140,3 +140,32 @@ fn lora_plan_counts_adapter_parameters_only() {
     assert_eq!(bytes("policy: AdamW moments of the adapters"), 2 * 13_632 * 4);
     assert_eq!(bytes("policy: LoRA adapters"), 13_632 * 2);
 }
+
+/// Phases run one after another (each frozen model's forward, the trained model's forward and
+/// backward, its optimizer step, sampling), so the total is every resident line plus only the
+/// largest transient one, not their sum.
+#[test]
+fn the_total_counts_the_largest_transient_line_once() {
+    let config = ModelConfig::small_llama(300, 64, 176, 3, 8, 2, 128);
+    let model = |name: &str, role: Role, rows: u64| PlannedModel {
+        name: name.into(),
+        config: config.clone(),
+        head: Head::LanguageModel,
+        role,
+        batch: BatchShape { rows, tokens: 10 },
+        gradient_checkpointing: false,
+        precision: Precision::Fp32,
+        lora: None,
+    };
+    let mut plan = MemoryPlan::default();
+    plan.add_model(&model("policy", Role::Trained, 2));
+    plan.add_model(&model("reference", Role::Frozen, 8));
+    plan.add_model(&model("dpo", Role::Frozen, 4));
+    let resident: u64 = plan.lines.iter().filter(|l| !l.transient).map(|l| l.bytes).sum();
+    let transients: Vec<u64> = plan.lines.iter().filter(|l| l.transient).map(|l| l.bytes).collect();
+    assert_eq!(transients.len(), 4, "activations of each model and the optimizer step: {:?}", plan.lines);
+    let params = parameter_count(&config, Head::LanguageModel);
+    assert_eq!(resident, params * 4 * 3 + params * 4 + params * 8, "three weights, one gradient, two moments");
+    assert_eq!(plan.total(), resident + transients.iter().max().unwrap());
+    assert!(plan.render("ppo").contains("(transient)"));
+}
