@@ -13,7 +13,7 @@ GLOO_DIR := .deps/gloo
 GLOO_HEADERS := $(GLOO_DIR)/usr/include/gloo/context.h
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup build lint test demo replicate bench bench-scale clean-runs
+.PHONY: all setup build lint test demo replicate check-results bench bench-scale bench-pins clean-runs
 
 all: build
 
@@ -22,7 +22,7 @@ all: build
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check \
-		torch==$(TORCH_VERSION) transformers==$(TRANSFORMERS_VERSION) pyarrow safetensors tensorboard \
+		torch==$(TORCH_VERSION) transformers==$(TRANSFORMERS_VERSION) pyarrow safetensors tensorboard blake3 \
 		peft==$(PEFT_VERSION)
 	touch $@
 
@@ -62,6 +62,9 @@ test: lint
 
 # The toy replication chain on the shipped data: SFT → pairs → DPO → RM → annotate → PPO and
 # RTO → eval, ending with a table. Every stage is cached in runs/: a second run is a no-op.
+# demo and replicate run in reproducible mode (the scripts default RTO_REPRODUCIBLE to 1: CPU code
+# paths pinned, so the bytes match results/*.blake3 on any x86-64 machine with AVX2);
+# RTO_REPRODUCIBLE=0 make demo runs with the CPU's own kernels.
 demo: build
 	pipelines/demo.sh 1
 
@@ -70,6 +73,17 @@ demo: build
 replicate: build
 	$(VPY) -m pip install --quiet --disable-pip-version-check matplotlib
 	$(VPY) pipelines/replicate.py
+
+# Recomputes the blake3 of every artifact listed in results/*.blake3 (the published lists, which
+# RTO_PUBLISH=1 make demo / replicate regenerate) in the store (STORE, default runs/) and says
+# which differ or are missing.
+check-results:
+	$(VPY) -m pip install --quiet --disable-pip-version-check blake3
+	$(VPY) pipelines/artifacts.py check --store $(or $(STORE),runs)
+
+# Which CPU pins change the bytes of sft/dpo/rm/ppo-train, and the reproducible mode's speed cost.
+bench-pins: build
+	$(VPY) bench/bench_pins.py --timing 3 --json bench/pins.json
 
 # TRL is for the bench only. 1.16 (DPOTrainer) goes into the venv with torch and transformers
 # pinned, so the peers the tests compare against stay as they are; 0.29.1, the last release

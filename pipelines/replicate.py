@@ -7,7 +7,13 @@ group estimator GRPO on the sentence reward (`--mode ppo`) and on RTO's token re
 plus PPO with three times the budget, to ask how many samples PPO needs to reach RTO's score.
 Every policy is evaluated against the SFT model on the held-out prompts (win rate under the gold
 judge).
-Writes results/replication.md, results/replication.json and PNG plots.
+Writes results/replication.md, results/replication.json, PNG plots, the token-credit analysis
+(pipelines/token_credit.py) and replication.blake3, the hashes of every artifact, in the store
+(in results/ with RTO_PUBLISH=1: pipelines/artifacts.py; `make check-results` compares a store
+against the published list).
+
+Runs in reproducible mode (RTO_REPRODUCIBLE=1: CPU code paths pinned, see ARCHITECTURE.md)
+unless RTO_REPRODUCIBLE is set otherwise in the environment.
 """
 import json
 import os
@@ -15,6 +21,9 @@ import statistics
 import subprocess
 import sys
 import time
+
+import artifacts
+import token_credit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release")
@@ -29,6 +38,10 @@ METHODS = ["ppo", "rto", "dpo-only", "ddpo"]
 GROUP_METHODS = {"grpo": "ppo", "rto-grpo": "rto"}
 GROUP_K = 4  # responses per prompt; the prompt count is divided by it, so samples stay equal
 LONG_FACTOR = 3  # the PPO run with LONG_FACTOR x the rollout budget
+# The stage binaries inherit it: every stage pins libtorch's CPU code paths, so the published
+# hashes can be reproduced on another x86-64 machine.
+os.environ.setdefault("RTO_REPRODUCIBLE", "1")
+EVAL_FOLDERS = []  # every rto-eval output, for the artifact list
 
 
 def stage(binary, *args):
@@ -45,6 +58,7 @@ def metrics(folder):
 def evaluate(model, sft, name):
     folder = stage("rto-eval", "--config", f"{CFG}/eval.yaml", "--model", model, "--baseline", sft,
                    "--prompts", f"{DATA}/eval_prompts.jsonl", "--name", name)
+    EVAL_FOLDERS.append(folder)
     return json.load(open(os.path.join(folder, "results.json")))
 
 
@@ -95,10 +109,18 @@ def main():
     rollout = metrics(runs["ppo"][SEEDS[0]][0])[0]
     samples_per_iter = round(rollout["samples"]) if "samples" in rollout else None
     table = summarize(runs, offline, samples_per_iter)
+    policies = {"dpo": dpo, "ppo": runs["ppo"][SEEDS[0]][0], "rto": runs["rto"][SEEDS[0]][0]}
+    credit, kept = token_credit.analyze(STORE, sft, rm, {"dpo": dpo}, policies)
+    json.dump(credit, open(os.path.join(RESULTS, "token_credit.json"), "w"), indent=1)
+    token_credit.plot(credit, kept, os.path.join(RESULTS, "token_credit.png"))
+    table["reproducible"] = os.environ["RTO_REPRODUCIBLE"] == "1"
     table["wall_time_s"] = time.time() - start
     json.dump(table, open(os.path.join(RESULTS, "replication.json"), "w"), indent=1)
-    write_markdown(table)
+    write_markdown(table, token_credit.markdown(credit))
     plot(runs, samples_per_iter)
+    published = [sft, pairs, dpo, simpo, rm, *EVAL_FOLDERS, *(f for seeds in runs.values() for f, _ in seeds.values())]
+    annotated = [os.path.join(STORE, "annotate", sets[s]["annotate_key"]) for sets in credit.values() for s in sets]
+    artifacts.write(STORE, "replication", published + annotated)
     print(open(os.path.join(RESULTS, "replication.md")).read())
 
 
@@ -139,7 +161,7 @@ def catch_up(runs, samples_per_iter):
     return out
 
 
-def write_markdown(table):
+def write_markdown(table, credit_lines):
     lines = ["# Replication on the toy task (machine scale)", "",
              f"SFT mean gold score on the held-out prompts: {table['sft_gold']:.3f}. "
              f"Win rate = fraction of held-out prompts where the method's response has a higher gold "
@@ -154,8 +176,11 @@ def write_markdown(table):
         need = c["samples_needed"] if c["samples_needed"] else f"not within {LONG_FACTOR}x the budget"
         lines.append(f"- seed {c['seed']}: RTO reached {c['rto_final']:.3f} in {c['rto_iterations']} iterations; "
                      f"PPO needed {need}")
-    lines += ["", f"Total wall time: {table['wall_time_s'] / 60:.1f} min.", "",
+    mode = "on (RTO_REPRODUCIBLE=1)" if table["reproducible"] else "off"
+    lines += ["", f"Total wall time: {table['wall_time_s'] / 60:.1f} min. Reproducible mode: {mode}; "
+              "the blake3 of every artifact is in replication.blake3 (`make check-results` compares yours).", "",
               "![gold score vs samples](gold_vs_samples.png)", "", "![DPO reward](dpo_reward.png)", ""]
+    lines += [*credit_lines, "", "![token credit](token_credit.png)", ""]
     open(os.path.join(RESULTS, "replication.md"), "w").write("\n".join(lines))
 
 

@@ -7,6 +7,7 @@
 //! and override a setting per run. A flag's aliases (old names) are keys too. Paths in a
 //! config are relative to the working directory, like paths on the command line.
 
+use crate::reproducible;
 use crate::store::{link, ArtifactKey, StageOutcome, Store};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{ArgAction, Parser};
@@ -46,6 +47,10 @@ pub struct CommonArgs {
     /// master weights and Adam moments); log-probs, losses and rewards stay fp32.
     #[arg(long)]
     pub bf16: bool,
+    /// Pin libtorch's CPU code paths (ATen, MKL, oneDNN) to AVX2, so that x86-64 machines with
+    /// AVX2 give the same bytes; also on when RTO_REPRODUCIBLE=1. The pins join the key.
+    #[arg(long)]
+    pub reproducible: bool,
 }
 
 impl CommonArgs {
@@ -65,12 +70,16 @@ impl CommonArgs {
         key
     }
 
-    /// The flags that change a deterministic computation's floats (device and precision),
-    /// for the keys of stages that draw no random numbers (the DPO reference pass).
+    /// The flags that change a deterministic computation's floats (device, precision and the
+    /// reproducible mode's pins), for the keys of stages that draw no random numbers (the DPO
+    /// reference pass). Precision and pins enter only when set, so other runs keep their keys.
     pub fn numerics_key(&self) -> serde_json::Value {
         let mut key = serde_json::json!({ "device": self.device });
         if self.bf16 {
             key["precision"] = "bf16".into();
+        }
+        if self.reproducible {
+            key["reproducible"] = crate::reproducible::pins_json();
         }
         key
     }
@@ -216,19 +225,48 @@ impl TrainedModelArgs {
 
 /// Parses the process arguments with `--config` support; on a usage error (or `--help`)
 /// prints clap's message and exits, as a plain `T::parse()` would.
+///
+/// This is also where the reproducible mode starts, being the first thing every stage binary
+/// does: `RTO_REPRODUCIBLE=1` counts as `--reproducible`, and when the mode is on its pins are
+/// set in the environment before the stage runs any libtorch kernel ([`crate::reproducible`]).
 pub fn parse_with_config<T: Parser>() -> Result<T> {
-    match parse_with_config_from::<T>(std::env::args_os().collect()) {
-        Ok(t) => Ok(t),
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let switch = std::env::var(reproducible::SWITCH).ok();
+    if reproducible::switch_on(switch.as_deref())? {
+        add_reproducible_flag(&T::command(), &mut args);
+    }
+    let (parsed, pinned) = match parse_matches::<T>(args) {
+        Ok(parsed) => parsed,
         Err(e) => match e.downcast::<clap::Error>() {
             Ok(clap_err) => clap_err.exit(),
-            Err(other) => Err(other),
+            Err(other) => return Err(other),
         },
+    };
+    if pinned {
+        reproducible::pin_process()?;
+    }
+    Ok(parsed)
+}
+
+/// Inserts `--reproducible` before the user's arguments, for a command that has the flag and
+/// unless it is given already or the arguments name a subcommand (`show` computes nothing).
+fn add_reproducible_flag(cmd: &clap::Command, args: &mut Vec<OsString>) {
+    let has_flag = cmd.get_arguments().any(|a| a.get_long() == Some("reproducible"));
+    let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
+    let subcommand = first.as_deref().is_some_and(|f| cmd.get_subcommands().any(|s| s.get_name() == f));
+    if has_flag && !subcommand && !args.iter().any(|a| a == "--reproducible") {
+        args.insert(1.min(args.len()), "--reproducible".into());
     }
 }
 
 /// [`parse_with_config`] over explicit arguments (the first is the program name). Usage
 /// errors come back as a `clap::Error` inside the `anyhow::Error`.
 pub fn parse_with_config_from<T: Parser>(args: Vec<OsString>) -> Result<T> {
+    Ok(parse_matches::<T>(args)?.0)
+}
+
+/// [`parse_with_config_from`], and whether the parsed flags turn the reproducible mode on.
+fn parse_matches<T: Parser>(args: Vec<OsString>) -> Result<(T, bool)> {
     let cmd = T::command();
     let mut args = args.into_iter();
     let bin = args.next().unwrap_or_else(|| OsString::from(cmd.get_name().to_string()));
@@ -243,8 +281,10 @@ pub fn parse_with_config_from<T: Parser>(args: Vec<OsString>) -> Result<T> {
         }
     }
     full.extend(user);
+    let has_mode = cmd.get_arguments().any(|a| a.get_id() == "reproducible");
     let matches = cmd.try_get_matches_from(full)?;
-    Ok(T::from_arg_matches(&matches)?)
+    let pinned = has_mode && matches.get_flag("reproducible");
+    Ok((T::from_arg_matches(&matches)?, pinned))
 }
 
 /// The value of `--config` among the user's arguments, if any (before a `--`).

@@ -26,7 +26,7 @@
 use crate::prompt::{Avoid, Spec};
 use crate::vocab::{vocab, AdjClass, Role};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
 // Weights in hundredths of a point.
@@ -46,11 +46,13 @@ const END_MISS: i64 = -100;
 const LENGTH_PER_WORD: i64 = -25;
 const LENGTH_CAP: i64 = -600;
 
-/// One response word and everything attributed to it.
+/// One response word and everything attributed to it: `score` is the sum of `rules`, the
+/// points of each rule that gave the word a nonzero part (by the rule names of the module docs).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WordScore {
     pub word: String,
     pub score: f64,
+    pub rules: BTreeMap<&'static str, f64>,
 }
 
 /// The gold score and its parts. `total` is the sum of the named parts, and also the sum of
@@ -83,6 +85,8 @@ pub fn gold_score(prompt: &str, response: &str) -> f64 {
 struct Tally {
     parts: [i64; 9],
     per_word: Vec<i64>,
+    /// Per word, its points per part.
+    per_word_parts: Vec<[i64; 9]>,
     /// Points attributed to no word.
     sequence: i64,
 }
@@ -100,13 +104,51 @@ enum Part {
     Length,
 }
 
+const PARTS: [Part; 9] = [
+    Part::Topic,
+    Part::Avoid,
+    Part::Mood,
+    Part::Repeat,
+    Part::Pairing,
+    Part::Grammar,
+    Part::Unknown,
+    Part::Ending,
+    Part::Length,
+];
+
+impl Part {
+    /// The rule's name, as in the module docs and [`Breakdown`]'s fields.
+    fn name(self) -> &'static str {
+        match self {
+            Part::Topic => "topic",
+            Part::Avoid => "avoid",
+            Part::Mood => "mood",
+            Part::Repeat => "repeat",
+            Part::Pairing => "pairing",
+            Part::Grammar => "grammar",
+            Part::Unknown => "unknown",
+            Part::Ending => "ending",
+            Part::Length => "length",
+        }
+    }
+}
+
 impl Tally {
     fn add(&mut self, part: Part, word: Option<usize>, points: i64) {
         self.parts[part as usize] += points;
         match word {
-            Some(i) => self.per_word[i] += points,
+            Some(i) => {
+                self.per_word[i] += points;
+                self.per_word_parts[i][part as usize] += points;
+            }
             None => self.sequence += points,
         }
+    }
+
+    /// Word `i`'s nonzero parts by rule name.
+    fn word_rules(&self, i: usize) -> BTreeMap<&'static str, f64> {
+        let parts = &self.per_word_parts[i];
+        PARTS.iter().filter(|p| parts[**p as usize] != 0).map(|p| (p.name(), points(parts[*p as usize]))).collect()
     }
 }
 
@@ -158,7 +200,7 @@ pub fn score_breakdown(prompt: &str, response: &str) -> Breakdown {
     let v = vocab();
     // Special tokens inside a response are treated like unknown words.
     let roles: Vec<Option<Role>> = words.iter().map(|w| v.role(w).filter(|r| *r != Role::Special)).collect();
-    let mut t = Tally { per_word: vec![0; words.len()], ..Tally::default() };
+    let mut t = Tally { per_word: vec![0; words.len()], per_word_parts: vec![[0; 9]; words.len()], ..Tally::default() };
     let mut seen: HashSet<&str> = HashSet::new();
     // Whether word i earned no positive credit (repeated or forbidden): pairing needs both
     // words of a pair to be creditable.
@@ -245,8 +287,8 @@ pub fn score_breakdown(prompt: &str, response: &str) -> Breakdown {
         n_words: words.len(),
         words: words
             .iter()
-            .zip(&t.per_word)
-            .map(|(w, &s)| WordScore { word: w.to_string(), score: points(s) })
+            .enumerate()
+            .map(|(i, w)| WordScore { word: w.to_string(), score: points(t.per_word[i]), rules: t.word_rules(i) })
             .collect(),
     }
 }

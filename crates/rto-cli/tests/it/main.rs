@@ -9,5 +9,6 @@ mod libtorch_errors;
 mod lock_handover;
 mod memory_plan;
 mod nonfinite;
+mod reproducible;
 mod support;
 mod tampering;

@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod dataset;
 mod gold_credit_column;
+mod reproducible;
 mod store;
 mod store_publish_failures;
 mod store_swap;

@@ -4,6 +4,7 @@
 //!   rto-task judge --data samples.jsonl [--baseline sft_samples.jsonl]
 //!   rto-task score --prompt "write 16 words about the ocean" --response "the calm whale ..."
 //!   rto-task label --samples two_per_prompt.jsonl --out pairs.jsonl --seed 1
+//!   rto-task credit --data samples.parquet > credit.jsonl
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -12,6 +13,7 @@ use rto_task::{
     generate_dataset_with, gold_score, label_samples, score_breakdown, win_rate, write_pairs_jsonl, ScoreStats, Sizes,
     BT_TEMPERATURE, DEFAULT_SEED,
 };
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -52,6 +54,15 @@ enum Command {
         prompt: String,
         #[arg(long)]
         response: String,
+    },
+    /// Print, for each (prompt, response) row of a file (JSONL or Parquet, e.g. an annotate
+    /// samples table), one JSON line: the gold score, its sequence part, and each word's points
+    /// per judge rule (what pipelines/token_credit.py reads).
+    Credit {
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        columns: ColumnNames,
     },
     /// Pair up sampled responses per prompt and label each pair by a Bradley–Terry draw on
     /// the gold scores; writes prompt/chosen/rejected/score_chosen/score_rejected JSONL.
@@ -120,6 +131,14 @@ fn main() -> Result<()> {
                 "total {:+.2} = topic {:+.2} avoid {:+.2} mood {:+.2} repeat {:+.2} pairing {:+.2} grammar {:+.2} unknown {:+.2} ending {:+.2} length {:+.2}",
                 b.total, b.topic, b.avoid, b.mood, b.repeat, b.pairing, b.grammar, b.unknown, b.ending, b.length
             );
+        }
+        Command::Credit { data, columns } => {
+            let mut out = std::io::stdout().lock();
+            for (prompt, response) in read_rows(&data, &columns)? {
+                let b = score_breakdown(&prompt, &response);
+                let line = serde_json::json!({"gold_score": b.total, "sequence": b.sequence, "words": b.words});
+                writeln!(out, "{line}")?;
+            }
         }
         Command::Label { samples, out, seed, tau, columns } => {
             if !(tau > 0.0 && tau.is_finite()) {

@@ -47,6 +47,25 @@ fn a_good_response_with_one_slip() {
 }
 
 #[test]
+fn each_word_names_the_rules_behind_its_score() {
+    // The case above, rule by rule (hand-computed there): whale topic +0.60 and pairing +0.40,
+    // red only the forbidden class, tonight only the ending, `the` nothing.
+    let prompt = "write 16 words about the ocean in a calm mood avoid colors and end with tonight";
+    let response = "the calm whale rests near the quiet reef and a small crab sleeps under the red boat tonight";
+    let b = score_breakdown(prompt, response);
+    let rules = |i: usize| b.words[i].rules.iter().map(|(k, v)| (k.to_string(), *v)).collect::<Vec<_>>();
+    assert_eq!(rules(0), vec![]);
+    assert_eq!(rules(1), vec![("mood".to_string(), 0.4)]);
+    assert_eq!(rules(2), vec![("pairing".to_string(), 0.4), ("topic".to_string(), 0.6)]);
+    assert_eq!(rules(15), vec![("avoid".to_string(), -1.5)]);
+    assert_eq!(rules(17), vec![("ending".to_string(), 2.0)]);
+    // Every word's score is the sum of its rules.
+    for w in &b.words {
+        assert!(close(w.rules.values().sum::<f64>(), w.score), "{w:?}");
+    }
+}
+
+#[test]
 fn every_penalty_once() {
     let prompt = "give me 20 words about the forest with a happy tone use no sizes finish with soon";
     let response = "the the sad fox big owl owl zebra fox sings now soon";
