@@ -98,7 +98,7 @@ fn bf16_plan_has_masters_and_half_sized_weights_and_activations() {
     // The step's transient: 3 fp32 buffers of the largest tensor (the fused gate/up matrix,
     // 2·176 × 64, beats the 300 × 64 embedding), plus a second embedding gradient when tied.
     let tied = if config.tie_word_embeddings { 300 * 64 * 2 } else { 0 };
-    assert_eq!(bytes("transient"), 3 * 2 * 176 * 64 * 4 + tied);
+    assert_eq!(bytes("optimizer step"), 3 * 2 * 176 * 64 * 4 + tied);
     let frozen = plan_of(Role::Frozen);
     assert_eq!(frozen[0].1, 2 * params);
     assert!(frozen.iter().all(|(w, _)| !w.contains("master")));
