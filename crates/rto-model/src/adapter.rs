@@ -199,17 +199,40 @@ fn adopt_config(model: &mut CausalLm, dir: &Path) -> Result<()> {
         return Ok(());
     }
     let own = ModelConfig::from_file(&path)?;
+    check_shapes(&own, &path, &model.config)?;
+    model.config = own;
+    Ok(())
+}
+
+/// Fails unless `own` (read from `path`, an adapter folder's config.json) describes the shapes
+/// of `base`.
+fn check_shapes(own: &ModelConfig, path: &Path, base: &ModelConfig) -> Result<()> {
     let shape = |c: &ModelConfig| {
         (c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.num_kv_heads(), c.vocab_size)
     };
     ensure!(
-        shape(&own) == shape(&model.config),
-        "{} describes (hidden, intermediate, layers, heads, kv heads, vocab) = {:?} but the base has {:?}: the adapter does not belong to this base",
+        shape(own) == shape(base),
+        "{} describes (hidden, intermediate, layers, heads, kv heads, vocab) = {:?} but its base has {:?}: the adapter does not belong to this base (base_model_name_or_path in adapter_config.json)",
         path.display(),
-        shape(&own),
-        shape(&model.config)
+        shape(own),
+        shape(base)
     );
-    model.config = own;
+    Ok(())
+}
+
+/// The checks of an adapter folder that need no weights: its adapter_config.json parses, its
+/// base is a model folder, and its own config.json (when it has one) has the base's shapes.
+/// Stages run it before the store is touched. A full model folder passes.
+pub fn check_folder(dir: &Path) -> Result<()> {
+    if !is_adapter(dir) {
+        return Ok(());
+    }
+    let adapter = AdapterFolder::read(dir)?;
+    let path = dir.join("config.json");
+    if path.is_file() {
+        let base = ModelConfig::from_file(&adapter.base.join("config.json"))?;
+        check_shapes(&ModelConfig::from_file(&path)?, &path, &base)?;
+    }
     Ok(())
 }
 
