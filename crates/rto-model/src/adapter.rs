@@ -114,6 +114,16 @@ pub fn weights_folder(dir: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Whether model folders `a` and `b` stand on the same base weights: their weights folders
+/// ([`weights_folder`]) are one folder.
+pub fn same_base(a: &Path, b: &Path) -> Result<bool> {
+    let canonical = |dir: &Path| -> Result<PathBuf> {
+        let base = weights_folder(dir)?;
+        base.canonicalize().with_context(|| format!("resolving the model folder {}", base.display()))
+    };
+    Ok(canonical(a)? == canonical(b)?)
+}
+
 /// The folder whose `config.json` and tokenizer files describe the model of `dir`: `dir`
 /// itself when it has a config.json (model folders, and adapters written here), else the
 /// adapter's base (an adapter saved by PEFT alone).
@@ -140,6 +150,17 @@ pub fn load_value_model(dir: &Path, device: Device, kind: Kind) -> Result<Causal
         return CausalLm::load_as_value_model(dir, device, kind);
     }
     load_adapter(dir, |base| CausalLm::load_as_value_model(base, device, kind))
+}
+
+/// Loads the model folder or adapter folder `dir` standing on `base`'s weights (see
+/// [`CausalLm::sharing_base`]): a full folder is `base` with adapters off, an adapter folder
+/// `base`'s base plus its own adapter. The caller knows `dir` stands on the base `base` was
+/// loaded from ([`weights_folder`]); only the adapter's tensors are read.
+pub fn load_sharing(dir: &Path, base: &CausalLm, head: Head) -> Result<CausalLm> {
+    if !is_adapter(dir) {
+        return CausalLm::sharing_base(base, head);
+    }
+    load_adapter(dir, |_| CausalLm::sharing_base(base, head))
 }
 
 fn load_adapter(dir: &Path, load_base: impl FnOnce(&Path) -> Result<CausalLm>) -> Result<CausalLm> {
@@ -178,17 +199,40 @@ fn adopt_config(model: &mut CausalLm, dir: &Path) -> Result<()> {
         return Ok(());
     }
     let own = ModelConfig::from_file(&path)?;
+    check_shapes(&own, &path, &model.config)?;
+    model.config = own;
+    Ok(())
+}
+
+/// Fails unless `own` (read from `path`, an adapter folder's config.json) describes the shapes
+/// of `base`.
+fn check_shapes(own: &ModelConfig, path: &Path, base: &ModelConfig) -> Result<()> {
     let shape = |c: &ModelConfig| {
         (c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.num_kv_heads(), c.vocab_size)
     };
     ensure!(
-        shape(&own) == shape(&model.config),
-        "{} describes (hidden, intermediate, layers, heads, kv heads, vocab) = {:?} but the base has {:?}: the adapter does not belong to this base",
+        shape(own) == shape(base),
+        "{} describes (hidden, intermediate, layers, heads, kv heads, vocab) = {:?} but its base has {:?}: the adapter does not belong to this base (base_model_name_or_path in adapter_config.json)",
         path.display(),
-        shape(&own),
-        shape(&model.config)
+        shape(own),
+        shape(base)
     );
-    model.config = own;
+    Ok(())
+}
+
+/// The checks of an adapter folder that need no weights: its adapter_config.json parses, its
+/// base is a model folder, and its own config.json (when it has one) has the base's shapes.
+/// Stages run it before the store is touched. A full model folder passes.
+pub fn check_folder(dir: &Path) -> Result<()> {
+    if !is_adapter(dir) {
+        return Ok(());
+    }
+    let adapter = AdapterFolder::read(dir)?;
+    let path = dir.join("config.json");
+    if path.is_file() {
+        let base = ModelConfig::from_file(&adapter.base.join("config.json"))?;
+        check_shapes(&ModelConfig::from_file(&path)?, &path, &base)?;
+    }
     Ok(())
 }
 

@@ -9,6 +9,8 @@ use crate::config::{ModelConfig, RopeScaling};
 use crate::kv_cache::KvCache;
 use crate::lora::{init_rng, Adapter, LoraConfig, LoraState};
 use anyhow::Result;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -21,7 +23,7 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn new(path: nn::Path, size: i64, eps: f64) -> Self {
-        Self { weight: path.ones("weight", &[size]), eps }
+        Self { weight: variable(&path, "weight", &[size], nn::Init::Const(1.0)), eps }
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
@@ -139,8 +141,8 @@ impl FusedLinear {
     ) -> Self {
         let total: i64 = parts.iter().map(|(_, len)| len).sum();
         let fused = path / name;
-        let weight = fused.var("weight", &[total, input], init_weight());
-        let bias = bias.then(|| fused.var("bias", &[total], nn::Init::Const(0.0)));
+        let weight = variable(&fused, "weight", &[total, input], init_weight());
+        let bias = bias.then(|| variable(&fused, "bias", &[total], nn::Init::Const(0.0)));
         let mut offset = 0;
         for (part, len) in parts {
             let mut register = |suffix: &str| {
@@ -257,9 +259,43 @@ struct Attention {
     head_dim: i64,
 }
 
-fn linear(path: nn::Path, input: i64, output: i64, bias: bool) -> nn::Linear {
-    let config = nn::LinearConfig { ws_init: init_weight(), bs_init: Some(nn::Init::Const(0.0)), bias };
-    nn::linear(path, input, output, config)
+/// A linear layer [output, input] (nn::linear's layout), its variables from [`variable`].
+pub(crate) fn linear(path: nn::Path, input: i64, output: i64, bias: bool) -> nn::Linear {
+    let ws = variable(&path, "weight", &[output, input], init_weight());
+    let bs = bias.then(|| variable(&path, "bias", &[output], nn::Init::Const(0.0)));
+    nn::Linear { ws, bs }
+}
+
+thread_local! {
+    /// While a model is built over another model's base ([`with_shared_variables`]): that
+    /// model's base variables by VarStore name, taken instead of allocating new ones.
+    static SHARED: RefCell<Option<HashMap<String, Tensor>>> = const { RefCell::new(None) };
+}
+
+/// Runs `build` with `variables` shared: every variable it creates under one of their names
+/// (and of their shape) is that tensor, frozen, not a new allocation. This is how a reference
+/// or DPO model stands on the weights of a model already loaded (no second copy of a base).
+pub(crate) fn with_shared_variables<T>(variables: HashMap<String, Tensor>, build: impl FnOnce() -> T) -> T {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            SHARED.with(|s| s.borrow_mut().take());
+        }
+    }
+    SHARED.with(|s| *s.borrow_mut() = Some(variables));
+    let _clear = Clear;
+    build()
+}
+
+/// The variable `name` under `path`: the shared tensor of that name while
+/// [`with_shared_variables`] runs, else a new one of `init`.
+fn variable(path: &nn::Path, name: &str, dims: &[i64], init: nn::Init) -> Tensor {
+    let full = path.path(name);
+    let shared = SHARED.with(|s| s.borrow().as_ref().and_then(|m| m.get(&full).map(Tensor::shallow_clone)));
+    match shared {
+        Some(tensor) if tensor.size() == dims => path.add(name, tensor, false),
+        _ => path.var(name, dims, init),
+    }
 }
 
 /// Weights are created as zeros: a loaded model overwrites them, and a random one is filled by
@@ -415,7 +451,7 @@ impl Llama {
     /// Creates the variables under `path` (normally `root / "model"`): weights zero, norms one.
     pub fn new(path: nn::Path, config: &ModelConfig) -> Result<Self> {
         let embed_tokens =
-            (&path / "embed_tokens").var("weight", &[config.vocab_size, config.hidden_size], init_weight());
+            variable(&(&path / "embed_tokens"), "weight", &[config.vocab_size, config.hidden_size], init_weight());
         let mut fused_parts = Vec::new();
         let layers = (0..config.num_hidden_layers)
             .map(|i| DecoderLayer::new(&path / "layers" / i, config, &mut fused_parts))

@@ -47,9 +47,17 @@ pub struct PlannedModel {
     /// Trained as LoRA adapters on a frozen base: gradients, masters and moments cover only
     /// the adapters (and a score head).
     pub lora: Option<LoraConfig>,
+    /// A frozen model standing on another model's base weights (named here; see
+    /// `CausalLm::sharing_base`): it holds only its adapters (`lora`), if any.
+    pub shares_base_with: Option<String>,
 }
 
 impl PlannedModel {
+    /// The same model, on the base weights of the model `other` (no weights line of its own).
+    pub fn sharing_base_with(self, other: &str) -> Self {
+        Self { shares_base_with: Some(other.to_string()), ..self }
+    }
+
     /// The same model, trained as the adapters of `lora` when given.
     pub fn with_lora(self, lora: Option<LoraConfig>) -> Self {
         Self { lora, ..self }
@@ -178,7 +186,23 @@ impl MemoryPlan {
         let (precision, bytes) = (model.precision.name(), model.precision.bytes());
         let weights = params * bytes;
         let name = &model.name;
-        self.push(format!("{name}: weights ({:.1} M parameters, {precision})", params as f64 / 1e6), weights);
+        match (&model.shares_base_with, &model.lora) {
+            (None, _) => {
+                self.push(format!("{name}: weights ({:.1} M parameters, {precision})", params as f64 / 1e6), weights)
+            }
+            (Some(other), Some(lora)) if model.role == Role::Frozen => {
+                let count = lora_parameter_count(&model.config, model.head, lora);
+                self.push(
+                    format!(
+                        "{name}: LoRA adapters over {other}'s base weights (r={}, {:.2} M parameters, {precision})",
+                        lora.rank,
+                        count as f64 / 1e6
+                    ),
+                    count * bytes,
+                );
+            }
+            (Some(_), _) => {}
+        }
         match model.role {
             Role::Trained => {
                 let (trained, what) = match &model.lora {

@@ -1,7 +1,7 @@
 //! A checkpoint folder as a runnable model: the decoder, its heads, and the folder I/O.
 
 use crate::config::ModelConfig;
-use crate::llama::{positions_from_mask, Llama, LoraAttach};
+use crate::llama::{linear, positions_from_mask, with_shared_variables, Llama, LoraAttach};
 use crate::lora::{is_adapter_variable, LoraConfig, LoraState};
 use crate::weights;
 use anyhow::{bail, Context, Result};
@@ -73,7 +73,7 @@ impl CausalLm {
         let (lm_head, score) = match head {
             Head::LanguageModel if config.tie_word_embeddings => (None, None),
             Head::LanguageModel => {
-                (Some(nn::linear(&root / "lm_head", config.hidden_size, config.vocab_size, zeros)), None)
+                (Some(linear(&root / "lm_head", config.hidden_size, config.vocab_size, false)), None)
             }
             Head::Score => (None, Some(nn::linear(&root / "score", config.hidden_size, 1, zeros))),
         };
@@ -125,6 +125,26 @@ impl CausalLm {
             targets.remove("score.weight");
         }
         weights::load_into(dir, &targets).with_context(|| format!("loading model {}", dir.display()))?;
+        Ok(model)
+    }
+
+    /// A model with `head` standing on `base`'s weights: every variable of `base` but its
+    /// adapters is shared (the same tensors, frozen; no copy), so it is `base` with its
+    /// adapters off, and adapters added to it (`add_lora`, or a loaded adapter folder) are its
+    /// own. For the frozen models (reference, DPO model) over the base of a LoRA policy: the
+    /// caller must not train or merge into `base`'s base weights while this model is used.
+    pub fn sharing_base(base: &CausalLm, head: Head) -> Result<Self> {
+        let variables: HashMap<String, Tensor> =
+            base.vs.variables().into_iter().filter(|(name, _)| !is_adapter_variable(name)).collect();
+        let shared = variables.iter().map(|(name, t)| (name.clone(), t.data_ptr())).collect::<HashMap<_, _>>();
+        let mut model = with_shared_variables(variables, || Self::build(base.config.clone(), head, base.device()))?;
+        model.vs.set_kind(base.vs.kind());
+        // Only a score head of its own may be new (a value model over a causal LM's base).
+        for (name, tensor) in model.vs.variables() {
+            if name != "score.weight" && shared.get(&name) != Some(&tensor.data_ptr()) {
+                bail!("sharing the base weights of a {:?}-headed model: `{name}` is not among them", base.head);
+            }
+        }
         Ok(model)
     }
 

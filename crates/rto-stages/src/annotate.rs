@@ -22,7 +22,9 @@ use crate::compat::check_models;
 use crate::encode::{fits_context, Encoder, LengthLimits, SEQUENCE_TOO_LONG};
 use crate::progress;
 use crate::stage;
-use crate::token_scoring::{score_batch, table_rows, RewardConfig, RewardMetadata, RewardModels, Sources};
+use crate::token_scoring::{
+    load_lm, score_batch, table_rows, BaseDonor, RewardConfig, RewardMetadata, RewardModels, Sources,
+};
 use anyhow::{bail, Context, Result};
 use rto_algo::RewardWeights;
 use rto_data::cli::CommonArgs;
@@ -163,8 +165,11 @@ pub fn cli(args: AnnotateArgs) -> Result<()> {
 fn plan_memory(args: &AnnotateArgs, spec: &StageSpec) -> Result<bool> {
     let (rows, tokens) =
         (args.settings.batch_size, args.settings.limits.max_prompt_len + args.settings.limits.max_response_len);
-    let lm = |name: &str, dir: &Path| stage::planned(name, dir, Head::LanguageModel, Role::Frozen, rows, tokens);
-    let mut models = vec![lm("reference", &args.ref_model)?, lm("dpo model", &args.dpo)?];
+    // The DPO model and the policy stand on the reference's weights when they are over its base.
+    let reference = Some(("reference", args.ref_model.as_path()));
+    let lm = |name: &str, dir: &Path| stage::planned_frozen_lm(name, dir, reference, rows, tokens);
+    let mut models =
+        vec![stage::planned_frozen_lm("reference", &args.ref_model, None, rows, tokens)?, lm("dpo model", &args.dpo)?];
     if let Some(policy) = &args.policy {
         models.push(lm("policy", policy)?);
     }
@@ -282,8 +287,9 @@ fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, out: &StageDir) -
     let device = parse_device(&args.common.device)?;
     let kind = stage::precision(&args.common).kind();
     let models = RewardModels::load(&args.ref_model, Some(&args.dpo), args.reward_model.as_deref(), device, kind)?;
-    let policy =
-        args.policy.as_ref().map(|dir| rto_model::adapter::load(dir, Head::LanguageModel, device, kind)).transpose()?;
+    // A policy over the reference's base stands on its weights, as the DPO model does.
+    let donor = BaseDonor { dir: &args.ref_model, model: &models.reference };
+    let policy = args.policy.as_ref().map(|dir| load_lm(dir, Some(donor), device, kind)).transpose()?;
     let sources = Sources { dpo: true, policy: policy.is_some(), reward_model: models.reward_model.is_some() };
     let tokenizer = TextTokenizer::from_dir(&args.ref_model)?;
     let weights = settings.reward.weights();

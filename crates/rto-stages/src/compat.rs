@@ -5,7 +5,8 @@
 //!
 //! Rules, checked from the folders' files before any weights are loaded (so a mismatch fails
 //! before the store is touched):
-//! - every folder is a model folder (has `config.json`);
+//! - every folder is a model folder (has `config.json`); an adapter folder's base is one,
+//!   with the shapes the adapter's own `config.json` describes;
 //! - every `tokenizer.json` equals the first one's *as parsed JSON*: a re-serialized file
 //!   (other whitespace, key order or escapes) passes, a changed token, id, merge or
 //!   normalizer fails;
@@ -34,6 +35,9 @@ pub struct SharedModels {
 pub fn check_models(models: &[(&str, &Path)]) -> Result<SharedModels> {
     // An adapter folder is checked through the folder describing its model (its own
     // config.json and tokenizer, or its base's).
+    for (role, dir) in models {
+        rto_model::adapter::check_folder(dir).with_context(|| format!("the {role} model {}", dir.display()))?;
+    }
     let folders: Vec<(&str, PathBuf)> =
         models.iter().map(|&(role, dir)| Ok((role, rto_model::adapter::config_folder(dir)?))).collect::<Result<_>>()?;
     let models: Vec<(&str, &Path)> = folders.iter().map(|(role, dir)| (*role, dir.as_path())).collect();

@@ -94,6 +94,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
         precision: Precision::Fp32, // the stage's, set by plan_memory
         gradient_checkpointing: args.trained.gradient_checkpointing,
         lora,
+        shares_base_with: None,
     };
     let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
         .with_input("data", &args.data)

@@ -117,7 +117,28 @@ pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, toke
         precision: Precision::Fp32,
         gradient_checkpointing: false,
         lora: None,
+        shares_base_with: None,
     })
+}
+
+/// A frozen causal LM of a plan (one forward of `rows` × `tokens`), on the base weights of the
+/// model `donor` (plan name, folder) when both stand on one base folder: then only its own
+/// adapters count, as `token_scoring::load_lm` loads it.
+pub fn planned_frozen_lm(
+    name: &str,
+    dir: &Path,
+    donor: Option<(&str, &Path)>,
+    rows: usize,
+    tokens: usize,
+) -> Result<PlannedModel> {
+    let model = planned(name, dir, Head::LanguageModel, Role::Frozen, rows, tokens)?;
+    match donor {
+        Some((other, donor_dir)) if adapter::same_base(dir, donor_dir)? => {
+            let lora = if adapter::is_adapter(dir) { Some(adapter::AdapterFolder::read(dir)?.lora) } else { None };
+            Ok(model.with_lora(lora).sharing_base_with(other))
+        }
+        _ => Ok(model),
+    }
 }
 
 /// The adapters `--lora-*` ask for, checked (`None` without `--lora-rank`). Stages call it

@@ -11,7 +11,7 @@ mod metadata;
 pub use config::RewardConfig;
 pub use metadata::RewardMetadata;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rto_algo::{compose, RewardMode, RewardWeights, TokenRewardInputs, TokenRewards};
 use rto_data::token_table::{SampleRecord, TokenRecord};
 use rto_model::{response_logprobs, sequence_scores, CausalLm, Head, SequenceBatch, TextTokenizer};
@@ -38,8 +38,25 @@ impl RewardModels {
         device: Device,
         kind: Kind,
     ) -> Result<Self> {
-        let reference = rto_model::adapter::load(reference, Head::LanguageModel, device, kind)?;
-        let dpo = dpo.map(|d| rto_model::adapter::load(d, Head::LanguageModel, device, kind)).transpose()?;
+        Self::load_over(reference, dpo, reward_model, device, kind, None)
+    }
+
+    /// [`Self::load`], the reference and the DPO model standing on `base`'s weights when they
+    /// are over its base folder (ppo-train: the LoRA policy), and the DPO model on the
+    /// reference's when it is over the reference's base (an adapter of it): no second copy
+    /// of a base (see [`load_lm`]).
+    pub fn load_over(
+        reference: &Path,
+        dpo: Option<&Path>,
+        reward_model: Option<&Path>,
+        device: Device,
+        kind: Kind,
+        base: Option<BaseDonor<'_>>,
+    ) -> Result<Self> {
+        let reference_dir = reference;
+        let reference = load_lm(reference, base, device, kind)?;
+        let donor = base.unwrap_or(BaseDonor { dir: reference_dir, model: &reference });
+        let dpo = dpo.map(|d| load_lm(d, Some(donor), device, kind)).transpose()?;
         let reward_model = reward_model.map(|d| rto_model::adapter::load(d, Head::Score, device, kind)).transpose()?;
         let reward_normalization = reward_model.as_ref().and_then(|m| m.config.reward_normalization());
         Ok(Self { reference, dpo, reward_model, reward_normalization })
@@ -54,6 +71,28 @@ impl RewardModels {
             None => raw,
         })
     }
+}
+
+/// A loaded model that lends its base weights to the frozen models over the same base folder:
+/// its folder and the model (whose base weights stay frozen while they are used).
+#[derive(Clone, Copy)]
+pub struct BaseDonor<'a> {
+    pub dir: &'a Path,
+    pub model: &'a CausalLm,
+}
+
+/// Loads the causal-LM folder (or adapter folder) `dir` for forwards without gradients: on
+/// `donor`'s base weights when `dir` stands on the same base folder (the base itself is the
+/// donor with adapters off, an adapter adds only its own tensors), else from disk.
+pub fn load_lm(dir: &Path, donor: Option<BaseDonor<'_>>, device: Device, kind: Kind) -> Result<CausalLm> {
+    if let Some(donor) = donor {
+        if rto_model::adapter::same_base(dir, donor.dir)? {
+            return rto_model::adapter::load_sharing(dir, donor.model, Head::LanguageModel).with_context(|| {
+                format!("loading {} over the base weights of {}", dir.display(), donor.dir.display())
+            });
+        }
+    }
+    rto_model::adapter::load(dir, Head::LanguageModel, device, kind)
 }
 
 /// Everything known about a batch's tokens: the log-probs that went in and the rewards out.

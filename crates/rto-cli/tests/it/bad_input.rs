@@ -467,6 +467,40 @@ fn cases() -> Vec<Case> {
             args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--learning-rate=-0.001"]),
             expect: &["--learning-rate", "> 0, got -0.001"],
         },
+        // ---- LoRA (issue 15)
+        Case {
+            name: "lora alpha without rank",
+            bin: "dpo-train",
+            args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--lora-alpha", "8"]),
+            expect: &["--lora-alpha given but --lora-rank is 0"],
+        },
+        Case {
+            name: "lora unknown target module",
+            bin: "dpo-train",
+            args: |c| {
+                c.pref_args(&["--data", &s(&c.pairs_file), "--lora-rank", "4", "--lora-target-modules", "q_proj,attn"])
+            },
+            expect: &["--lora-target-modules", "unknown LoRA target module `attn`", "q_proj, k_proj"],
+        },
+        Case {
+            name: "annotate dpo adapter over a base of other shapes",
+            bin: "token-reward-annotate",
+            args: |c| {
+                let base = c.model_copy(&c.sft, "wide-base", |dir| {
+                    let path = dir.join("config.json");
+                    let mut config: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+                    config["hidden_size"] = 64.into();
+                    fs::write(&path, config.to_string()).unwrap();
+                });
+                let adapter = c.model_copy(&c.sft, "adapter", |dir| {
+                    let config = serde_json::json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                        "target_modules": ["q_proj"], "base_model_name_or_path": base});
+                    fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+                });
+                set(c.annotate_args(&["--data", &s(&c.pairs_file)]), "--dpo", &adapter)
+            },
+            expect: &["dpo model", "adapter/config.json", "(32, ", "(64, ", "does not belong to this base"],
+        },
         // ---- token-reward-annotate
         Case {
             name: "annotate clip 0 and beta1 0",

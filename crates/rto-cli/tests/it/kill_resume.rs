@@ -141,6 +141,20 @@ fn dpo_train_resumes_bitwise_after_kills() {
     kill_and_resume("dpo-train", "dpo", list, SEED + 1);
 }
 
+/// With LoRA the checkpoint carries the adapters and their moments (the frozen base is the
+/// input's); the output is the adapter folder.
+#[test]
+fn dpo_train_with_lora_resumes_bitwise_after_kills() {
+    let f = fixture();
+    let list = |store: &Path| {
+        let mut a = args(TRAIN);
+        a.extend(["--store".into(), s(store), "--model".into(), s(&f.sft), "--data".into(), s(&f.pairs_file)]);
+        a.extend(args(&["--lora-rank", "4", "--lora-alpha", "16"]));
+        a
+    };
+    kill_and_resume("dpo-train", "dpo", list, SEED + 6);
+}
+
 /// In bf16 the checkpoint must carry the fp32 masters: resuming from the bf16 weights alone
 /// would lose every update they had not yet shown.
 #[test]

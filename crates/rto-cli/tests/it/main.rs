@@ -7,6 +7,7 @@ mod determinism;
 mod kill_resume;
 mod libtorch_errors;
 mod lock_handover;
+mod lora_pipeline;
 mod memory_plan;
 mod nonfinite;
 mod reproducible;

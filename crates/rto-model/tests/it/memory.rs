@@ -46,6 +46,7 @@ fn checkpointing_keeps_one_input_per_layer_and_one_full_layer() {
             batch,
             gradient_checkpointing: false,
             lora: None,
+            shares_base_with: None,
             precision: Precision::Fp32,
         }
         .with_gradient_checkpointing(checkpointing);
@@ -79,6 +80,7 @@ fn bf16_plan_has_masters_and_half_sized_weights_and_activations() {
             batch,
             gradient_checkpointing: false,
             lora: None,
+            shares_base_with: None,
             precision: Precision::Bf16,
         };
         let mut plan = MemoryPlan::default();
@@ -129,6 +131,7 @@ fn lora_plan_counts_adapter_parameters_only() {
         batch: BatchShape { rows: 1, tokens: 4 },
         gradient_checkpointing: false,
         lora: None,
+        shares_base_with: None,
         precision: Precision::Bf16,
     }
     .with_lora(Some(lora));

@@ -483,11 +483,23 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
     let lm = |name: &str, dir: &Path, role: Role, rows: usize| {
         stage::planned(name, dir, Head::LanguageModel, role, rows, tokens)
     };
+    let actor_lora = stage::planned_lora(&args.trained, &args.policy)?;
+    // A LoRA actor lends its frozen base to the reference and to a DPO model over that base
+    // (see `run`); else the DPO model may stand on the reference's.
+    let donor =
+        if actor_lora.is_some() { ("actor", args.policy.as_path()) } else { ("reference", args.policy.as_path()) };
+    let reference = stage::planned_frozen_lm(
+        "reference",
+        &args.policy,
+        actor_lora.is_some().then_some(donor),
+        scoring_rows,
+        tokens,
+    )?;
     let mut models = vec![
         lm("actor", &args.policy, Role::Trained, train_rows)?
             .with_gradient_checkpointing(checkpointing)
-            .with_lora(stage::planned_lora(&args.trained, &args.policy)?),
-        lm("reference", &args.policy, Role::Frozen, scoring_rows)?,
+            .with_lora(actor_lora),
+        reference,
     ];
     if let Some(critic_dir) = &inputs.critic {
         let critic = stage::planned("critic", critic_dir, Head::Score, Role::Trained, train_rows, tokens)?;
@@ -498,7 +510,7 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
         );
     }
     if let Some(dpo) = &inputs.dpo {
-        models.push(lm("dpo", dpo, Role::Frozen, scoring_rows)?);
+        models.push(stage::planned_frozen_lm("dpo", dpo, Some(donor), scoring_rows, tokens)?);
     }
     if let Some(rm) = &inputs.reward_model {
         models.push(stage::planned("reward model", rm, Head::Score, Role::Frozen, scoring_rows, tokens)?);

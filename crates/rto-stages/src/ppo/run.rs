@@ -10,7 +10,7 @@ use crate::rollout::{
     self, AdvantageEstimator, EncodedPrompt, ResponseJudge, RolloutConfig, RolloutModels, RolloutTable,
 };
 use crate::stage;
-use crate::token_scoring::{RewardMetadata, RewardModels, Sources};
+use crate::token_scoring::{BaseDonor, RewardMetadata, RewardModels, Sources};
 use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
 use rto_algo::{CosineSchedule, KlController, RewardWeights};
@@ -159,9 +159,13 @@ impl<'a> PpoRun<'a> {
         let device = parse_device(&args.common.device)?;
         let tokenizer = TextTokenizer::from_dir(&args.policy)?;
         let kind = crate::stage::precision(&args.common).kind();
-        let scorers =
-            RewardModels::load(&args.policy, inputs.dpo.as_deref(), inputs.reward_model.as_deref(), device, kind)?;
         let policy = rto_model::adapter::load(&args.policy, Head::LanguageModel, device, kind)?;
+        let policy = stage::trained_model(policy, &args.trained, args.common.seed)?;
+        // A LoRA policy's base stays frozen: the reference (the initial policy) and a DPO
+        // model over the same base stand on its weights instead of loading them again.
+        let donor = policy.lora().is_some().then_some(BaseDonor { dir: &args.policy, model: &policy });
+        let (dpo, reward_model) = (inputs.dpo.as_deref(), inputs.reward_model.as_deref());
+        let scorers = RewardModels::load_over(&args.policy, dpo, reward_model, device, kind, donor)?;
         if tokenizer.eos_id.is_none() {
             eprintln!("ppo: {} names no eos_token: every response runs to --max-new-tokens", args.policy.display());
         }
@@ -194,7 +198,7 @@ impl<'a> PpoRun<'a> {
             ppo_epochs: s.ppo_epochs,
         };
         let learner = Learner::new(
-            stage::trained_model(policy, &args.trained, args.common.seed)?,
+            policy,
             critic.map(|critic| stage::trained_model(critic, &args.trained, args.common.seed)).transpose()?,
             &s.adam,
             (schedule(s.actor_lr), schedule(s.critic_lr)),

@@ -13,6 +13,7 @@ mod dpo_train;
 mod gradient_checkpointing;
 mod help_text;
 mod lora_dpo;
+mod lora_reference;
 mod metrics_events;
 mod metrics_plot;
 mod metrics_show;
