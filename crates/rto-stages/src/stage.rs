@@ -117,6 +117,7 @@ pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, toke
         precision: Precision::Fp32,
         gradient_checkpointing: false,
         lora: None,
+        optimizer_shards: 1,
     })
 }
 

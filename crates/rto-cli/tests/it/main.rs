@@ -11,3 +11,4 @@ mod memory_plan;
 mod nonfinite;
 mod support;
 mod tampering;
+mod zero;

@@ -46,6 +46,7 @@ fn checkpointing_keeps_one_input_per_layer_and_one_full_layer() {
             batch,
             gradient_checkpointing: false,
             lora: None,
+            optimizer_shards: 1,
             precision: Precision::Fp32,
         }
         .with_gradient_checkpointing(checkpointing);
@@ -79,6 +80,7 @@ fn bf16_plan_has_masters_and_half_sized_weights_and_activations() {
             batch,
             gradient_checkpointing: false,
             lora: None,
+            optimizer_shards: 1,
             precision: Precision::Bf16,
         };
         let mut plan = MemoryPlan::default();
@@ -129,6 +131,7 @@ fn lora_plan_counts_adapter_parameters_only() {
         batch: BatchShape { rows: 1, tokens: 4 },
         gradient_checkpointing: false,
         lora: None,
+        optimizer_shards: 1,
         precision: Precision::Bf16,
     }
     .with_lora(Some(lora));
@@ -139,4 +142,33 @@ fn lora_plan_counts_adapter_parameters_only() {
     assert_eq!(bytes("policy: fp32 master weights of the adapters"), 13_632 * 4);
     assert_eq!(bytes("policy: AdamW moments of the adapters"), 2 * 13_632 * 4);
     assert_eq!(bytes("policy: LoRA adapters"), 13_632 * 2);
+}
+
+/// ZeRO-1 over 3 ranks, by hand: the masters (4 bytes) and moments (8) of ⌈params/3⌉
+/// parameters per rank; weights and gradients stay whole.
+#[test]
+fn zero_1_divides_the_optimizer_lines_by_the_ranks() {
+    let config = ModelConfig::small_llama(300, 64, 176, 3, 8, 2, 128);
+    let params = parameter_count(&config, Head::LanguageModel);
+    let planned = PlannedModel {
+        name: "policy".into(),
+        config,
+        head: Head::LanguageModel,
+        role: Role::Trained,
+        batch: BatchShape { rows: 1, tokens: 4 },
+        gradient_checkpointing: false,
+        lora: None,
+        optimizer_shards: 1,
+        precision: Precision::Bf16,
+    }
+    .with_optimizer_shards(3);
+    let mut plan = MemoryPlan::default();
+    plan.add_model(&planned);
+    let line = |what: &str| plan.lines.iter().find(|l| l.what.contains(what)).unwrap_or_else(|| panic!("{what}"));
+    let shard = params.div_ceil(3);
+    assert_eq!(line("master").bytes, 4 * shard);
+    assert_eq!(line("moments").bytes, 8 * shard);
+    assert!(line("moments").what.ends_with("sharded over 3 ranks (ZeRO-1)"), "{}", line("moments").what);
+    assert_eq!(line("gradients").bytes, 2 * params);
+    assert_eq!(line("weights").bytes, 2 * params);
 }
