@@ -11,4 +11,5 @@ mod memory_plan;
 mod nonfinite;
 mod support;
 mod tampering;
+mod train_world_sizes;
 mod zero;
