@@ -9,6 +9,7 @@ mod libtorch_errors;
 mod lock_handover;
 mod memory_plan;
 mod nonfinite;
+mod sharded_inference;
 mod support;
 mod tampering;
 mod train_world_sizes;
