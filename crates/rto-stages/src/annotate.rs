@@ -303,7 +303,7 @@ fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, work: &Work) -> R
     };
     let group = work.group();
     let sink = match work.output() {
-        Some(out) => Sink::Table(TokenTableWriter::create(out.path(), options)?),
+        Some(out) => Sink::Table(Box::new(TokenTableWriter::create(out.path(), options)?)),
         None => Sink::Spill(spill::SpillWriter::create(spill::path(&work.scratch()?, group.rank()))?),
     };
     let Some(done) = annotator.annotate_all(rows, &args.data, sink, work)? else { return Ok(Value::Null) };
@@ -373,7 +373,7 @@ impl Annotator<'_> {
             );
         }
         let mut writer = match sink {
-            Sink::Table(writer) => writer,
+            Sink::Table(writer) => *writer,
             Sink::Spill(spill) => {
                 spill.finish()?;
                 group.barrier().context("telling rank 0 this rank's samples are written")?;
@@ -500,7 +500,7 @@ impl Annotator<'_> {
 
 /// Where a rank's annotated samples go: the table (rank 0) or its spill file (the others).
 enum Sink {
-    Table(TokenTableWriter),
+    Table(Box<TokenTableWriter>),
     Spill(spill::SpillWriter),
 }
 

@@ -181,7 +181,7 @@ impl<'g> ZeroAdamW<'g> {
         for round in self.rounds() {
             let world = self.group.world_size() as i64;
             let parts: Vec<Tensor> = (0..world)
-                .map(|q| self.flat(q * self.shard + round.start..q * self.shard + round.end, &grad_of))
+                .map(|q| self.flat(q * self.shard + round.start..q * self.shard + round.end, grad_of))
                 .collect();
             let input = Tensor::cat(&parts, 0);
             let mut slot = out.narrow(0, round.start, round.end - round.start);
