@@ -50,6 +50,8 @@ pub struct PlannedModel {
     /// A frozen model standing on another model's base weights (named here; see
     /// `CausalLm::sharing_base`): it holds only its adapters (`lora`), if any.
     pub shares_base_with: Option<String>,
+    /// Ranks the fp32 masters and AdamW moments are sharded over (ZeRO-1); 1 = not sharded.
+    pub optimizer_shards: u64,
 }
 
 impl PlannedModel {
@@ -61,6 +63,11 @@ impl PlannedModel {
     /// The same model, trained as the adapters of `lora` when given.
     pub fn with_lora(self, lora: Option<LoraConfig>) -> Self {
         Self { lora, ..self }
+    }
+
+    /// The same model, its optimizer state sharded over `ranks` (ZeRO-1; 1 = every rank holds it all).
+    pub fn with_optimizer_shards(self, ranks: u64) -> Self {
+        Self { optimizer_shards: ranks.max(1), ..self }
     }
 
     /// The same model, trained with gradient checkpointing when `on`.
@@ -221,10 +228,16 @@ impl MemoryPlan {
                     None => (params, ""),
                 };
                 self.push(format!("{name}: gradients{what} ({precision})"), trained * bytes);
+                // ZeRO-1: each rank holds its 1/ranks shard (rounded up, as the shards are).
+                let (ranks, sharded) = match model.optimizer_shards {
+                    0 | 1 => (1, String::new()),
+                    n => (n, format!(", sharded over {n} ranks (ZeRO-1)")),
+                };
+                let shard = trained.div_ceil(ranks);
                 if model.precision != Precision::Fp32 {
-                    self.push(format!("{name}: fp32 master weights{what}"), trained * 4);
+                    self.push(format!("{name}: fp32 master weights{what}{sharded}"), shard * 4);
                 }
-                self.push(format!("{name}: AdamW moments{what} (2 × fp32)"), 2 * trained * 4);
+                self.push(format!("{name}: AdamW moments{what} (2 × fp32){sharded}"), 2 * shard * 4);
                 // With LoRA only small adapters are updated: their step needs no
                 // embedding-sized buffers.
                 if model.lora.is_none() {

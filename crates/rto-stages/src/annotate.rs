@@ -15,10 +15,12 @@
 
 mod command;
 mod gold;
+mod spill;
 
 pub use command::{main_cli, AnnotateCli, AnnotateCommand};
 
 use crate::compat::check_models;
+use crate::dist::Work;
 use crate::encode::{fits_context, Encoder, LengthLimits, SEQUENCE_TOO_LONG};
 use crate::progress;
 use crate::stage;
@@ -31,8 +33,8 @@ use rto_data::cli::CommonArgs;
 use rto_data::dataset::{
     read_preference_pairs, read_responses, ColumnNames, DatasetStats, PreferencePair, Prompt, ResponseRecord,
 };
-use rto_data::store::{input_key, StageDir, StageSpec};
-use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TableSummary, TokenTableWriter};
+use rto_data::store::{input_key, StageSpec};
+use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TableSummary, TokenRecord, TokenTableWriter};
 use rto_model::memory::Role;
 use rto_model::{parse_device, response_logprobs, CausalLm, ChatTurn, Head, SequenceBatch, TextTokenizer};
 use serde::{Deserialize, Serialize};
@@ -157,7 +159,8 @@ pub fn cli(args: AnnotateArgs) -> Result<()> {
     if !plan_memory(&args, &spec)? {
         return Ok(());
     }
-    stage::run(&args.common, &spec, |out| run(&args, &rows, max_positions, out))?;
+    let group = crate::dist::group(&args.common.device)?;
+    stage::run_ranked(&group, &args.common, &spec, |work| run(&args, &rows, max_positions, work))?;
     Ok(())
 }
 
@@ -282,7 +285,9 @@ struct Item {
     judge_prompt: String,
 }
 
-fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, out: &StageDir) -> Result<Value> {
+/// Scores this rank's block of batches; rank 0 writes the table (its block, then the others'
+/// in rank order) and returns the manifest's metrics, the other ranks spill theirs (`spill`).
+fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, work: &Work) -> Result<Value> {
     let settings = &args.settings;
     let device = parse_device(&args.common.device)?;
     let kind = stage::precision(&args.common).kind();
@@ -302,8 +307,13 @@ fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, out: &StageDir) -
         gold_credit: judged,
         ..TableOptions::default()
     };
-    let writer = TokenTableWriter::create(out.path(), options)?;
-    let (summary, tally, stats, seconds) = annotator.annotate_all(rows, &args.data, writer)?;
+    let group = work.group();
+    let sink = match work.output() {
+        Some(out) => Sink::Table(Box::new(TokenTableWriter::create(out.path(), options)?)),
+        None => Sink::Spill(spill::SpillWriter::create(spill::path(&work.scratch()?, group.rank()))?),
+    };
+    let Some(done) = annotator.annotate_all(rows, &args.data, sink, work)? else { return Ok(Value::Null) };
+    let (summary, tally, stats, seconds) = done;
     Ok(tally.metrics(&summary, &stats, seconds, is_pairs))
 }
 
@@ -322,36 +332,44 @@ fn table_metadata(args: &AnnotateArgs) -> Result<RewardMetadata> {
 }
 
 impl Annotator<'_> {
-    /// Encodes, scores and writes `rows` batch by batch.
+    /// Encodes, scores and writes `rows` batch by batch; under several ranks, scores only this
+    /// rank's contiguous block of the batches (the batches are those of one process: every
+    /// rank encodes every row, which is cheap next to the forwards). Rank 0 returns the table's
+    /// summary and totals.
     fn annotate_all(
         &self,
         rows: &Rows,
         file: &Path,
-        mut writer: TokenTableWriter,
-    ) -> Result<(TableSummary, Tally, DatasetStats, f64)> {
-        let encoder = Encoder::new(&self.tokenizer, self.settings.limits.clone())?;
+        mut sink: Sink,
+        work: &Work,
+    ) -> Result<Option<(TableSummary, Tally, DatasetStats, f64)>> {
+        let group = work.group();
+        let mine = if group.is_distributed() {
+            let count = self.for_each_batch(rows, file, &mut DatasetStats::new(rows.len()), |_, _| Ok(()))?;
+            crate::dist::my_share(group, count)
+        } else {
+            0..usize::MAX
+        };
         let mut stats = DatasetStats::new(rows.len());
         let mut tally = Tally::default();
         let bar = progress::bar(rows.sequences(), STAGE);
-        let started = Instant::now();
-        let mut pending: Vec<Item> = Vec::new();
-        for index in 0..rows.len() {
-            pending.extend(
-                self.encode_row(&encoder, rows, index, &mut stats)
-                    .with_context(|| format!("{} row {index}", file.display()))?,
-            );
-            let more = index + 1 < rows.len();
-            while let Some(take) = next_batch(&pending, self.settings.batch_size, self.max_positions, more) {
-                let batch: Vec<Item> = pending.drain(..take).collect();
-                self.annotate_batch(batch, &mut writer, &mut tally)
-                    .with_context(|| format!("annotating {}", file.display()))?;
-                let seconds = started.elapsed().as_secs_f64().max(1e-9);
-                bar.set_position(tally.samples);
-                bar.set_message(format!("{:.0} tok/s", tally.tokens as f64 / seconds));
-            }
+        if !group.is_main() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
+        let started = Instant::now();
+        let batches = self.for_each_batch(rows, file, &mut stats, |index, batch| {
+            if !mine.contains(&index) {
+                return Ok(());
+            }
+            self.annotate_batch(batch, &mut sink, &mut tally)
+                .with_context(|| format!("annotating {}", file.display()))?;
+            let seconds = started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_position(tally.samples);
+            bar.set_message(format!("{:.0} tok/s", tally.tokens as f64 / seconds));
+            Ok(())
+        })?;
         bar.finish_and_clear();
-        if tally.samples == 0 {
+        if batches == 0 {
             bail!(
                 "{}: no usable rows out of {} (skipped: {:?}){}",
                 file.display(),
@@ -360,8 +378,54 @@ impl Annotator<'_> {
                 crate::encode::skip_hint(&stats)
             );
         }
+        let mut writer = match sink {
+            Sink::Table(writer) => *writer,
+            Sink::Spill(spill) => {
+                spill.finish()?;
+                group.barrier().context("telling rank 0 this rank's samples are written")?;
+                return Ok(None);
+            }
+        };
+        if group.is_distributed() {
+            group.barrier().context("waiting for every rank's samples")?;
+            let scratch = work.scratch()?;
+            for rank in 1..group.world_size() {
+                spill::replay(&spill::path(&scratch, rank), |sample, tokens| {
+                    // Pair row r holds samples 2r and 2r + 1 (see `encode_row`).
+                    let pair_row = matches!(rows, Rows::Pairs(_)).then_some((sample.sample_id / 2) as usize);
+                    tally.add(&sample, pair_row);
+                    writer.push_sample(sample, &tokens)
+                })?;
+            }
+        }
         let summary = writer.finish()?;
-        Ok((summary, tally, stats, started.elapsed().as_secs_f64()))
+        Ok(Some((summary, tally, stats, started.elapsed().as_secs_f64())))
+    }
+
+    /// Encodes `rows` into batches, calling `each(batch index, batch)` in order; returns how
+    /// many batches there were.
+    fn for_each_batch(
+        &self,
+        rows: &Rows,
+        file: &Path,
+        stats: &mut DatasetStats,
+        mut each: impl FnMut(usize, Vec<Item>) -> Result<()>,
+    ) -> Result<usize> {
+        let encoder = Encoder::new(&self.tokenizer, self.settings.limits.clone())?;
+        let mut pending: Vec<Item> = Vec::new();
+        let mut count = 0;
+        for index in 0..rows.len() {
+            pending.extend(
+                self.encode_row(&encoder, rows, index, stats)
+                    .with_context(|| format!("{} row {index}", file.display()))?,
+            );
+            let more = index + 1 < rows.len();
+            while let Some(take) = next_batch(&pending, self.settings.batch_size, self.max_positions, more) {
+                each(count, pending.drain(..take).collect())?;
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     /// The sequences of source row `index` (none when a limit or rule skips it).
@@ -415,7 +479,7 @@ impl Annotator<'_> {
         }
     }
 
-    fn annotate_batch(&self, items: Vec<Item>, writer: &mut TokenTableWriter, tally: &mut Tally) -> Result<()> {
+    fn annotate_batch(&self, items: Vec<Item>, sink: &mut Sink, tally: &mut Tally) -> Result<()> {
         let (first, last) = (items[0].sample.sample_id, items[items.len() - 1].sample.sample_id);
         crate::progress::set_activity(format_args!("samples {first}..={last}"));
         let prompts: Vec<Vec<i64>> = items.iter().map(|i| i.prompt.clone()).collect();
@@ -434,9 +498,24 @@ impl Annotator<'_> {
                     .with_context(|| format!("judging sample {}", sample.sample_id))?;
             }
             tally.add(&sample, item.pair_row);
-            writer.push_sample(sample, &tokens)?;
+            sink.push(sample, &tokens)?;
         }
         Ok(())
+    }
+}
+
+/// Where a rank's annotated samples go: the table (rank 0) or its spill file (the others).
+enum Sink {
+    Table(Box<TokenTableWriter>),
+    Spill(spill::SpillWriter),
+}
+
+impl Sink {
+    fn push(&mut self, sample: SampleRecord, tokens: &[TokenRecord]) -> Result<()> {
+        match self {
+            Sink::Table(writer) => writer.push_sample(sample, tokens),
+            Sink::Spill(spill) => spill.push(&sample, tokens),
+        }
     }
 }
 

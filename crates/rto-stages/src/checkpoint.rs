@@ -9,6 +9,7 @@
 use crate::metrics::tensorboard::EventLog;
 use crate::optim::AdamW;
 use anyhow::{Context, Result};
+use rto_dist::ProcessGroup;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ pub struct Checkpointer {
 pub struct Restored {
     pub step: usize,
     pub state: Value,
+    /// The checkpoint folder it came from (where ZeRO-1's optimizer shards are).
+    pub dir: PathBuf,
 }
 
 impl Checkpointer {
@@ -41,22 +44,65 @@ impl Checkpointer {
         optimizers: &[(&str, &AdamW)],
         state: Value,
     ) -> Result<()> {
+        let tmp = self.begin()?;
+        self.write(&tmp, step, models, state)?;
+        for (name, optimizer) in optimizers {
+            optimizer.save(&tmp.join(format!("{name}.optim.safetensors")))?;
+        }
+        self.publish(&tmp)
+    }
+
+    /// [`Self::save`] with optimizer state sharded over the ranks of `group` (ZeRO-1): rank 0
+    /// starts the checkpoint and writes `models` and the state, then every rank writes its
+    /// shard (`write_shard`, into the folder it is given), then rank 0 publishes. Barriers
+    /// order the three, so a checkpoint missing a shard is never published. Every rank calls it.
+    pub fn save_sharded(
+        &self,
+        group: &ProcessGroup,
+        step: usize,
+        models: &[(&str, &VarStore)],
+        state: Value,
+        write_shard: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        let tmp = self.dir.join("ckpt.tmp");
+        if group.is_main() {
+            self.begin()?;
+            self.write(&tmp, step, models, state)?;
+        }
+        group.barrier().context("waiting for rank 0 to start the checkpoint")?;
+        write_shard(&tmp)?;
+        group.barrier().context("waiting for every rank's optimizer shard")?;
+        if group.is_main() {
+            self.publish(&tmp)?;
+        }
+        Ok(())
+    }
+
+    /// A fresh `ckpt.tmp/`.
+    fn begin(&self) -> Result<PathBuf> {
         let tmp = self.dir.join("ckpt.tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
         }
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(tmp)
+    }
+
+    /// The models' variables and `state.json` into `tmp`.
+    fn write(&self, tmp: &Path, step: usize, models: &[(&str, &VarStore)], state: Value) -> Result<()> {
         for (name, vs) in models {
             let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
             vars.sort_by(|a, b| a.0.cmp(&b.0));
             let path = tmp.join(format!("{name}.safetensors"));
             Tensor::write_safetensors(&vars, &path).with_context(|| format!("writing {}", path.display()))?;
         }
-        for (name, optimizer) in optimizers {
-            optimizer.save(&tmp.join(format!("{name}.optim.safetensors")))?;
-        }
         let state = serde_json::json!({"step": step, "state": state});
         std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state)?)?;
+        Ok(())
+    }
+
+    /// Renames the finished `tmp` over the current checkpoint.
+    fn publish(&self, tmp: &Path) -> Result<()> {
         let old = self.dir.join("ckpt.old");
         let current = self.current();
         if current.exists() {
@@ -68,7 +114,7 @@ impl Checkpointer {
             }
             std::fs::rename(&current, &old).with_context(|| format!("moving {} aside", current.display()))?;
         }
-        std::fs::rename(&tmp, &current).with_context(|| format!("publishing checkpoint {}", current.display()))?;
+        std::fs::rename(tmp, &current).with_context(|| format!("publishing checkpoint {}", current.display()))?;
         if old.exists() {
             std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
         }
@@ -87,14 +133,7 @@ impl Checkpointer {
         models: &mut [(&str, &mut VarStore)],
         optimizers: &mut [(&str, &mut AdamW)],
     ) -> Result<Option<Restored>> {
-        let mut current = self.current();
-        if !current.join("state.json").exists() {
-            // A kill between the two renames leaves only ckpt.old.
-            current = self.dir.join("ckpt.old");
-            if !current.join("state.json").exists() {
-                return Ok(None);
-            }
-        }
+        let Some(current) = self.latest() else { return Ok(None) };
         for (name, vs) in models.iter_mut() {
             let path = current.join(format!("{name}.safetensors"));
             // Copying into trainable leaves must not be recorded by autograd.
@@ -106,7 +145,13 @@ impl Checkpointer {
         let text = std::fs::read_to_string(current.join("state.json"))?;
         let value: Value = serde_json::from_str(&text)?;
         let step = value["step"].as_u64().context("checkpoint state.json without step")? as usize;
-        Ok(Some(Restored { step, state: value["state"].clone() }))
+        Ok(Some(Restored { step, state: value["state"].clone(), dir: current }))
+    }
+
+    /// The folder of the checkpoint to resume from: the current one, or the previous one a
+    /// kill between the two renames of a save left alone.
+    fn latest(&self) -> Option<PathBuf> {
+        [self.current(), self.dir.join("ckpt.old")].into_iter().find(|dir| dir.join("state.json").exists())
     }
 }
 

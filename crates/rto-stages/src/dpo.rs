@@ -146,14 +146,15 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
     let policy = stage::planned("policy", &args.model, Head::LanguageModel, Role::Trained, rows, tokens)?
         .with_gradient_checkpointing(args.trained.gradient_checkpointing)
-        .with_lora(stage::planned_lora(&args.trained, &args.model)?);
+        .with_lora(stage::planned_lora(&args.trained, &args.model)?)
+        .with_optimizer_shards(args.settings.train.optimizer_shards()?);
     let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings.key()?)?;
     let mut spec = stage::with_model_input(spec, "model", &args.model)?.with_input("data", &args.data);
     if !stage::plan_memory(&args.common, &spec, &[policy], None)? {
         return Ok(());
     }
     let group = crate::dist::group(&args.common.device)?;
-    spec = stage::keyed_by_world(spec, &group);
+    spec = args.settings.train.keyed(stage::keyed_by_world(spec, &group), &group);
     let mut ref_logps = None;
     if loss.needs_reference() {
         let reference = args.ref_model.clone().unwrap_or(args.model.clone());

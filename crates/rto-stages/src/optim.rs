@@ -26,6 +26,11 @@ pub struct AdamWSettings {
 }
 
 impl AdamWSettings {
+    /// Adam's bias corrections (1 - β1^t, 1 - β2^t) at step `steps` (1-based).
+    pub fn corrections(&self, steps: i64) -> (f64, f64) {
+        (1.0 - self.adam_beta1.powi(steps as i32), 1.0 - self.adam_beta2.powi(steps as i32))
+    }
+
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
             if !(0.0..1.0).contains(&v) {
@@ -36,6 +41,72 @@ impl AdamWSettings {
             bail!("weight_decay must be >= 0, adam_eps and max_grad_norm > 0");
         }
         Ok(())
+    }
+}
+
+/// The trainable variables of `vs` in name order: the order every optimizer (and ZeRO-1's
+/// flattened parameter vector) uses, stable across runs and ranks.
+pub fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
+/// The factor that clips gradients of global norm `norm` to `max_grad_norm`; a non-finite norm
+/// is an error (the caller then leaves the weights as they are).
+pub fn clip_factor(norm: f64, settings: &AdamWSettings) -> Result<Option<f64>> {
+    let clip = rto_algo::clip_coefficient(norm, settings.max_grad_norm)?;
+    if !norm.is_finite() {
+        bail!("gradient norm is {norm}: the loss produced non-finite gradients");
+    }
+    Ok(clip)
+}
+
+/// `grad` in fp32, times the clip factor when there is one.
+pub fn clipped(grad: &Tensor, clip: Option<f64>) -> Tensor {
+    let grad = grad.to_kind(Kind::Float);
+    match clip {
+        Some(coef) => grad * coef,
+        None => grad,
+    }
+}
+
+/// One AdamW update of one fp32 tensor (or a slice of one: ZeRO-1 updates its shard's
+/// segments of each parameter), shared by [`AdamW`] and `dist::zero`, so both do the same
+/// operations in the same order.
+pub struct Step<'a> {
+    pub settings: &'a AdamWSettings,
+    pub lr: f64,
+    pub correction1: f64,
+    pub correction2: f64,
+    /// Whether weight decay applies (see [`decays`]).
+    pub decay: bool,
+}
+
+impl Step<'_> {
+    /// Updates `target` (an fp32 master or parameter) and the moments `m`, `v` in place from
+    /// the fp32, already clipped `grad`. Call inside `no_grad`.
+    pub fn apply(&self, target: &Tensor, m: &mut Tensor, v: &mut Tensor, grad: &Tensor) {
+        let (s, lr) = (self.settings, self.lr);
+        let mut target = target.shallow_clone();
+        if s.weight_decay > 0.0 && self.decay {
+            let _ = target.g_mul_scalar_(1.0 - lr * s.weight_decay);
+        }
+        let _ = m.g_mul_scalar_(s.adam_beta1);
+        let _ = m.g_add_(&(grad * (1.0 - s.adam_beta1)));
+        let _ = v.g_mul_scalar_(s.adam_beta2);
+        let _ = v.g_add_(&(grad.square() * (1.0 - s.adam_beta2)));
+        // The same operations in the same order as (m/c1) / (sqrt(v/c2) + eps) · lr, but
+        // in place on two buffers: for a 136M-parameter embedding each temporary is
+        // 0.5 GB, and the out-of-place form held five at once.
+        let mut denom = &*v / self.correction2;
+        let _ = denom.sqrt_();
+        let _ = denom.g_add_scalar_(s.adam_eps);
+        let mut update = &*m / self.correction1;
+        let _ = update.g_div_(&denom);
+        drop(denom);
+        let _ = update.g_mul_scalar_(lr);
+        let _ = target.g_sub_(&update);
     }
 }
 
@@ -65,8 +136,7 @@ impl AdamW {
     /// Optimizes every trainable variable of `vs`, in name order (stable across runs).
     pub fn new(vs: &VarStore, settings: AdamWSettings) -> Result<Self> {
         settings.validate()?;
-        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = trainable(vs);
         let zeros = |t: &Tensor| Tensor::zeros_like(t).to_kind(Kind::Float);
         let exp_avg = params.iter().map(|(_, t)| zeros(t)).collect();
         let exp_avg_sq = params.iter().map(|(_, t)| zeros(t)).collect();
@@ -107,14 +177,10 @@ impl AdamW {
         }
         let defined: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(Tensor::shallow_clone).collect();
         let norm = rto_algo::global_norm(&defined);
-        let clip = rto_algo::clip_coefficient(norm, self.settings.max_grad_norm)?;
-        if !norm.is_finite() {
-            bail!("gradient norm is {norm}: the loss produced non-finite gradients");
-        }
+        let clip = clip_factor(norm, &self.settings)?;
         self.steps += 1;
         let s = &self.settings;
-        let correction1 = 1.0 - s.adam_beta1.powi(self.steps as i32);
-        let correction2 = 1.0 - s.adam_beta2.powi(self.steps as i32);
+        let (correction1, correction2) = s.corrections(self.steps);
         tch::no_grad(|| {
             for (i, (name, param)) in self.params.iter().enumerate() {
                 if !grads[i].defined() {
@@ -122,33 +188,11 @@ impl AdamW {
                 }
                 // Upcast (bf16 gradients) and clip one tensor at a time: fp32 math without an
                 // fp32 copy of every gradient at once.
-                let grad = grads[i].to_kind(Kind::Float);
-                let grad = match clip {
-                    Some(coef) => grad * coef,
-                    None => grad,
-                };
+                let grad = clipped(&grads[i], clip);
                 // The fp32 tensor the update applies to: the master, or the parameter itself.
-                let mut target = self.masters[i].as_ref().unwrap_or(param).shallow_clone();
-                if s.weight_decay > 0.0 && decays(name) {
-                    let _ = target.g_mul_scalar_(1.0 - lr * s.weight_decay);
-                }
-                let m = &mut self.exp_avg[i];
-                let _ = m.g_mul_scalar_(s.adam_beta1);
-                let _ = m.g_add_(&(&grad * (1.0 - s.adam_beta1)));
-                let v = &mut self.exp_avg_sq[i];
-                let _ = v.g_mul_scalar_(s.adam_beta2);
-                let _ = v.g_add_(&(grad.square() * (1.0 - s.adam_beta2)));
-                // The same operations in the same order as (m/c1) / (sqrt(v/c2) + eps) · lr, but
-                // in place on two buffers: for a 136M-parameter embedding each temporary is
-                // 0.5 GB, and the out-of-place form held five at once.
-                let mut denom = &*v / correction2;
-                let _ = denom.sqrt_();
-                let _ = denom.g_add_scalar_(s.adam_eps);
-                let mut update = &*m / correction1;
-                let _ = update.g_div_(&denom);
-                drop(denom);
-                let _ = update.g_mul_scalar_(lr);
-                let _ = target.g_sub_(&update);
+                let target = self.masters[i].as_ref().unwrap_or(param);
+                let step = Step { settings: s, lr, correction1, correction2, decay: decays(name) };
+                step.apply(target, &mut self.exp_avg[i], &mut self.exp_avg_sq[i], &grad);
                 if let Some(master) = &self.masters[i] {
                     param.shallow_clone().copy_(master);
                 }

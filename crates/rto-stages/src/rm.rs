@@ -78,14 +78,15 @@ pub fn cli(args: RmArgs) -> Result<()> {
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
     let reward_model = stage::planned("reward model", &args.model, Head::Score, Role::Trained, rows, tokens)?
         .with_gradient_checkpointing(args.trained.gradient_checkpointing)
-        .with_lora(stage::planned_lora(&args.trained, &args.model)?);
+        .with_lora(stage::planned_lora(&args.trained, &args.model)?)
+        .with_optimizer_shards(args.settings.train.optimizer_shards()?);
     let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?;
     let spec = stage::with_model_input(spec, "model", &args.model)?.with_input("data", &args.data);
     if !stage::plan_memory(&args.common, &spec, &[reward_model], None)? {
         return Ok(());
     }
     let group = crate::dist::group(&args.common.device)?;
-    let spec = stage::keyed_by_world(spec, &group);
+    let spec = args.settings.train.keyed(stage::keyed_by_world(spec, &group), &group);
     stage::run_training_ranked(&group, &args.common, &args.logs, &spec, |work| run(&args, work))?;
     Ok(())
 }

@@ -95,6 +95,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
         gradient_checkpointing: args.trained.gradient_checkpointing,
         lora,
         shares_base_with: None,
+        optimizer_shards: args.settings.train.optimizer_shards()?,
     };
     let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
         .with_input("data", &args.data)
@@ -112,7 +113,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
         return Ok(());
     }
     let group = crate::dist::group(&args.common.device)?;
-    let spec = stage::keyed_by_world(spec, &group);
+    let spec = args.settings.train.keyed(stage::keyed_by_world(spec, &group), &group);
     stage::run_training_ranked(&group, &args.common, &args.logs, &spec, |work| run(&args, &tokenizer_dir, work))?;
     Ok(())
 }

@@ -118,6 +118,7 @@ pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, toke
         gradient_checkpointing: false,
         lora: None,
         shares_base_with: None,
+        optimizer_shards: 1,
     })
 }
 

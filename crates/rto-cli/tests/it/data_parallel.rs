@@ -3,21 +3,15 @@
 //! same global batch, against itself, and with one rank killed mid-run.
 
 use crate::support::compare::{assert_all_verify, assert_same_outputs, published};
+use crate::support::ranks::{self, losses, max_diff, records_done, text, weights, TIMEOUT_S};
 use crate::support::{bin, fixture, repo_root, run_ok, scratch};
-use std::collections::BTreeMap;
-use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
-use tch::{Kind, Tensor};
-
-/// The group timeout the ranks get (RTO_DIST_TIMEOUT_S); a dead peer fails them far sooner.
-const TIMEOUT_S: u64 = 30;
 
 /// A large learning rate, so six AdamW steps move every weight by ~1e-3 or more and a wrong
 /// gradient (one rank's share only, or counted twice) shows far above the tolerance.
-fn dpo_args(store: &Path) -> Vec<String> {
+pub(crate) fn dpo_args(store: &Path) -> Vec<String> {
     let f = fixture();
     let flags = [
         "--epochs",
@@ -46,64 +40,6 @@ fn dpo_args(store: &Path) -> Vec<String> {
     list
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Starts `world` ranks of dpo-train with `list`.
-fn spawn_ranks(list: &[String], world: usize) -> Vec<Child> {
-    let port = free_port().to_string();
-    (0..world)
-        .map(|rank| {
-            Command::new(bin("dpo-train"))
-                .args(list)
-                .current_dir(repo_root())
-                .envs([("RANK", rank.to_string()), ("LOCAL_RANK", rank.to_string())])
-                .envs([("WORLD_SIZE", world.to_string()), ("MASTER_ADDR", "127.0.0.1".into())])
-                .envs([("MASTER_PORT", port.clone()), ("OMP_NUM_THREADS", "1".into())])
-                .env("RTO_DIST_TIMEOUT_S", TIMEOUT_S.to_string())
-                .env_remove("RUST_BACKTRACE")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `world` ranks to the end, asserting each succeeds; returns rank 0's output folder.
-fn run_ranks(list: &[String], world: usize) -> (PathBuf, Vec<Output>) {
-    let outputs: Vec<Output> = spawn_ranks(list, world).into_iter().map(|c| c.wait_with_output().unwrap()).collect();
-    for (rank, out) in outputs.iter().enumerate() {
-        assert!(out.status.success(), "rank {rank} failed: {}\n{}", out.status, text(&out.stderr));
-    }
-    let path = PathBuf::from(text(&outputs[0].stdout).lines().last().unwrap_or(""));
-    (path, outputs)
-}
-
-fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
-}
-
-/// Largest |a - b| over every tensor of two weight sets with the same names.
-fn max_diff(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> f64 {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter()
-        .map(|(name, t)| (t.to_kind(Kind::Double) - b[name].to_kind(Kind::Double)).abs().max().double_value(&[]))
-        .fold(0.0, f64::max)
-}
-
-fn losses(dir: &Path) -> Vec<f64> {
-    let text = fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["train/loss"].as_f64().unwrap())
-        .collect()
-}
-
 #[test]
 fn dpo_train_on_two_ranks_equals_one_process_within_tolerance_and_repeats_bitwise() {
     let work = scratch();
@@ -129,18 +65,6 @@ fn dpo_train_on_two_ranks_equals_one_process_within_tolerance_and_repeats_bitwis
     assert_same_outputs(&again, &stores[2], &double, &stores[1]);
 }
 
-/// Metrics records rank 0 has written to its scratch log (its optimizer steps done).
-fn records_done(store: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(store.join("dpo")) else { return 0 };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".work-"))
-        .filter_map(|e| fs::read_to_string(e.path().join("metrics.jsonl")).ok())
-        .map(|t| t.lines().count())
-        .max()
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_killed_rank_fails_the_other_at_once_and_the_rerun_resumes_bitwise() {
     let work = scratch();
@@ -148,7 +72,7 @@ fn a_killed_rank_fails_the_other_at_once_and_the_rerun_resumes_bitwise() {
     let (reference, _) = run_ranks(&dpo_args(&whole), 2);
     let mut ranks = spawn_ranks(&dpo_args(&killed), 2);
     let deadline = Instant::now() + Duration::from_secs(300);
-    while records_done(&killed) < 2 {
+    while records_done(&killed, "dpo") < 2 {
         assert!(ranks[0].try_wait().unwrap().is_none(), "rank 0 ended before its second step");
         assert!(Instant::now() < deadline, "no second step after 300 s");
         std::thread::sleep(Duration::from_millis(5));
@@ -188,4 +112,12 @@ fn a_stage_that_is_not_data_parallel_refuses_a_launch_of_two_ranks() {
     assert!(!out.status.success(), "rto-eval ran as rank 1 of 2:\n{stderr}");
     assert!(stderr.contains("does not run data-parallel: launched as rank 1 of 2"), "{stderr}");
     assert!(!store.exists() || published(&store).is_empty(), "the refused run wrote into the store");
+}
+
+fn spawn_ranks(list: &[String], world: usize) -> Vec<Child> {
+    ranks::spawn_ranks("dpo-train", list, world)
+}
+
+fn run_ranks(list: &[String], world: usize) -> (PathBuf, Vec<Output>) {
+    ranks::run_ranks("dpo-train", list, world)
 }

@@ -11,5 +11,8 @@ mod lora_pipeline;
 mod memory_plan;
 mod nonfinite;
 mod reproducible;
+mod sharded_inference;
 mod support;
 mod tampering;
+mod train_world_sizes;
+mod zero;

@@ -47,6 +47,7 @@ fn checkpointing_keeps_one_input_per_layer_and_one_full_layer() {
             gradient_checkpointing: false,
             lora: None,
             shares_base_with: None,
+            optimizer_shards: 1,
             precision: Precision::Fp32,
         }
         .with_gradient_checkpointing(checkpointing);
@@ -81,6 +82,7 @@ fn bf16_plan_has_masters_and_half_sized_weights_and_activations() {
             gradient_checkpointing: false,
             lora: None,
             shares_base_with: None,
+            optimizer_shards: 1,
             precision: Precision::Bf16,
         };
         let mut plan = MemoryPlan::default();
@@ -132,6 +134,7 @@ fn lora_plan_counts_adapter_parameters_only() {
         gradient_checkpointing: false,
         lora: None,
         shares_base_with: None,
+        optimizer_shards: 1,
         precision: Precision::Bf16,
     }
     .with_lora(Some(lora));
@@ -159,6 +162,8 @@ fn the_total_counts_the_largest_transient_line_once() {
         gradient_checkpointing: false,
         precision: Precision::Fp32,
         lora: None,
+        shares_base_with: None,
+        optimizer_shards: 1,
     };
     let mut plan = MemoryPlan::default();
     plan.add_model(&model("policy", Role::Trained, 2));
@@ -171,4 +176,34 @@ fn the_total_counts_the_largest_transient_line_once() {
     assert_eq!(resident, params * 4 * 3 + params * 4 + params * 8, "three weights, one gradient, two moments");
     assert_eq!(plan.total(), resident + transients.iter().max().unwrap());
     assert!(plan.render("ppo").contains("(transient)"));
+}
+
+/// ZeRO-1 over 3 ranks, by hand: the masters (4 bytes) and moments (8) of ⌈params/3⌉
+/// parameters per rank; weights and gradients stay whole.
+#[test]
+fn zero_1_divides_the_optimizer_lines_by_the_ranks() {
+    let config = ModelConfig::small_llama(300, 64, 176, 3, 8, 2, 128);
+    let params = parameter_count(&config, Head::LanguageModel);
+    let planned = PlannedModel {
+        name: "policy".into(),
+        config,
+        head: Head::LanguageModel,
+        role: Role::Trained,
+        batch: BatchShape { rows: 1, tokens: 4 },
+        gradient_checkpointing: false,
+        lora: None,
+        optimizer_shards: 1,
+        shares_base_with: None,
+        precision: Precision::Bf16,
+    }
+    .with_optimizer_shards(3);
+    let mut plan = MemoryPlan::default();
+    plan.add_model(&planned);
+    let line = |what: &str| plan.lines.iter().find(|l| l.what.contains(what)).unwrap_or_else(|| panic!("{what}"));
+    let shard = params.div_ceil(3);
+    assert_eq!(line("master").bytes, 4 * shard);
+    assert_eq!(line("moments").bytes, 8 * shard);
+    assert!(line("moments").what.ends_with("sharded over 3 ranks (ZeRO-1)"), "{}", line("moments").what);
+    assert_eq!(line("gradients").bytes, 2 * params);
+    assert_eq!(line("weights").bytes, 2 * params);
 }

@@ -18,10 +18,7 @@ pub const BUCKET_BYTES: i64 = 25 << 20;
 pub fn all_reduce(group: &ProcessGroup, params: &[Tensor]) -> Result<Vec<Tensor>> {
     let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
     let device = group.device();
-    let defined: Vec<f32> = grads.iter().map(|g| f32::from(u8::from(g.defined()))).collect();
-    let mut defined = Tensor::from_slice(&defined).to_device(device);
-    group.all_reduce(&mut defined, ReduceOp::Max).context("agreeing which gradients exist")?;
-    let defined = Vec::<f32>::try_from(defined.to_device(tch::Device::Cpu))?;
+    let defined = defined_anywhere(group, &grads)?;
     let mut reduced: Vec<Tensor> = params.iter().map(|_| Tensor::new()).collect();
     let flat = |i: usize| -> Tensor {
         if grads[i].defined() {
@@ -30,7 +27,7 @@ pub fn all_reduce(group: &ProcessGroup, params: &[Tensor]) -> Result<Vec<Tensor>
             Tensor::zeros([params[i].numel() as i64], (Kind::Float, device))
         }
     };
-    let present: Vec<usize> = (0..params.len()).filter(|&i| defined[i] > 0.0).collect();
+    let present: Vec<usize> = (0..params.len()).filter(|&i| defined[i]).collect();
     for bucket in buckets(&present, |i| params[i].numel() as i64 * 4) {
         let parts: Vec<Tensor> = bucket.iter().map(|&i| flat(i)).collect();
         let mut joined = Tensor::cat(&parts, 0);
@@ -45,6 +42,14 @@ pub fn all_reduce(group: &ProcessGroup, params: &[Tensor]) -> Result<Vec<Tensor>
         }
     }
     Ok(reduced)
+}
+
+/// Whether each of `grads` is defined on at least one rank (the ranks agree on the answer).
+pub fn defined_anywhere(group: &ProcessGroup, grads: &[Tensor]) -> Result<Vec<bool>> {
+    let defined: Vec<f32> = grads.iter().map(|g| f32::from(u8::from(g.defined()))).collect();
+    let mut defined = Tensor::from_slice(&defined).to_device(group.device());
+    group.all_reduce(&mut defined, ReduceOp::Max).context("agreeing which gradients exist")?;
+    Ok(Vec::<f32>::try_from(defined.to_device(tch::Device::Cpu))?.into_iter().map(|d| d > 0.0).collect())
 }
 
 /// `items` in consecutive groups of at most [`BUCKET_BYTES`] (a bigger item alone in its group).

@@ -7,6 +7,7 @@
 
 mod frame;
 pub mod grads;
+pub mod zero;
 
 pub use frame::{run_stage, Ranked, Work};
 

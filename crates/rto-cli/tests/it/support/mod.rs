@@ -7,6 +7,7 @@
 
 pub mod compare;
 pub mod files;
+pub mod ranks;
 
 use std::fs;
 use std::path::{Path, PathBuf};
