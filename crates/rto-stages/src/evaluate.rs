@@ -51,10 +51,12 @@ pub fn cli(args: EvalArgs) -> Result<()> {
     }
     let ours = generation_stage(&args.common, &args.generation, &args.model, &args.prompts)?;
     let baseline = generation_stage(&args.common, &args.generation, &args.baseline, &args.prompts)?;
-    let settings = json!({"judge": judge.name()});
-    let spec =
-        stage::spec("eval", 1, &args.common, &settings)?.with_input("model", &ours).with_input("baseline", &baseline);
     let name = args.name.clone().unwrap_or_else(|| folder_name(&args.model));
+    // The name is written into the outputs (`generator` in results.json and
+    // model_outputs.json), so it is part of the key: two names never share one folder.
+    let settings = json!({"judge": judge.name(), "name": name});
+    let spec =
+        stage::spec("eval", 2, &args.common, &settings)?.with_input("model", &ours).with_input("baseline", &baseline);
     stage::run(&args.common, &spec, |out| judge_pair(judge.as_ref(), &ours, &baseline, &name, out))?;
     Ok(())
 }
