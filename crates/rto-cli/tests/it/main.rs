@@ -4,6 +4,7 @@ mod bad_input;
 mod concurrency;
 mod data_parallel;
 mod determinism;
+mod eval_names;
 mod kill_resume;
 mod libtorch_errors;
 mod lock_handover;
