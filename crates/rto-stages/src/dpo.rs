@@ -19,7 +19,6 @@ use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::{split, ColumnNames, DatasetStats, EvalSize};
 use rto_data::store::StageSpec;
 use rto_dist::ProcessGroup;
-use rto_model::memory::Role;
 use rto_model::{adapter, parse_device, CausalLm, Head, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -144,10 +143,14 @@ pub fn cli(args: DpoArgs) -> Result<()> {
     stage::lora_config(&args.trained)?;
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
-    let policy = stage::planned("policy", &args.model, Head::LanguageModel, Role::Trained, rows, tokens)?
-        .with_gradient_checkpointing(args.trained.gradient_checkpointing)
-        .with_lora(stage::planned_lora(&args.trained, &args.model)?)
-        .with_optimizer_shards(args.settings.train.optimizer_shards()?);
+    let policy = stage::planned_trained(
+        "policy",
+        &args.model,
+        Head::LanguageModel,
+        (rows, tokens),
+        &args.trained,
+        &args.settings.train,
+    )?;
     let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings.key()?)?;
     let mut spec = stage::with_model_input(spec, "model", &args.model)?.with_input("data", &args.data);
     if !stage::plan_memory(&args.common, &spec, &[policy], None)? {

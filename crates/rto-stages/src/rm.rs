@@ -16,7 +16,6 @@ use rto_algo::bradley_terry_loss;
 use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::{split, ColumnNames, EvalSize};
 use rto_dist::ProcessGroup;
-use rto_model::memory::Role;
 use rto_model::{parse_device, sequence_scores, CausalLm, Head, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -76,10 +75,14 @@ pub fn cli(args: RmArgs) -> Result<()> {
     stage::lora_config(&args.trained)?;
     let limits = &args.settings.limits;
     let (rows, tokens) = (2 * args.settings.train.micro_batch(), limits.max_prompt_len + limits.max_response_len);
-    let reward_model = stage::planned("reward model", &args.model, Head::Score, Role::Trained, rows, tokens)?
-        .with_gradient_checkpointing(args.trained.gradient_checkpointing)
-        .with_lora(stage::planned_lora(&args.trained, &args.model)?)
-        .with_optimizer_shards(args.settings.train.optimizer_shards()?);
+    let reward_model = stage::planned_trained(
+        "reward model",
+        &args.model,
+        Head::Score,
+        (rows, tokens),
+        &args.trained,
+        &args.settings.train,
+    )?;
     let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?;
     let spec = stage::with_model_input(spec, "model", &args.model)?.with_input("data", &args.data);
     if !stage::plan_memory(&args.common, &spec, &[reward_model], None)? {

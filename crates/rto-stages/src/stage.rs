@@ -104,6 +104,22 @@ pub fn save_kind(trained: &TrainedModelArgs, input: &ModelConfig) -> Kind {
     }
 }
 
+/// The model a supervised training stage (dpo, rm) trains, for its plan: [`planned`] with the
+/// stage's checkpointing, LoRA adapters and ZeRO-1 shards.
+pub fn planned_trained(
+    name: &str,
+    dir: &Path,
+    head: Head,
+    (rows, tokens): (usize, usize),
+    trained: &TrainedModelArgs,
+    train: &crate::trainer::LoopSettings,
+) -> Result<PlannedModel> {
+    Ok(planned(name, dir, head, Role::Trained, rows, tokens)?
+        .with_gradient_checkpointing(trained.gradient_checkpointing)
+        .with_lora(planned_lora(trained, dir)?)
+        .with_optimizer_shards(train.optimizer_shards()?))
+}
+
 /// A model of a stage's plan, its sizes read from `dir/config.json` (its precision is the
 /// stage's, set by [`plan_memory`]).
 pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, tokens: usize) -> Result<PlannedModel> {
