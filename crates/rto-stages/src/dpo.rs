@@ -12,7 +12,7 @@ use crate::dist::{gather_f32s, Work};
 use crate::encode::{EncodedPair, LengthLimits};
 use crate::preference::{self, batch_tokens, halves, mean, metrics_of, pair_batch, response_lengths, summed_logprobs};
 use crate::stage;
-use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask, TrainPlace};
+use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
 use anyhow::{bail, Context, Result};
 use rto_algo::{PreferenceInputs, PreferenceLoss};
 use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
@@ -370,11 +370,8 @@ fn run(args: &DpoArgs, loss: PreferenceLoss, ref_logps: Option<&Path>, work: &Wo
     let micro_batch = settings.train.micro_batch();
     let model = stage::trained_model(model, &args.trained, args.common.seed)?;
     let mut task = DpoTask { model, loss, train, eval, pad_id: tokenizer.pad_id, micro_batch };
-    let scratch = work.scratch()?;
-    let tensorboard = work.output().and_then(|out| args.logs.run_dir(STAGE, out.key()));
-    let place =
-        TrainPlace { group: work.group(), scratch: &scratch, label: STAGE, tensorboard: tensorboard.as_deref() };
-    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &place)?;
+    let (lr, seed) = (settings.learning_rate, args.common.seed);
+    let (summary, scratch) = trainer::train_in(work, &args.logs, STAGE, &mut task, &settings.train, lr, seed)?;
     let Some(out) = work.output() else { return Ok(Value::Null) };
     stage::save_trained(&task.model, out.path(), &args.trained, &args.model, &args.model)?;
     crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;

@@ -10,7 +10,7 @@ use crate::dist::Work;
 use crate::encode::{EncodedPair, LengthLimits};
 use crate::preference::{self, batch_tokens, halves, mean, pair_batch};
 use crate::stage;
-use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask, TrainPlace};
+use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
 use anyhow::{bail, Result};
 use rto_algo::bradley_terry_loss;
 use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
@@ -177,11 +177,8 @@ fn run(args: &RmArgs, work: &Work) -> Result<Value> {
     let micro_batch = settings.train.micro_batch();
     let model = stage::trained_model(model, &args.trained, args.common.seed)?;
     let mut task = RmTask { model, train, eval, margin: settings.margin, pad_id: tokenizer.pad_id, micro_batch };
-    let scratch = work.scratch()?;
-    let tensorboard = work.output().and_then(|out| args.logs.run_dir(STAGE, out.key()));
-    let place =
-        TrainPlace { group: work.group(), scratch: &scratch, label: STAGE, tensorboard: tensorboard.as_deref() };
-    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &place)?;
+    let (lr, seed) = (settings.learning_rate, args.common.seed);
+    let (summary, scratch) = trainer::train_in(work, &args.logs, STAGE, &mut task, &settings.train, lr, seed)?;
     // Rank 0 alone writes the model; the others hold the same weights.
     let Some(out) = work.output() else { return Ok(Value::Null) };
     // Without an eval split the training pairs are the only sample of the reward scale.

@@ -7,7 +7,7 @@
 use crate::dist::Work;
 use crate::encode::{check_batch_width, Encoder, LengthLimits};
 use crate::stage;
-use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask, TrainPlace};
+use crate::trainer::{self, LoopSettings, Metrics, SupervisedTask};
 use anyhow::{bail, Context, Result};
 use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::{read_responses, split, ColumnNames, DatasetStats, EvalSize};
@@ -232,11 +232,8 @@ fn run(args: &SftArgs, tokenizer_dir: &Path, work: &Work) -> Result<Value> {
     let micro_batch = settings.train.micro_batch();
     let model = stage::trained_model(model, &args.trained, args.common.seed)?;
     let mut task = SftTask { model, train, eval, pad_id: tokenizer.pad_id, micro_batch };
-    let scratch = work.scratch()?;
-    let tensorboard = work.output().and_then(|out| args.logs.run_dir(STAGE, out.key()));
-    let place =
-        TrainPlace { group: work.group(), scratch: &scratch, label: STAGE, tensorboard: tensorboard.as_deref() };
-    let summary = trainer::train(&mut task, &settings.train, settings.learning_rate, args.common.seed, &place)?;
+    let (lr, seed) = (settings.learning_rate, args.common.seed);
+    let (summary, scratch) = trainer::train_in(work, &args.logs, STAGE, &mut task, &settings.train, lr, seed)?;
     let Some(out) = work.output() else { return Ok(Value::Null) };
     stage::save_trained(&task.model, out.path(), &args.trained, model_dir, tokenizer_dir)?;
     crate::metrics::publish(&scratch.join("metrics.jsonl"), out, STAGE)?;

@@ -142,6 +142,25 @@ pub struct TrainPlace<'a> {
     pub tensorboard: Option<&'a Path>,
 }
 
+/// [`train`] in a stage's [`dist::Work`]: its scratch folder and process group, and
+/// `--tensorboard` under the output's key (rank 0 has the output). Returns the summary and
+/// the scratch folder (whose metrics log the stage publishes).
+pub fn train_in(
+    work: &dist::Work,
+    logs: &rto_data::cli::TrainingLogArgs,
+    label: &str,
+    task: &mut dyn SupervisedTask,
+    settings: &LoopSettings,
+    lr: f64,
+    seed: u64,
+) -> Result<(TrainSummary, std::path::PathBuf)> {
+    let scratch = work.scratch()?;
+    let tensorboard = work.output().and_then(|out| logs.run_dir(label, out.key()));
+    let place = TrainPlace { group: work.group(), scratch: &scratch, label, tensorboard: tensorboard.as_deref() };
+    let summary = train(task, settings, lr, seed, &place)?;
+    Ok((summary, scratch))
+}
+
 pub fn train(
     task: &mut dyn SupervisedTask,
     settings: &LoopSettings,
