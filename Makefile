@@ -64,9 +64,10 @@ test: lint
 # RTO → eval, ending with a table. Every stage is cached in runs/: a second run is a no-op.
 # demo and replicate run in reproducible mode (the scripts default RTO_REPRODUCIBLE to 1: CPU code
 # paths pinned, so the bytes match results/*.blake3 on any x86-64 machine with AVX2);
-# RTO_REPRODUCIBLE=0 make demo runs with the CPU's own kernels.
+# RTO_REPRODUCIBLE=0 make demo runs with the CPU's own kernels. `make demo LORA=1`: the same chain
+# with LoRA adapters for DPO, the reward model and PPO (pipelines/demo.sh).
 demo: build
-	pipelines/demo.sh 1
+	LORA=$(or $(LORA),0) pipelines/demo.sh 1
 
 # PPO, RTO, dpo-only, DDPO and DPO over 3 seeds with equal rollout budgets; writes
 # results/replication.md and PNG plots (matplotlib is installed into the venv for this only).

@@ -1,4 +1,4 @@
-"""`make bench-scale`: a real model size through every stage on this CPU, fp32 vs bf16.
+"""`make bench-scale`: a real model size through every stage on this CPU, fp32 vs bf16 vs LoRA.
 
 A random Qwen2.5-0.5B-shaped model (vocab 151936, hidden 896, 24 layers, 14 query / 2 key-value
 heads, intermediate 4864, tied embeddings, q/k/v biases) goes through sft-train (from random
@@ -6,6 +6,11 @@ weights), dpo-train (its reference pass included), rm-train, token-reward-annota
 ppo-train iterations in RTO mode, once in fp32 and once with --bf16. Every stage starts from the
 same fp32 SFT folder (made once, by the fp32 sft run) and uses the toy tokenizer and data: the
 model is random, so the numbers are about speed and memory, not quality.
+
+The third setting, bf16-lora, is bf16 with LoRA adapters (rank 16, alpha 32, every projection)
+in dpo-train, rm-train and ppo-train; the SFT row is not repeated for it (sft-train makes the base
+every later stage starts from). With LoRA the reference of DPO and PPO is the adapter's base with
+the adapters off (no second copy), and the DPO model of ppo-train stands on the actor's base.
 
 Per stage it prints the optimizer steps (or rows, iterations), seconds per step, tokens per
 second, the memory plan's total (printed by the stage before it loads anything) and the peak
@@ -16,7 +21,7 @@ with fp32 AdamW state (16 bytes per parameter each), plus three frozen models, w
 room on a 24 GiB machine; the memory plan says so (try it with --dry-run).
 
 Standalone: .venv/bin/python bench/bench_scale.py [--threads N] [--json bench/scale.json]
-            [--shapes qwen2.5-0.5b,qwen2.5-1.5b,qwen2.5-3b,llama3.2-1b,llama3.2-3b] [--device cuda]
+            [--settings fp32,bf16,bf16-lora] [--shapes qwen2.5-0.5b,qwen2.5-1.5b,qwen2.5-3b,llama3.2-1b,llama3.2-3b] [--device cuda]
 """
 import argparse
 import json
@@ -74,6 +79,10 @@ PAIRS = 10
 
 
 DEVICE = ["--device", "cpu"]
+# Each setting's flags: (flags for every stage, extra flags for the stages that train over the SFT
+# model, whether sft-train runs in it).
+LORA = ["--lora-rank", "16", "--lora-alpha", "32"]
+SETTINGS = {"fp32": ([], [], True), "bf16": (["--bf16"], [], True), "bf16-lora": (["--bf16"], LORA, False)}
 
 
 def run_stage(name, args, store, threads):
@@ -122,9 +131,9 @@ def write_inputs(work, shape):
     return config, pairs
 
 
-def bench_precision(precision, config, pairs, sft, store, threads):
-    """One pass over the stages in `precision`; returns (rows, sft folder)."""
-    flag = ["--bf16"] if precision == "bf16" else []
+def bench_setting(precision, config, pairs, sft, store, threads):
+    """One pass over the stages in the setting `precision` (SETTINGS); returns (rows, sft folder)."""
+    flag, adapters, runs_sft = SETTINGS[precision]
     rows = []
 
     def record(stage, out, wall, stderr, steps, tokens_per_s, unit):
@@ -135,14 +144,17 @@ def bench_precision(precision, config, pairs, sft, store, threads):
         print(f"  {stage:9} {precision}: {wall:7.1f} s, {tokens_per_s:8.1f} tok/s, plan {rows[-1]['plan_gib']:.2f} GiB, "
               f"peak {peak:.2f} GiB", flush=True)
 
-    out, wall, err = run_stage("sft-train", [*flag, "--init-config", config, "--tokenizer", TOY,
-                                             "--data", os.path.join(TOY, "sft.jsonl"), "--eval-fraction", "0.001",
-                                             *TRAIN, *LIMITS], store, threads)
-    lines = metrics(out)
-    record("sft", out, wall, err, len(lines), median_of(lines, "train/tokens_per_s"), "step")
-    sft = sft or out  # every later stage starts from the fp32 SFT folder
+    if runs_sft:
+        out, wall, err = run_stage("sft-train", [*flag, "--init-config", config, "--tokenizer", TOY,
+                                                 "--data", os.path.join(TOY, "sft.jsonl"), "--eval-fraction", "0.001",
+                                                 *TRAIN, *LIMITS], store, threads)
+        lines = metrics(out)
+        record("sft", out, wall, err, len(lines), median_of(lines, "train/tokens_per_s"), "step")
+        sft = sft or out  # every later stage starts from the first setting's SFT folder
+    if sft is None:
+        sys.exit(f"setting {precision} trains over an SFT folder: list fp32 or bf16 before it in --settings")
     for stage, binary in [("dpo", "dpo-train"), ("rm", "rm-train")]:
-        out, wall, err = run_stage(binary, [*flag, "--model", sft, "--data", pairs, "--eval-fraction", "0.2",
+        out, wall, err = run_stage(binary, [*flag, *adapters, "--model", sft, "--data", pairs, "--eval-fraction", "0.2",
                                             *TRAIN, *LIMITS], store, threads)
         lines = metrics(out)
         record(stage, out, wall, err, len(lines), median_of(lines, "train/tokens_per_s"), "step")
@@ -154,7 +166,7 @@ def bench_precision(precision, config, pairs, sft, store, threads):
                                                          "--data", pairs, *LIMITS], store, threads)
     scored = summary(out)
     record("annotate", out, wall, err, scored["samples"], scored["tokens_per_s"], "response")
-    out, wall, err = run_stage("ppo-train", [*flag, "--mode", "rto", "--advantage-estimator", "reinforce++",
+    out, wall, err = run_stage("ppo-train", [*flag, *adapters, "--mode", "rto", "--advantage-estimator", "reinforce++",
                                              "--policy", sft, "--dpo", dpo, "--reward-model", rm,
                                              "--prompts", os.path.join(TOY, "rl_prompts.jsonl"),
                                              "--iterations", "2", "--rollout-batch-size", "4",
@@ -169,17 +181,27 @@ def bench_precision(precision, config, pairs, sft, store, threads):
     return rows, sft
 
 
-def table(rows):
+def table(rows, settings):
+    """One row per stage; per setting, seconds per unit, tokens/s, plan and peak (— where the
+    setting did not run the stage)."""
     by = {(r["stage"], r["precision"]): r for r in rows}
-    out = ["| stage | unit | fp32 s/unit | bf16 s/unit | fp32 tok/s | bf16 tok/s | plan fp32 / bf16 GiB | "
-           "peak fp32 / bf16 GiB |", "|---|---|---|---|---|---|---|---|"]
+    names = " / ".join(settings)
+    out = [f"| stage | unit | s/unit {names} | tok/s {names} | plan GiB {names} | peak GiB {names} |",
+           "|---|---|---|---|---|---|"]
+
+    def cells(stage, fmt):
+        return " / ".join(fmt(by[(stage, s)]) if (stage, s) in by else "—" for s in settings)
+
     for stage in ["sft", "dpo", "rm", "annotate", "ppo"]:
-        a, b = by.get((stage, "fp32")), by.get((stage, "bf16"))
-        if not a or not b:
+        present = [by[(stage, s)] for s in settings if (stage, s) in by]
+        if not present:
             continue
         tok = lambda r: "—" if r["tokens_per_s"] != r["tokens_per_s"] else f"{r['tokens_per_s']:.0f}"
-        out.append(f"| {stage} | {a['unit']} | {a['s_per_step']:.1f} | {b['s_per_step']:.1f} | {tok(a)} | {tok(b)} | "
-                   f"{a['plan_gib']:.1f} / {b['plan_gib']:.1f} | {a['peak_gib']:.1f} / {b['peak_gib']:.1f} |")
+        per_unit = lambda r: f"{r['s_per_step']:.1f}"
+        plan = lambda r: f"{r['plan_gib']:.1f}"
+        peak = lambda r: f"{r['peak_gib']:.1f}"
+        out.append(f"| {stage} | {present[0]['unit']} | {cells(stage, per_unit)} | {cells(stage, tok)} "
+                   f"| {cells(stage, plan)} | {cells(stage, peak)} |")
     return "\n".join(out)
 
 
@@ -187,21 +209,26 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", help="also write the rows here")
-    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--settings", "--precisions", dest="settings", default="fp32,bf16,bf16-lora",
+                        help=f"comma-separated, from {', '.join(SETTINGS)}; a LoRA setting needs one before it")
     parser.add_argument("--shapes", default="qwen2.5-0.5b", help=f"comma-separated, from {', '.join(SHAPES)}")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (the GPU check uses cuda)")
     args = parser.parse_args()
     DEVICE[1] = args.device
+    settings = args.settings.split(",")
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        sys.exit(f"--settings: unknown {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
     all_rows = []
     for shape in args.shapes.split(","):
         work = tempfile.mkdtemp(prefix="rto-bench-scale-")
         try:
             config, pairs = write_inputs(work, shape)
             rows, sft = [], None
-            for precision in args.precisions.split(","):
+            for precision in settings:
                 print(f"{shape} {precision}:", flush=True)
                 store = os.path.join(work, f"runs-{precision}")
-                found, sft = bench_precision(precision, config, pairs, sft, store, args.threads)
+                found, sft = bench_setting(precision, config, pairs, sft, store, args.threads)
                 rows += [dict(r, shape=shape, device=args.device) for r in found]
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -209,7 +236,7 @@ def main():
         print(f"{shape} shape (random weights), {args.device}, {args.threads} threads; sequences ≤ 96 tokens; "
               "s/unit is wall time per step (sft/dpo/rm: 3 steps of 2 sequences or pairs; annotate: per scored "
               "response; ppo: per iteration of 4 responses), process start, loading and saving included.")
-        print(table(rows))
+        print(table(rows, settings))
         for r in rows:
             if "time_split_s" in r:
                 split = ", ".join(f"{k} {v:.1f} s" for k, v in r["time_split_s"].items())

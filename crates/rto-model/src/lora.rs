@@ -77,13 +77,28 @@ pub(crate) struct LoraState {
     enabled: AtomicBool,
     dropout: f64,
     seed: AtomicU64,
-    /// Dropout masks drawn so far: the index of the next one in `Stream::LoraDropout`.
+    /// The optimizer step the masks are drawn for (`CausalLm::begin_lora_step`).
+    step: AtomicU64,
+    /// Dropout masks drawn so far in this step: with `step`, the index of the next one in
+    /// `Stream::LoraDropout`. Keyed by step, so a run resumed from a checkpoint draws the masks
+    /// of the uninterrupted run without the counter being saved.
     draws: AtomicU64,
 }
 
 impl LoraState {
     pub(crate) fn new(dropout: f64, seed: u64) -> Self {
-        Self { enabled: AtomicBool::new(true), dropout, seed: AtomicU64::new(seed), draws: AtomicU64::new(0) }
+        Self {
+            enabled: AtomicBool::new(true),
+            dropout,
+            seed: AtomicU64::new(seed),
+            step: AtomicU64::new(0),
+            draws: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn begin_step(&self, step: u64) {
+        self.step.store(step, Ordering::SeqCst);
+        self.draws.store(0, Ordering::SeqCst);
     }
 
     pub(crate) fn set_seed(&self, seed: u64) {
@@ -104,7 +119,8 @@ impl LoraState {
         if self.dropout == 0.0 || !training {
             return xs.shallow_clone();
         }
-        let index = self.draws.fetch_add(1, Ordering::SeqCst);
+        // 2^32 masks per step: one per adapted module and micro batch, far below that.
+        let index = (self.step.load(Ordering::SeqCst) << 32) | self.draws.fetch_add(1, Ordering::SeqCst);
         let mut rng = SplitMix64::for_stream(self.seed.load(Ordering::SeqCst), Stream::LoraDropout, index);
         let keep = 1.0 - self.dropout;
         let mask: Vec<f32> =

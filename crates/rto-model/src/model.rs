@@ -62,11 +62,15 @@ fn folder_config(dir: &Path) -> Result<ModelConfig> {
 
 impl CausalLm {
     /// The variables of a model, not yet filled: weights zero, norms one, in f32.
-    fn build(config: ModelConfig, head: Head, device: Device) -> Result<Self> {
+    /// The model's variables, created in `kind` (zeros, norms one): a model about to be loaded
+    /// never holds an fp32 copy of itself (16 GB more than the bf16 weights at 8B).
+    fn build(config: ModelConfig, head: Head, device: Device, kind: Kind) -> Result<Self> {
         config.validate()?;
         // Every process that builds a model runs tensor work worth keeping memory for.
         crate::allocator::retain_freed_memory();
-        let vs = nn::VarStore::new(device);
+        let mut vs = nn::VarStore::new(device);
+        // On an empty store this only sets the kind new variables are created in.
+        vs.set_kind(kind);
         let root = vs.root();
         let decoder = Llama::new(&root / "model", &config)?;
         let zeros = nn::LinearConfig { ws_init: nn::Init::Const(0.0), bs_init: None, bias: false };
@@ -85,7 +89,8 @@ impl CausalLm {
     /// `initializer_range` default; biases zero, norms one. The same seed gives the same
     /// weights on every device and whatever else the process has drawn.
     pub fn random(config: ModelConfig, head: Head, device: Device, kind: Kind, seed: u64) -> Result<Self> {
-        let mut model = Self::build(config, head, device)?;
+        // Drawn in fp32 and rounded once, so a bf16 model is its fp32 twin rounded.
+        let mut model = Self::build(config, head, device, Kind::Float)?;
         for (index, (_, tensor)) in model.named_tensors().into_iter().enumerate() {
             if tensor.dim() == 2 {
                 fill_normal(&tensor, 0.02, SplitMix64::for_stream(seed, Stream::Init, index as u64));
@@ -101,10 +106,7 @@ impl CausalLm {
     /// weights to `kind`. A missing head tensor is an error naming the folder and tensor.
     pub fn load(dir: &Path, head: Head, device: Device, kind: Kind) -> Result<Self> {
         let config = folder_config(dir)?;
-        let mut model = Self::build(config, head, device)?;
-        if kind != Kind::Float {
-            model.vs.set_kind(kind);
-        }
+        let model = Self::build(config, head, device, kind)?;
         let targets: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         weights::load_into(dir, &targets).with_context(|| format!("loading model {}", dir.display()))?;
         Ok(model)
@@ -114,10 +116,7 @@ impl CausalLm {
     /// fresh score head of zeros, or the folder's own `score` when it has one (a reward model).
     pub fn load_as_value_model(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
         let config = folder_config(dir)?;
-        let mut model = Self::build(config, Head::Score, device)?;
-        if kind != Kind::Float {
-            model.vs.set_kind(kind);
-        }
+        let model = Self::build(config, Head::Score, device, kind)?;
         let mut targets: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         let has_score = weights::tensor_locations(dir)?.contains_key("score.weight");
         if !has_score {
@@ -137,7 +136,8 @@ impl CausalLm {
         let variables: HashMap<String, Tensor> =
             base.vs.variables().into_iter().filter(|(name, _)| !is_adapter_variable(name)).collect();
         let shared = variables.iter().map(|(name, t)| (name.clone(), t.data_ptr())).collect::<HashMap<_, _>>();
-        let mut model = with_shared_variables(variables, || Self::build(base.config.clone(), head, base.device()))?;
+        let mut model =
+            with_shared_variables(variables, || Self::build(base.config.clone(), head, base.device(), Kind::Float))?;
         model.vs.set_kind(base.vs.kind());
         // Only a score head of its own may be new (a value model over a causal LM's base).
         for (name, tensor) in model.vs.variables() {
@@ -220,6 +220,14 @@ impl CausalLm {
     pub fn set_lora_seed(&self, seed: u64) {
         if let Some((_, state)) = &self.lora {
             state.set_seed(seed);
+        }
+    }
+
+    /// Starts the dropout masks of optimizer step `step` (training loops call it before each
+    /// step's first forward): masks depend on (seed, step, draw within the step) only.
+    pub fn begin_lora_step(&self, step: u64) {
+        if let Some((_, state)) = &self.lora {
+            state.begin_step(step);
         }
     }
 

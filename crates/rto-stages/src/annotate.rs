@@ -35,7 +35,6 @@ use rto_data::dataset::{
 };
 use rto_data::store::{input_key, StageSpec};
 use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TableSummary, TokenRecord, TokenTableWriter};
-use rto_model::memory::Role;
 use rto_model::{parse_device, response_logprobs, CausalLm, ChatTurn, Head, SequenceBatch, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -168,7 +167,8 @@ pub fn cli(args: AnnotateArgs) -> Result<()> {
 fn plan_memory(args: &AnnotateArgs, spec: &StageSpec) -> Result<bool> {
     let (rows, tokens) =
         (args.settings.batch_size, args.settings.limits.max_prompt_len + args.settings.limits.max_response_len);
-    // The DPO model and the policy stand on the reference's weights when they are over its base.
+    // The DPO model, the policy and the reward model stand on the reference's weights when they
+    // are over its base.
     let reference = Some(("reference", args.ref_model.as_path()));
     let lm = |name: &str, dir: &Path| stage::planned_frozen_lm(name, dir, reference, rows, tokens);
     let mut models =
@@ -177,7 +177,7 @@ fn plan_memory(args: &AnnotateArgs, spec: &StageSpec) -> Result<bool> {
         models.push(lm("policy", policy)?);
     }
     if let Some(rm) = &args.reward_model {
-        models.push(stage::planned("reward model", rm, Head::Score, Role::Frozen, rows, tokens)?);
+        models.push(stage::planned_frozen("reward model", rm, Head::Score, reference, rows, tokens)?);
     }
     stage::plan_memory(&args.common, spec, &models, None)
 }

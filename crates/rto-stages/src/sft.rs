@@ -139,11 +139,11 @@ impl SftTask {
 }
 
 impl SupervisedTask for SftTask {
-    fn var_store(&self) -> &tch::nn::VarStore {
-        &self.model.vs
+    fn model(&self) -> &CausalLm {
+        &self.model
     }
-    fn var_store_mut(&mut self) -> &mut tch::nn::VarStore {
-        &mut self.model.vs
+    fn model_mut(&mut self) -> &mut CausalLm {
+        &mut self.model
     }
     fn train_len(&self) -> usize {
         self.train.len()

@@ -148,7 +148,19 @@ pub fn planned_frozen_lm(
     rows: usize,
     tokens: usize,
 ) -> Result<PlannedModel> {
-    let model = planned(name, dir, Head::LanguageModel, Role::Frozen, rows, tokens)?;
+    planned_frozen(name, dir, Head::LanguageModel, donor, rows, tokens)
+}
+
+/// [`planned_frozen_lm`] with any head (a reward model, as `token_scoring::load_frozen`).
+pub fn planned_frozen(
+    name: &str,
+    dir: &Path,
+    head: Head,
+    donor: Option<(&str, &Path)>,
+    rows: usize,
+    tokens: usize,
+) -> Result<PlannedModel> {
+    let model = planned(name, dir, head, Role::Frozen, rows, tokens)?;
     match donor {
         Some((other, donor_dir)) if adapter::same_base(dir, donor_dir)? => {
             let lora = if adapter::is_adapter(dir) { Some(adapter::AdapterFolder::read(dir)?.lora) } else { None };

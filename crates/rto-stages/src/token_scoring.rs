@@ -41,10 +41,10 @@ impl RewardModels {
         Self::load_over(reference, dpo, reward_model, device, kind, None)
     }
 
-    /// [`Self::load`], the reference and the DPO model standing on `base`'s weights when they
-    /// are over its base folder (ppo-train: the LoRA policy), and the DPO model on the
-    /// reference's when it is over the reference's base (an adapter of it): no second copy
-    /// of a base (see [`load_lm`]).
+    /// [`Self::load`], the reference, the DPO model and the reward model standing on `base`'s
+    /// weights when they are over its base folder (ppo-train: the LoRA policy), and the DPO and
+    /// reward models on the reference's when they are over the reference's base (adapters of
+    /// it): no second copy of a base (see [`load_lm`]).
     pub fn load_over(
         reference: &Path,
         dpo: Option<&Path>,
@@ -57,7 +57,7 @@ impl RewardModels {
         let reference = load_lm(reference, base, device, kind)?;
         let donor = base.unwrap_or(BaseDonor { dir: reference_dir, model: &reference });
         let dpo = dpo.map(|d| load_lm(d, Some(donor), device, kind)).transpose()?;
-        let reward_model = reward_model.map(|d| rto_model::adapter::load(d, Head::Score, device, kind)).transpose()?;
+        let reward_model = reward_model.map(|d| load_frozen(d, Head::Score, Some(donor), device, kind)).transpose()?;
         let reward_normalization = reward_model.as_ref().and_then(|m| m.config.reward_normalization());
         Ok(Self { reference, dpo, reward_model, reward_normalization })
     }
@@ -85,14 +85,26 @@ pub struct BaseDonor<'a> {
 /// `donor`'s base weights when `dir` stands on the same base folder (the base itself is the
 /// donor with adapters off, an adapter adds only its own tensors), else from disk.
 pub fn load_lm(dir: &Path, donor: Option<BaseDonor<'_>>, device: Device, kind: Kind) -> Result<CausalLm> {
+    load_frozen(dir, Head::LanguageModel, donor, device, kind)
+}
+
+/// [`load_lm`] with any head: a reward-model adapter over the donor's base gets its own score
+/// head and adapters on the donor's base tensors.
+pub fn load_frozen(
+    dir: &Path,
+    head: Head,
+    donor: Option<BaseDonor<'_>>,
+    device: Device,
+    kind: Kind,
+) -> Result<CausalLm> {
     if let Some(donor) = donor {
         if rto_model::adapter::same_base(dir, donor.dir)? {
-            return rto_model::adapter::load_sharing(dir, donor.model, Head::LanguageModel).with_context(|| {
+            return rto_model::adapter::load_sharing(dir, donor.model, head).with_context(|| {
                 format!("loading {} over the base weights of {}", dir.display(), donor.dir.display())
             });
         }
     }
-    rto_model::adapter::load(dir, Head::LanguageModel, device, kind)
+    rto_model::adapter::load(dir, head, device, kind)
 }
 
 /// Everything known about a batch's tokens: the log-probs that went in and the rewards out.

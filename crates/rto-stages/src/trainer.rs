@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use rto_algo::CosineSchedule;
 use rto_data::store::StageSpec;
 use rto_dist::ProcessGroup;
+use rto_model::CausalLm;
 use rto_rng::{permutation, seed_for, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -108,8 +109,15 @@ impl LoopSettings {
 
 /// What a stage plugs into the loop.
 pub trait SupervisedTask {
-    fn var_store(&self) -> &VarStore;
-    fn var_store_mut(&mut self) -> &mut VarStore;
+    /// The model being trained.
+    fn model(&self) -> &CausalLm;
+    fn model_mut(&mut self) -> &mut CausalLm;
+    fn var_store(&self) -> &VarStore {
+        &self.model().vs
+    }
+    fn var_store_mut(&mut self) -> &mut VarStore {
+        &mut self.model_mut().vs
+    }
     fn train_len(&self) -> usize;
     /// Forward and backward on the training examples `items`, the loss multiplied by `scale`
     /// (the micro batch's share of the batch) before backward. Returns metrics for these items,
@@ -204,6 +212,7 @@ pub fn train(
     for step in start..total {
         let clock = Instant::now();
         crate::progress::set_activity(format_args!("step {}", step + 1));
+        task.model().begin_lora_step(step as u64);
         let epoch = step / steps_per_epoch;
         let order = epoch_order(n, seed, epoch);
         let first = (step % steps_per_epoch) * settings.batch_size;

@@ -142,14 +142,16 @@ fn dpo_train_resumes_bitwise_after_kills() {
 }
 
 /// With LoRA the checkpoint carries the adapters and their moments (the frozen base is the
-/// input's); the output is the adapter folder.
+/// input's); the output is the adapter folder. Dropout is on: its masks are keyed by optimizer
+/// step, so a resumed run draws the uninterrupted run's masks (a running counter restarted at
+/// zero would not).
 #[test]
 fn dpo_train_with_lora_resumes_bitwise_after_kills() {
     let f = fixture();
     let list = |store: &Path| {
         let mut a = args(TRAIN);
         a.extend(["--store".into(), s(store), "--model".into(), s(&f.sft), "--data".into(), s(&f.pairs_file)]);
-        a.extend(args(&["--lora-rank", "4", "--lora-alpha", "16"]));
+        a.extend(args(&["--lora-rank", "4", "--lora-alpha", "16", "--lora-dropout", "0.1"]));
         a
     };
     kill_and_resume("dpo-train", "dpo", list, SEED + 6);

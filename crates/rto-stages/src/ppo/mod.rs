@@ -513,7 +513,7 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
         models.push(stage::planned_frozen_lm("dpo", dpo, Some(donor), scoring_rows, tokens)?);
     }
     if let Some(rm) = &inputs.reward_model {
-        models.push(stage::planned("reward model", rm, Head::Score, Role::Frozen, scoring_rows, tokens)?);
+        models.push(stage::planned_frozen("reward model", rm, Head::Score, Some(donor), scoring_rows, tokens)?);
     }
     let mut kv_cache = MemoryPlan::default();
     kv_cache.add_kv_cache(&models[0].config, scoring_rows as u64, tokens as u64, stage::precision(&args.common));

@@ -14,12 +14,16 @@ use tch::{Device, Kind, Tensor};
 /// `dir`'s model with rank-4 adapters whose B matrices are random (so they change the
 /// outputs: a fresh adapter would leave them those of the base).
 fn adapted(dir: &Path, seed: u64) -> CausalLm {
-    let mut model = CausalLm::load(dir, Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    with_random_adapters(CausalLm::load(dir, Head::LanguageModel, Device::Cpu, Kind::Float).unwrap(), seed)
+}
+
+/// `model` with rank-4 adapters, their B matrices (and a score head) random.
+fn with_random_adapters(mut model: CausalLm, seed: u64) -> CausalLm {
     let targets: Vec<String> = TARGET_MODULES.iter().map(|t| t.to_string()).collect();
     model.add_lora(LoraConfig::new(4, 8.0, 0.0, &targets).unwrap(), seed).unwrap();
     let mut rng = SplitMix64::new(seed);
     for (name, tensor) in model.adapter_tensors() {
-        if name.contains(".lora_B.") {
+        if name.contains(".lora_B.") || name == "score.weight" {
             let values: Vec<f32> = (0..tensor.numel()).map(|_| (rng.next_f64() - 0.5) as f32).collect();
             let values = Tensor::from_slice(&values).view(tensor.size().as_slice());
             tch::no_grad(|| tensor.shallow_clone().copy_(&values));
@@ -31,6 +35,13 @@ fn adapted(dir: &Path, seed: u64) -> CausalLm {
 /// An adapter folder over `base` (see [`adapted`]).
 fn adapter_folder(base: &Path, out: &Path, seed: u64) -> PathBuf {
     let model = adapted(base, seed);
+    adapter::save(&model, out, &base.canonicalize().unwrap(), Kind::Float, Some(base)).unwrap();
+    out.to_path_buf()
+}
+
+/// A reward-model adapter folder over `base`: random adapters and score head.
+fn reward_adapter_folder(base: &Path, out: &Path, seed: u64) -> PathBuf {
+    let model = with_random_adapters(CausalLm::load_as_value_model(base, Device::Cpu, Kind::Float).unwrap(), seed);
     adapter::save(&model, out, &base.canonicalize().unwrap(), Kind::Float, Some(base)).unwrap();
     out.to_path_buf()
 }
@@ -122,4 +133,30 @@ fn annotates_dpo_adapter_stands_on_the_reference() {
         )
     });
     assert!(max_diff(&a, &b) <= 1e-6, "{:e}", max_diff(&a, &b));
+}
+
+/// A reward model trained with `rm-train --lora-rank` over the policy's base is one more
+/// adapter on that base: it stands on the policy's base tensors (ppo-train) or the reference's
+/// (annotate) and scores as the separately loaded model does.
+#[test]
+fn a_reward_model_adapter_stands_on_the_shared_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = policy(&dir.path().join("policy"), 11, 25.0);
+    let dpo = adapter_folder(&base, &dir.path().join("dpo"), 5);
+    let rm = reward_adapter_folder(&base, &dir.path().join("rm"), 9);
+    let separate = RewardModels::load(&base, Some(&dpo), Some(&rm), Device::Cpu, Kind::Float).unwrap();
+    let policy = adapted(&base, 3);
+    let donor = BaseDonor { dir: &base, model: &policy };
+    let shared = RewardModels::load_over(&base, Some(&dpo), Some(&rm), Device::Cpu, Kind::Float, Some(donor)).unwrap();
+    let (shared_rm, separate_rm) = (shared.reward_model.as_ref().unwrap(), separate.reward_model.as_ref().unwrap());
+    assert_eq!(embedding_ptr(shared_rm), embedding_ptr(&policy), "the reward model holds its own copy of the base");
+    // Without a donor (annotate) the reward model stands on the reference's base.
+    assert_eq!(embedding_ptr(separate_rm), embedding_ptr(&separate.reference));
+    let (with_shared, with_separate) = (scores(&shared, &policy), scores(&separate, &policy));
+    assert_same_scores(&with_shared, &with_separate, "a reward-model adapter");
+    let (a, b) = (shared.sentence_rewards(&batch()).unwrap(), separate.sentence_rewards(&batch()).unwrap());
+    assert!(max_diff(&a, &b) <= 1e-6 * b.abs().max().double_value(&[]).max(1.0), "sentence scores differ");
+    // The case can fail: the adapters and the score head give the responses distinct scores.
+    let spread = (a.get(0) - a.get(1)).abs().double_value(&[]);
+    assert!(spread > 1e-4, "the reward adapter scores both responses alike ({spread:e})");
 }
