@@ -16,6 +16,7 @@ pub mod llama;
 pub mod lora;
 pub mod memory;
 pub mod model;
+pub mod packing;
 pub mod precision;
 pub mod sampling;
 pub mod tokenizer;

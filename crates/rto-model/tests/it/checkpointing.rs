@@ -2,56 +2,10 @@
 //! (fp32, within 1e-6 relative per tensor) on losses that use several forwards, for LM and
 //! score heads, untied and tied embeddings; no_grad and frozen forwards are untouched.
 
-use rto_model::{response_logprobs, response_values, sequence_scores, CausalLm, Head, ModelConfig, SequenceBatch};
-use rto_rng::{SplitMix64, Stream};
+use crate::common::{batch, llama_gqa, model, qwen2_tied};
+use rto_model::{response_logprobs, response_values, sequence_scores, CausalLm, Head, SequenceBatch};
 use std::collections::BTreeMap;
-use tch::{Device, Kind, Tensor};
-
-const VOCAB: i64 = 61;
-
-/// An untied Llama with grouped-query attention (4 query heads over 2 key/value heads).
-fn llama_gqa() -> ModelConfig {
-    ModelConfig::small_llama(VOCAB, 32, 80, 3, 4, 2, 64)
-}
-
-/// Qwen2-style: q/k/v biases and the LM head tied to the input embedding (Qwen2.5-0.5B).
-fn qwen2_tied() -> ModelConfig {
-    let mut config = ModelConfig::small_llama(VOCAB, 32, 80, 3, 4, 2, 64);
-    config.model_type = "qwen2".into();
-    config.tie_word_embeddings = true;
-    config
-}
-
-/// A random model whose weights are large enough (std 0.2) for the logits to vary, with
-/// nonzero q/k/v biases where the architecture has them, so every variable gets a gradient.
-fn model(config: ModelConfig, head: Head, seed: u64) -> CausalLm {
-    let model = CausalLm::random(config, head, Device::Cpu, Kind::Float, seed).unwrap();
-    let variables: BTreeMap<String, Tensor> = model.vs.variables().into_iter().collect();
-    tch::no_grad(|| {
-        for (index, (name, mut t)) in variables.into_iter().enumerate() {
-            if t.dim() == 2 {
-                let _ = t.g_mul_scalar_(10.0);
-            } else if name.ends_with("bias") {
-                let mut rng = SplitMix64::for_stream(seed, Stream::Synthetic, index as u64);
-                let values: Vec<f32> = (0..t.numel()).map(|_| rng.next_f32() - 0.5).collect();
-                t.copy_(&Tensor::from_slice(&values));
-            }
-        }
-    });
-    model
-}
-
-/// Rows of random token ids with the given lengths.
-fn tokens(lengths: &[usize], seed: u64) -> Vec<Vec<i64>> {
-    let mut rng = SplitMix64::for_stream(seed, Stream::Synthetic, 0);
-    lengths.iter().map(|&n| (0..n).map(|_| 1 + rng.below(VOCAB as u64 - 1) as i64).collect()).collect()
-}
-
-/// A batch with left-padded prompts and right-padded responses of different lengths.
-fn batch(prompt_lengths: &[usize], response_lengths: &[usize], seed: u64) -> SequenceBatch {
-    let (prompts, responses) = (tokens(prompt_lengths, seed), tokens(response_lengths, seed + 1));
-    SequenceBatch::new(&prompts, &responses, 0, Device::Cpu).unwrap()
-}
+use tch::{Kind, Tensor};
 
 /// A DPO-shaped loss over two separate forwards (chosen, then rejected).
 fn preference_loss(model: &CausalLm) -> Tensor {

@@ -5,4 +5,5 @@ mod common;
 mod logprobs_and_errors;
 mod lora;
 mod memory;
+mod packing;
 mod parity;
