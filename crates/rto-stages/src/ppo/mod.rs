@@ -235,7 +235,8 @@ pub struct PpoSettings {
     #[arg(long, default_value_t = 0)]
     pub micro_batch_size: usize,
     /// Prompts per generate call and per scoring forward (× --n-samples-per-prompt responses).
-    /// 0 = rollout batch.
+    /// 0 = rollout batch. Several ranks share a rollout by these batches: at most
+    /// rollout / ranks keeps every rank generating.
     #[arg(long, default_value_t = 0)]
     pub generation_batch_size: usize,
     /// Passes over each rollout.
