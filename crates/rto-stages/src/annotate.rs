@@ -15,11 +15,11 @@
 
 mod command;
 mod gold;
-mod spill;
 
 pub use command::{main_cli, AnnotateCli, AnnotateCommand};
 
 use crate::compat::check_models;
+use crate::dist::spill::{self, Sink};
 use crate::dist::Work;
 use crate::encode::{fits_context, Encoder, LengthLimits, SEQUENCE_TOO_LONG};
 use crate::progress;
@@ -34,7 +34,7 @@ use rto_data::dataset::{
     read_preference_pairs, read_responses, ColumnNames, DatasetStats, PreferencePair, Prompt, ResponseRecord,
 };
 use rto_data::store::{input_key, StageSpec};
-use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TableSummary, TokenRecord, TokenTableWriter};
+use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TableSummary, TokenTableWriter};
 use rto_model::{parse_device, response_logprobs, CausalLm, ChatTurn, Head, SequenceBatch, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -45,6 +45,8 @@ use tch::{Device, Tensor};
 
 pub const STAGE: &str = "annotate";
 const SCHEMA_VERSION: u32 = 1;
+/// The name of the other ranks' spill files in the scratch folder (`dist::spill`).
+const SPILL: &str = "annotate";
 
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct AnnotateSettings {
@@ -310,7 +312,7 @@ fn run(args: &AnnotateArgs, rows: &Rows, max_positions: usize, work: &Work) -> R
     let group = work.group();
     let sink = match work.output() {
         Some(out) => Sink::Table(Box::new(TokenTableWriter::create(out.path(), options)?)),
-        None => Sink::Spill(spill::SpillWriter::create(spill::path(&work.scratch()?, group.rank()))?),
+        None => Sink::Spill(spill::SpillWriter::create(spill::path(&work.scratch()?, SPILL, group.rank()))?),
     };
     let Some(done) = annotator.annotate_all(rows, &args.data, sink, work)? else { return Ok(Value::Null) };
     let (summary, tally, stats, seconds) = done;
@@ -378,26 +380,13 @@ impl Annotator<'_> {
                 crate::encode::skip_hint(&stats)
             );
         }
-        let mut writer = match sink {
-            Sink::Table(writer) => *writer,
-            Sink::Spill(spill) => {
-                spill.finish()?;
-                group.barrier().context("telling rank 0 this rank's samples are written")?;
-                return Ok(None);
-            }
-        };
-        if group.is_distributed() {
-            group.barrier().context("waiting for every rank's samples")?;
-            let scratch = work.scratch()?;
-            for rank in 1..group.world_size() {
-                spill::replay(&spill::path(&scratch, rank), |sample, tokens| {
-                    // Pair row r holds samples 2r and 2r + 1 (see `encode_row`).
-                    let pair_row = matches!(rows, Rows::Pairs(_)).then_some((sample.sample_id / 2) as usize);
-                    tally.add(&sample, pair_row);
-                    writer.push_sample(sample, &tokens)
-                })?;
-            }
-        }
+        let scratch = if group.is_distributed() { work.scratch()? } else { PathBuf::new() };
+        let gathered = sink.gather(group, &scratch, SPILL, |sample| {
+            // Pair row r holds samples 2r and 2r + 1 (see `encode_row`).
+            let pair_row = matches!(rows, Rows::Pairs(_)).then_some((sample.sample_id / 2) as usize);
+            tally.add(sample, pair_row);
+        })?;
+        let Some(writer) = gathered else { return Ok(None) };
         let summary = writer.finish()?;
         Ok(Some((summary, tally, stats, started.elapsed().as_secs_f64())))
     }
@@ -501,21 +490,6 @@ impl Annotator<'_> {
             sink.push(sample, &tokens)?;
         }
         Ok(())
-    }
-}
-
-/// Where a rank's annotated samples go: the table (rank 0) or its spill file (the others).
-enum Sink {
-    Table(Box<TokenTableWriter>),
-    Spill(spill::SpillWriter),
-}
-
-impl Sink {
-    fn push(&mut self, sample: SampleRecord, tokens: &[TokenRecord]) -> Result<()> {
-        match self {
-            Sink::Table(writer) => writer.push_sample(sample, tokens),
-            Sink::Spill(spill) => spill.push(&sample, tokens),
-        }
     }
 }
 

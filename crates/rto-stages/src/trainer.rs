@@ -10,10 +10,10 @@
 //! numbers, so the models stay equal. Metrics are summed the same way. Rank 0 alone writes the
 //! metrics log and the checkpoints; every rank restores from them.
 
-use crate::checkpoint::{last_good, Checkpointer, MetricsLog, Restored};
-use crate::dist::{self, zero, zero::ZeroAdamW};
-use crate::optim::{AdamW, AdamWSettings};
-use anyhow::{bail, Context, Result};
+use crate::checkpoint::{last_good, Checkpointer, MetricsLog};
+use crate::dist::{self, optimizer, optimizer::Optimizer};
+use crate::optim::AdamWSettings;
+use anyhow::{bail, Result};
 use rto_algo::CosineSchedule;
 use rto_data::store::StageSpec;
 use rto_dist::ProcessGroup;
@@ -84,26 +84,19 @@ impl LoopSettings {
 
     /// Whether this run shards the optimizer state: `--zero-stage 1` with several ranks.
     pub fn shards_optimizer(&self, group: &ProcessGroup) -> bool {
-        self.zero_stage == 1 && group.world_size() > 1
+        optimizer::shards(self.zero_stage, group)
     }
 
     /// Ranks the optimizer state will be sharded over, for the memory plan (made before the
     /// group is joined): the launch's world size under `--zero-stage 1`, else 1.
     pub fn optimizer_shards(&self) -> Result<u64> {
-        if self.zero_stage == 0 {
-            return Ok(1);
-        }
-        let launch = rto_dist::Launch::from_env().context("reading the launch environment (torchrun or Slurm)")?;
-        Ok(launch.map_or(1, |l| l.world_size as u64))
+        optimizer::planned_shards(self.zero_stage)
     }
 
     /// `spec` keyed by `--zero-stage 1` when it shards (it changes the grad norm's summation
     /// order, so the last bits); otherwise unchanged, as stage 0 and one process are the same run.
-    pub fn keyed(&self, mut spec: StageSpec, group: &ProcessGroup) -> StageSpec {
-        if self.shards_optimizer(group) {
-            spec.settings["zero_stage"] = self.zero_stage.into();
-        }
-        spec
+    pub fn keyed(&self, spec: StageSpec, group: &ProcessGroup) -> StageSpec {
+        optimizer::keyed(spec, self.zero_stage, group)
     }
 }
 
@@ -191,9 +184,9 @@ pub fn train(
         min_lr_ratio: settings.min_lr_ratio,
     };
     schedule.validate()?;
-    let mut optimizer = Optimizer::new(task.var_store(), settings, group)?;
+    let mut optimizer = Optimizer::new(task.var_store(), &settings.adam, settings.shards_optimizer(group), group)?;
     let checkpointer = Checkpointer::new(scratch);
-    let restored = optimizer.restore(&checkpointer, task.var_store_mut())?;
+    let restored = optimizer::restore(&checkpointer, &mut [("model", task.var_store_mut(), &mut optimizer)])?;
     let start = restored.as_ref().map_or(0, |r| r.step);
     if start > 0 && group.is_main() {
         eprintln!("{label}: resuming from the checkpoint at step {start}");
@@ -249,7 +242,7 @@ pub fn train(
         last_train = metrics;
         let checkpoint_due = settings.checkpoint_every > 0 && (step + 1) % settings.checkpoint_every == 0;
         if !done && checkpoint_due {
-            optimizer.save(&checkpointer, group, step + 1, task.var_store())?;
+            optimizer::save(&checkpointer, group, step + 1, &[("model", task.var_store(), &optimizer)], Value::Null)?;
         }
     }
     progress.finish();
@@ -269,68 +262,6 @@ fn train_batch(task: &mut dyn SupervisedTask, group: &ProcessGroup, batch: &[usi
         }
     }
     dist::reduce_metrics(group, metrics)
-}
-
-/// The trainer's AdamW: the whole state on every rank, or this rank's ZeRO-1 shard.
-enum Optimizer<'g> {
-    Whole(AdamW),
-    Sharded(ZeroAdamW<'g>),
-}
-
-impl<'g> Optimizer<'g> {
-    fn new(vs: &VarStore, settings: &LoopSettings, group: &'g ProcessGroup) -> Result<Self> {
-        Ok(if settings.shards_optimizer(group) {
-            Optimizer::Sharded(ZeroAdamW::new(vs, settings.adam.clone(), group)?)
-        } else {
-            Optimizer::Whole(AdamW::new(vs, settings.adam.clone())?)
-        })
-    }
-
-    fn zero_grad(&mut self) {
-        match self {
-            Optimizer::Whole(adam) => adam.zero_grad(),
-            Optimizer::Sharded(zero) => zero.zero_grad(),
-        }
-    }
-
-    /// Clips and steps on this process's gradients, or, under a process group, on their sum
-    /// over ranks. Returns the norm before clipping.
-    fn step(&mut self, group: &ProcessGroup, lr: f64) -> Result<f64> {
-        match self {
-            Optimizer::Whole(adam) if !group.is_distributed() => adam.clip_and_step(lr),
-            Optimizer::Whole(adam) => {
-                let grads = dist::grads::all_reduce(group, &adam.params())?;
-                adam.clip_and_step_with(lr, &grads)
-            }
-            Optimizer::Sharded(zero) => zero.clip_and_step(lr),
-        }
-    }
-
-    /// Restores the model and this rank's optimizer state from the latest checkpoint, if any.
-    fn restore(&mut self, checkpointer: &Checkpointer, vs: &mut VarStore) -> Result<Option<Restored>> {
-        match self {
-            Optimizer::Whole(adam) => checkpointer.restore(&mut [("model", vs)], &mut [("model", adam)]),
-            Optimizer::Sharded(zero) => {
-                let restored = checkpointer.restore(&mut [("model", vs)], &mut [])?;
-                if let Some(restored) = &restored {
-                    zero.load(&restored.dir.join(zero::shard_file("model", zero.rank())))?;
-                }
-                Ok(restored)
-            }
-        }
-    }
-
-    /// A checkpoint at `step`: rank 0 alone writes the whole state; with shards every rank
-    /// writes its own (see `Checkpointer::save_sharded`). Every rank calls it.
-    fn save(&self, checkpointer: &Checkpointer, group: &ProcessGroup, step: usize, vs: &VarStore) -> Result<()> {
-        match self {
-            Optimizer::Whole(_) if !group.is_main() => Ok(()),
-            Optimizer::Whole(adam) => checkpointer.save(step, &[("model", vs)], &[("model", adam)], Value::Null),
-            Optimizer::Sharded(zero) => checkpointer.save_sharded(group, step, &[("model", vs)], Value::Null, |tmp| {
-                zero.save(&tmp.join(zero::shard_file("model", zero.rank())))
-            }),
-        }
-    }
 }
 
 fn short_metrics(metrics: &Metrics) -> String {

@@ -1,12 +1,16 @@
 //! Data parallelism over the launch's process group (`rto_dist`): the stage frame in which
 //! rank 0 owns the store ([`frame`]), how work is shared among ranks ([`share`]), how metrics
-//! and gradients are summed over them ([`reduce_metrics`], [`grads`]).
+//! and gradients are summed over them ([`reduce_metrics`], [`grads`]), the optimizer of a
+//! data-parallel run ([`optimizer`], ZeRO-1 in [`zero`]) and the other ranks' rows of a table
+//! rank 0 writes ([`spill`]).
 //!
 //! A single process (no launch variables) has a group of one that never touches c10d: every
 //! helper here then returns its input unchanged, so single-process runs keep their bytes.
 
 mod frame;
 pub mod grads;
+pub mod optimizer;
+pub mod spill;
 pub mod zero;
 
 pub use frame::{run_stage, Ranked, Work};

@@ -3,13 +3,22 @@
 //! `--loss-agg-mode` says, clipped to [1 − ε, 1 + clip_high]), the critic, when the estimator
 //! has one, the clipped value loss, each with its own AdamW (saveable state, for bitwise
 //! resume) and cosine schedule.
+//!
+//! Data parallel (a process group of several ranks, each holding the whole rollout): each train
+//! batch's micro batches are shared out in contiguous blocks (`dist::share`, as the supervised
+//! trainer does), each micro batch's losses keep their share of the whole train batch, so the
+//! gradients summed over ranks (`dist::optimizer`: buckets, or ZeRO-1's reduce-scatter) are the
+//! train batch's; every rank clips by the one global norm and steps on the same numbers, so the
+//! actor and the critic stay equal on every rank. Metrics are summed over ranks the same way.
 
 use crate::checkpoint::{Checkpointer, Restored};
-use crate::optim::{AdamW, AdamWSettings};
+use crate::dist::{self, optimizer, optimizer::Optimizer};
+use crate::optim::AdamWSettings;
 use crate::rollout::{pad_rows, Experience, Sample};
 use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
 use rto_algo::{policy_loss, value_loss, ClipRange, CosineSchedule, LossAggregation};
+use rto_dist::ProcessGroup;
 use rto_model::{response_logprobs, response_values, CausalLm, SequenceBatch};
 use serde_json::Value;
 use tch::nn::VarStore;
@@ -26,12 +35,13 @@ pub struct UpdateSettings {
     pub ppo_epochs: usize,
 }
 
-pub struct Learner {
+pub struct Learner<'g> {
     pub policy: CausalLm,
     /// None for the critic-free estimators (all but GAE).
     pub critic: Option<CausalLm>,
-    actor_opt: AdamW,
-    critic_opt: Option<AdamW>,
+    group: &'g ProcessGroup,
+    actor_opt: Optimizer<'g>,
+    critic_opt: Option<Optimizer<'g>>,
     pub actor_lr: CosineSchedule,
     pub critic_lr: CosineSchedule,
     settings: UpdateSettings,
@@ -66,22 +76,32 @@ impl Averager {
     }
 }
 
-impl Learner {
+/// Where a learner trains: its process group, and whether it shards the optimizer states
+/// (`--zero-stage 1` on several ranks).
+#[derive(Clone, Copy)]
+pub struct LearnerPlace<'g> {
+    pub group: &'g ProcessGroup,
+    pub sharded: bool,
+}
+
+impl<'g> Learner<'g> {
     pub fn new(
-        policy: CausalLm,
-        critic: Option<CausalLm>,
+        (policy, critic): (CausalLm, Option<CausalLm>),
         adam: &AdamWSettings,
         schedules: (CosineSchedule, CosineSchedule),
         settings: UpdateSettings,
         pad_id: i64,
+        place: LearnerPlace<'g>,
     ) -> Result<Self> {
         schedules.0.validate().context("actor learning-rate schedule")?;
         schedules.1.validate().context("critic learning-rate schedule")?;
-        let actor_opt = AdamW::new(&policy.vs, adam.clone())?;
-        let critic_opt = critic.as_ref().map(|c| AdamW::new(&c.vs, adam.clone())).transpose()?;
+        let LearnerPlace { group, sharded } = place;
+        let actor_opt = Optimizer::new(&policy.vs, adam, sharded, group)?;
+        let critic_opt = critic.as_ref().map(|c| Optimizer::new(&c.vs, adam, sharded, group)).transpose()?;
         Ok(Self {
             policy,
             critic,
+            group,
             actor_opt,
             critic_opt,
             actor_lr: schedules.0,
@@ -120,7 +140,8 @@ impl Learner {
         let mut metrics = Metrics::new();
         let tokens = |items: &[usize]| items.iter().map(|&i| experience.samples[i].response.len()).sum::<usize>();
         let whole = (batch.len(), tokens(batch));
-        for micro in batch.chunks(self.settings.micro_batch) {
+        let micros: Vec<&[usize]> = batch.chunks(self.settings.micro_batch).collect();
+        for &micro in &micros[dist::my_share(self.group, micros.len())] {
             // The value loss is a per-sequence mean, so its micro batch weighs by its share of
             // rows; the policy loss by its share of the aggregation's normalizer.
             let shares = Shares {
@@ -131,13 +152,16 @@ impl Learner {
                 *metrics.entry(key).or_default() += value;
             }
         }
+        // Summed before the check, so every rank stops at the same step.
+        let mut metrics = dist::reduce_metrics(self.group, metrics)?;
         if let Some((key, value)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
             bail!("{key} is {value} at optimizer step {}", step + 1);
         }
-        let actor_norm = self.actor_opt.clip_and_step(self.actor_lr.lr_at(step)).context("policy (actor) step")?;
+        let group = self.group;
+        let actor_norm = self.actor_opt.step(group, self.actor_lr.lr_at(step)).context("policy (actor) step")?;
         metrics.insert("actor_grad_norm".into(), actor_norm);
         if let Some(opt) = &mut self.critic_opt {
-            let critic_norm = opt.clip_and_step(self.critic_lr.lr_at(step)).context("critic step")?;
+            let critic_norm = opt.step(group, self.critic_lr.lr_at(step)).context("critic step")?;
             metrics.insert("critic_grad_norm".into(), critic_norm);
         }
         Ok(metrics)
@@ -186,26 +210,24 @@ impl Learner {
     }
 
     /// Saves both models and both optimizers after `iteration`, with `state` (KL controller).
+    /// Every rank calls it (rank 0 writes; with ZeRO-1 each rank its shards).
     pub fn save(&self, checkpointer: &Checkpointer, iteration: usize, state: Value) -> Result<()> {
-        let mut models: Vec<(&str, &VarStore)> = vec![("actor", &self.policy.vs)];
-        let mut optimizers: Vec<(&str, &AdamW)> = vec![("actor", &self.actor_opt)];
+        let mut models: Vec<(&str, &VarStore, &Optimizer)> = vec![("actor", &self.policy.vs, &self.actor_opt)];
         if let (Some(critic), Some(opt)) = (&self.critic, &self.critic_opt) {
-            models.push(("critic", &critic.vs));
-            optimizers.push(("critic", opt));
+            models.push(("critic", &critic.vs, opt));
         }
-        checkpointer.save(iteration, &models, &optimizers, state)
+        optimizer::save(checkpointer, self.group, iteration, &models, state)
     }
 
     /// Restores the latest checkpoint, if any; its `step` is the last completed iteration.
     pub fn restore(&mut self, checkpointer: &Checkpointer) -> Result<Option<Restored>> {
-        let mut models: Vec<(&str, &mut VarStore)> = vec![("actor", &mut self.policy.vs)];
-        let mut optimizers: Vec<(&str, &mut AdamW)> = vec![("actor", &mut self.actor_opt)];
+        let mut models: Vec<(&str, &mut VarStore, &mut Optimizer<'g>)> =
+            vec![("actor", &mut self.policy.vs, &mut self.actor_opt)];
         if let (Some(critic), Some(opt)) = (&mut self.critic, &mut self.critic_opt) {
-            models.push(("critic", &mut critic.vs));
-            optimizers.push(("critic", opt));
+            models.push(("critic", &mut critic.vs, opt));
         }
         // tch's VarStore::read_safetensors copies into the variables without no_grad, which
         // libtorch refuses for leaves that require grad.
-        tch::no_grad(|| checkpointer.restore(&mut models, &mut optimizers))
+        tch::no_grad(|| optimizer::restore(checkpointer, &mut models))
     }
 }

@@ -28,6 +28,11 @@
 //! Checkpoints (the models, their optimizers, the KL controller) go to the store's scratch
 //! folder every `--checkpoint-every` iterations; a killed run resumes from there and ends with
 //! the same bits as an uninterrupted one on CPU.
+//!
+//! Under `torchrun --nproc-per-node N` the ranks share each iteration's generation batches and
+//! train batches (see `run` and `learner`); `--zero-stage 1` shards both optimizers. The
+//! rollouts are the single process's (same batches, same seeds); the weights equal it up to
+//! fp32 rounding of the gradient sums, so world size > 1 joins the key.
 
 mod learner;
 mod run;
@@ -230,7 +235,8 @@ pub struct PpoSettings {
     #[arg(long, default_value_t = 0)]
     pub micro_batch_size: usize,
     /// Prompts per generate call and per scoring forward (× --n-samples-per-prompt responses).
-    /// 0 = rollout batch.
+    /// 0 = rollout batch. Several ranks share a rollout by these batches: at most
+    /// rollout / ranks keeps every rank generating.
     #[arg(long, default_value_t = 0)]
     pub generation_batch_size: usize,
     /// Passes over each rollout.
@@ -262,6 +268,12 @@ pub struct PpoSettings {
     /// Evaluate on --eval-prompts every N iterations (and after the last). 0 = never.
     #[arg(long, default_value_t = 0)]
     pub eval_every: usize,
+    /// ZeRO stage of a multi-process run, as in sft/dpo/rm-train: 0 keeps the whole AdamW state
+    /// of the actor and the critic on every rank, 1 shards their moments (and --bf16's fp32
+    /// masters) over the ranks. With one process it changes nothing (nor the key).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    #[serde(skip)]
+    pub zero_stage: u8,
     #[command(flatten)]
     pub limits: LengthLimits,
     #[command(flatten)]
@@ -480,6 +492,7 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
     let tokens = s.limits.max_prompt_len + s.max_new_tokens();
     let (train_rows, scoring_rows) = (s.micro_batch(), s.generation_batch() * s.n_samples_per_prompt);
     let checkpointing = args.trained.gradient_checkpointing;
+    let shards = crate::dist::optimizer::planned_shards(s.zero_stage)?;
     let lm = |name: &str, dir: &Path, role: Role, rows: usize| {
         stage::planned(name, dir, Head::LanguageModel, role, rows, tokens)
     };
@@ -498,7 +511,8 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
     let mut models = vec![
         lm("actor", &args.policy, Role::Trained, train_rows)?
             .with_gradient_checkpointing(checkpointing)
-            .with_lora(actor_lora),
+            .with_lora(actor_lora)
+            .with_optimizer_shards(shards),
         reference,
     ];
     if let Some(critic_dir) = &inputs.critic {
@@ -506,7 +520,8 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
         models.push(
             critic
                 .with_gradient_checkpointing(checkpointing)
-                .with_lora(stage::planned_lora(&args.trained, critic_dir)?),
+                .with_lora(stage::planned_lora(&args.trained, critic_dir)?)
+                .with_optimizer_shards(shards),
         );
     }
     if let Some(dpo) = &inputs.dpo {
@@ -558,6 +573,10 @@ pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Resul
     if !stage::plan_memory(&args.common, &spec, &models, Some(&kv_cache))? {
         return Ok(());
     }
-    stage::run_training(&args.common, &args.logs, &spec, |out| run::run(&args, &inputs, &shared, judge, out))?;
+    let group = crate::dist::group(&args.common.device)?;
+    let spec = crate::dist::optimizer::keyed(stage::keyed_by_world(spec, &group), args.settings.zero_stage, &group);
+    stage::run_training_ranked(&group, &args.common, &args.logs, &spec, |work| {
+        run::run(&args, &inputs, &shared, judge, work)
+    })?;
     Ok(())
 }

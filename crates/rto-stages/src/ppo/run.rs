@@ -1,10 +1,20 @@
 //! The ppo-train loop: loading and checking the inputs, iterations, metrics, checkpoints and
 //! the published folders (see the parent module for the layout).
+//!
+//! Data parallel (several ranks, `dist::Work`): every rank loads every model and encodes every
+//! prompt; each iteration's rollout batch is the single process's, each rank generating and
+//! pricing its contiguous block of its generation batches (sampling seeded by the batch's index
+//! in the rollout), then the samples are gathered so every rank holds the whole rollout
+//! (`rollout::gather`) and computes the same advantages and KL controller update; the update
+//! shares each train batch's micro batches (see `learner`). Rank 0 alone writes the metrics
+//! log, the rollout tables (the others spill their rows to it), the checkpoints (with ZeRO-1
+//! every rank its optimizer shards) and the output folder.
 
-use super::learner::{Learner, UpdateSettings};
+use super::learner::{Learner, LearnerPlace, UpdateSettings};
 use super::{Estimator, Inputs, PpoArgs, PpoSettings};
 use crate::checkpoint::{last_good, Checkpointer, MetricsLog};
 use crate::compat::SharedModels;
+use crate::dist::{self, Work};
 use crate::encode::{fits_context, skip_hint, Encoder};
 use crate::rollout::{
     self, AdvantageEstimator, EncodedPrompt, ResponseJudge, RolloutConfig, RolloutModels, RolloutTable,
@@ -16,9 +26,11 @@ use anyhow::{bail, Context, Result};
 use rto_algo::{CosineSchedule, KlController, RewardWeights};
 use rto_data::dataset::{read_prompts, DatasetStats};
 use rto_data::store::StageDir;
+use rto_dist::ProcessGroup;
 use rto_model::{parse_device, Head, SamplingConfig, TextTokenizer};
 use rto_rng::{permutation, seed_for, Stream};
 use serde_json::{json, Value};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::Device;
@@ -27,10 +39,11 @@ struct PpoRun<'a> {
     args: &'a PpoArgs,
     inputs: &'a Inputs,
     judge: Option<&'a dyn ResponseJudge>,
+    group: &'a ProcessGroup,
     device: Device,
     tokenizer: TextTokenizer,
     scorers: RewardModels,
-    learner: Learner,
+    learner: Learner<'a>,
     prompts: Vec<EncodedPrompt>,
     eval_prompts: Vec<EncodedPrompt>,
     iterations: usize,
@@ -49,11 +62,12 @@ pub(super) fn run(
     inputs: &Inputs,
     shared: &SharedModels,
     judge: Option<&dyn ResponseJudge>,
-    out: &StageDir,
+    work: &Work,
 ) -> Result<Value> {
-    let (mut ppo, stats) = PpoRun::load(args, inputs, shared, judge, out.scratch()?)?;
-    ppo.tensorboard = args.logs.run_dir(super::STAGE, out.key());
+    let (mut ppo, stats) = PpoRun::load(args, inputs, shared, judge, work.group(), work.scratch()?)?;
+    ppo.tensorboard = work.output().and_then(|out| args.logs.run_dir(super::STAGE, out.key()));
     let last = ppo.train()?;
+    let Some(out) = work.output() else { return Ok(Value::Null) };
     ppo.publish(out)?;
     // No `resumed_from` here: a resumed run's accepted folder must equal an uninterrupted
     // run's byte for byte (the resume is reported on stderr).
@@ -135,6 +149,19 @@ fn encode_prompts(
     Ok((prompts, stats))
 }
 
+/// Ranks share a rollout by whole generation batches (so the samples are a single
+/// process's): with fewer batches than ranks, some only train. Said once, by rank 0.
+fn warn_idle_ranks(settings: &PpoSettings, group: &ProcessGroup) {
+    let (prompts, size, world) = (settings.rollout_batch_size, settings.generation_batch(), group.world_size());
+    let batches = prompts.div_ceil(size);
+    if group.is_main() && batches < world {
+        eprintln!(
+            "ppo: --generation-batch-size {size} makes {batches} generation batch(es) of the {prompts} prompts for {world} ranks, so ranks {batches}.. generate nothing; set --generation-batch-size to at most {} to use every rank",
+            prompts.div_ceil(world)
+        );
+    }
+}
+
 /// The rollout tables' metadata: the policy is the reference (and encodes the text); the
 /// weights are the initial ones, each table replaces them with its iteration's.
 fn table_metadata(args: &PpoArgs, inputs: &Inputs) -> Result<RewardMetadata> {
@@ -153,6 +180,7 @@ impl<'a> PpoRun<'a> {
         inputs: &'a Inputs,
         shared: &SharedModels,
         judge: Option<&'a dyn ResponseJudge>,
+        group: &'a ProcessGroup,
         scratch: PathBuf,
     ) -> Result<(Self, DatasetStats)> {
         let s = &args.settings;
@@ -197,20 +225,18 @@ impl<'a> PpoRun<'a> {
             micro_batch: s.micro_batch(),
             ppo_epochs: s.ppo_epochs,
         };
-        let learner = Learner::new(
-            policy,
-            critic.map(|critic| stage::trained_model(critic, &args.trained, args.common.seed)).transpose()?,
-            &s.adam,
-            (schedule(s.actor_lr), schedule(s.critic_lr)),
-            update,
-            tokenizer.pad_id,
-        )?;
+        let critic = critic.map(|critic| stage::trained_model(critic, &args.trained, args.common.seed)).transpose()?;
+        let place = LearnerPlace { group, sharded: dist::optimizer::shards(s.zero_stage, group) };
+        let schedules = (schedule(s.actor_lr), schedule(s.critic_lr));
+        let learner = Learner::new((policy, critic), &s.adam, schedules, update, tokenizer.pad_id, place)?;
+        warn_idle_ranks(s, group);
         let table_metadata = table_metadata(args, inputs)?;
         let kl = s.reward.controller();
         let ppo = Self {
             args,
             inputs,
             judge,
+            group,
             device,
             tokenizer,
             scorers,
@@ -234,16 +260,27 @@ impl<'a> PpoRun<'a> {
         let start = restored.as_ref().map_or(0, |r| r.step);
         if let Some(restored) = &restored {
             self.kl = serde_json::from_value(restored.state["kl"].clone()).context("checkpoint state.json: `kl`")?;
-            eprintln!("ppo: resuming from the checkpoint after iteration {start}");
+            if self.group.is_main() {
+                eprintln!("ppo: resuming from the checkpoint after iteration {start}");
+            }
         }
         let metrics = self.scratch.join("metrics.jsonl");
-        let mut log = MetricsLog::open_with_tensorboard(&metrics, start, self.tensorboard.as_deref())?;
+        let mut log = self
+            .group
+            .is_main()
+            .then(|| MetricsLog::open_with_tensorboard(&metrics, start, self.tensorboard.as_deref()))
+            .transpose()?;
         let progress = crate::progress::bar(self.iterations as u64, "ppo");
+        if !self.group.is_main() {
+            progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
         progress.set_position(start as u64);
         let mut last = Value::Null;
         for iteration in start + 1..=self.iterations {
             let record = self.iteration(iteration)?;
-            log.write(&record)?;
+            if let Some(log) = &mut log {
+                log.write(&record)?;
+            }
             progress.set_message(format!(
                 "reward {:.4} kl {:.4}",
                 record["reward"].as_f64().unwrap_or(f64::NAN),
@@ -282,8 +319,14 @@ impl<'a> PpoRun<'a> {
         }
     }
 
-    /// The table this iteration's rollouts go to, when they are saved.
-    fn rollout_table(&self, iteration: usize, weights: &RewardWeights) -> Result<Option<RolloutTable<'_>>> {
+    /// The table this iteration's rollouts go to, when they are saved; `first` is the index in
+    /// the rollout of this rank's first sample (rank 0 writes the table, the others spill).
+    fn rollout_table(
+        &self,
+        iteration: usize,
+        weights: &RewardWeights,
+        first: usize,
+    ) -> Result<Option<RolloutTable<'_>>> {
         let every = self.args.settings.save_rollouts_every;
         if every == 0 || !(iteration == 1 || due(every, iteration) || iteration == self.iterations) {
             return Ok(None);
@@ -299,7 +342,12 @@ impl<'a> PpoRun<'a> {
             reward_model: self.scorers.reward_model.is_some(),
         };
         let dir = self.scratch.join("rollouts").join(format!("iter-{iteration:06}"));
-        let first_id = ((iteration - 1) * self.args.settings.rollout_responses()) as u64;
+        let first_id = ((iteration - 1) * self.args.settings.rollout_responses() + first) as u64;
+        if !self.group.is_main() {
+            let (rank, iteration) = (self.group.rank(), iteration as u32);
+            return RolloutTable::spilling(&self.scratch, rank, &self.tokenizer, sources, iteration, first_id)
+                .map(Some);
+        }
         Ok(Some(RolloutTable::create(
             &dir,
             &self.tokenizer,
@@ -341,7 +389,8 @@ impl<'a> PpoRun<'a> {
         let prompts: Vec<EncodedPrompt> = picked.into_iter().map(|i| self.prompts[i].clone()).collect();
         let kl_coef = self.kl.coef();
         let config = self.rollout_config(iteration, s.reward.weights(kl_coef));
-        let mut table = self.rollout_table(iteration, &config.weights)?;
+        let (batches, mine) = self.my_batches(&config);
+        let mut table = self.rollout_table(iteration, &config.weights, mine.start)?;
         let models = RolloutModels {
             policy: &self.learner.policy,
             critic: self.learner.critic.as_ref(),
@@ -349,14 +398,16 @@ impl<'a> PpoRun<'a> {
             tokenizer: &self.tokenizer,
         };
         // A non-finite policy, reward or value stops here; the checkpoint before it is intact.
-        let (mut experience, stats) = rollout::collect(&models, prompts, &config, table.as_mut(), self.judge)
+        let (local, stats) = rollout::collect_batches(&models, prompts, &config, batches, table.as_mut(), self.judge)
             .with_context(|| {
-                format!("iteration {iteration}: rollout ({}); {}", self.describe_models(), last_good(&self.scratch))
-            })?;
+            format!("iteration {iteration}: rollout ({}); {}", self.describe_models(), last_good(&self.scratch))
+        })?;
+        let mut experience = rollout::gather::gather(self.group, local)?;
+        let stats = rollout::gather::gather_stats(self.group, stats)?;
         let advantage_clock = Instant::now();
         let advantages = experience.compute_advantages(self.estimator(), self.device)?;
         if let Some(table) = table {
-            table.finish(&experience)?;
+            table.finish_ranked(&experience, mine, self.group, &self.scratch)?;
         }
         let scoring_s = stats.scoring_s + advantage_clock.elapsed().as_secs_f64();
         self.kl
@@ -382,6 +433,16 @@ impl<'a> PpoRun<'a> {
         Ok(record)
     }
 
+    /// This rank's generation batches of an iteration (its `dist::share`; all of them in one
+    /// process) and the rollout samples they make.
+    fn my_batches(&self, config: &RolloutConfig) -> (Range<usize>, Range<usize>) {
+        let prompts = self.args.settings.rollout_batch_size;
+        let batches = dist::my_share(self.group, rollout::generation_batches(prompts, config));
+        let samples = |batch: usize| (batch * config.generation_batch.max(1)).min(prompts) * config.samples_per_prompt;
+        let mine = samples(batches.start)..samples(batches.end);
+        (batches, mine)
+    }
+
     fn evaluate(&self, iteration: usize) -> Result<Metrics> {
         let every = self.args.settings.eval_every;
         if self.eval_prompts.is_empty() || !(due(every, iteration) || iteration == self.iterations) {
@@ -390,6 +451,7 @@ impl<'a> PpoRun<'a> {
         let clock = Instant::now();
         let config = self.rollout_config(iteration, RewardWeights::default());
         let mut metrics = rollout::evaluate(
+            self.group,
             &self.learner.policy,
             &self.scorers,
             &self.eval_prompts,

@@ -9,6 +9,7 @@
 //! the rollout in a shuffled order, so rows are packed again into new batches anyway.
 
 mod experience;
+pub mod gather;
 mod table;
 
 pub use experience::{AdvantageEstimator, Experience};
@@ -18,8 +19,10 @@ use crate::token_scoring::{score_batch, BatchScores, RewardModels};
 use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
 use rto_algo::{RewardMode, RewardWeights};
+use rto_dist::{ProcessGroup, ReduceOp};
 use rto_model::{generate, response_logprobs, response_values, CausalLm, SamplingConfig, SequenceBatch, TextTokenizer};
 use rto_rng::{seed_for, Stream};
+use std::ops::Range;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -147,9 +150,9 @@ pub fn pad_rows<'a>(rows: impl Iterator<Item = &'a [f32]>, width: i64, device: D
     Tensor::from_slice(&flat).view([n, width]).to_device(device)
 }
 
-/// Running sums behind a rollout's metrics.
-#[derive(Debug, Default)]
-pub struct RolloutStats {
+/// Running sums behind a rollout's metrics: one per generation batch, and their total.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Tally {
     samples: f64,
     tokens: f64,
     finished: f64,
@@ -160,8 +163,6 @@ pub struct RolloutStats {
     rm_score: Option<f64>,
     dpo_return: Option<f64>,
     judge: Option<f64>,
-    pub generation_s: f64,
-    pub scoring_s: f64,
 }
 
 fn add(slot: &mut Option<f64>, value: f64) {
@@ -172,7 +173,7 @@ fn sum(t: &Tensor) -> f64 {
     t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])
 }
 
-impl RolloutStats {
+impl Tally {
     fn add_batch(&mut self, scored: &ScoredBatch, batch: &SequenceBatch, finished: &[bool]) {
         let s = &scored.scores;
         let mask = &batch.response_mask;
@@ -193,6 +194,75 @@ impl RolloutStats {
         }
     }
 
+    /// Adds `other`'s sums to these (what a batch adds to the rollout's totals).
+    fn absorb(&mut self, other: &Tally) {
+        self.samples += other.samples;
+        self.tokens += other.tokens;
+        self.finished += other.finished;
+        self.kl += other.kl;
+        self.entropy += other.entropy;
+        self.reward += other.reward;
+        self.sentence_reward += other.sentence_reward;
+        for (slot, value) in [
+            (&mut self.rm_score, other.rm_score),
+            (&mut self.dpo_return, other.dpo_return),
+            (&mut self.judge, other.judge),
+        ] {
+            if let Some(value) = value {
+                add(slot, value);
+            }
+        }
+    }
+
+    /// The sums as f64s, each optional one behind a presence flag (for the collectives).
+    pub(crate) fn to_row(self) -> [f64; 13] {
+        let flag = |o: Option<f64>| [f64::from(u8::from(o.is_some())), o.unwrap_or(0.0)];
+        let ([a, b], [c, d], [e, f]) = (flag(self.rm_score), flag(self.dpo_return), flag(self.judge));
+        let sums = [self.samples, self.tokens, self.finished, self.kl, self.entropy, self.reward, self.sentence_reward];
+        let [g, h, i, j, k, l, m] = sums;
+        [g, h, i, j, k, l, m, a, b, c, d, e, f]
+    }
+
+    /// The element-wise sum over the ranks of `group` (an option is present if it is anywhere).
+    fn reduce(self, group: &ProcessGroup) -> Result<Self> {
+        let sums = group.all_reduce_f64s(&self.to_row(), ReduceOp::Sum)?;
+        Ok(Self::from_row(&sums.try_into().map_err(|_| anyhow::anyhow!("all_reduce_f64s changed the length"))?))
+    }
+
+    pub(crate) fn from_row(row: &[f64; 13]) -> Self {
+        let optional = |flag: f64, value: f64| (flag > 0.0).then_some(value);
+        Self {
+            samples: row[0],
+            tokens: row[1],
+            finished: row[2],
+            kl: row[3],
+            entropy: row[4],
+            reward: row[5],
+            sentence_reward: row[6],
+            rm_score: optional(row[7], row[8]),
+            dpo_return: optional(row[9], row[10]),
+            judge: optional(row[11], row[12]),
+        }
+    }
+}
+
+/// A rollout's metrics: the sums of every generation batch (kept per batch, so the totals of a
+/// rollout collected by several ranks are summed in the order of one process, see
+/// [`gather::gather_stats`]) and the wall-clock seconds.
+#[derive(Debug, Default)]
+pub struct RolloutStats {
+    total: Tally,
+    pub(crate) batches: Vec<Tally>,
+    pub generation_s: f64,
+    pub scoring_s: f64,
+}
+
+impl RolloutStats {
+    fn push(&mut self, batch: Tally) {
+        self.total.absorb(&batch);
+        self.batches.push(batch);
+    }
+
     /// Per-iteration metrics under the names users know from OpenRLHF/TRL. `kl` is the mean
     /// per-response Σ(logp_policy − logp_ref) in nats, the quantity the adaptive controller
     /// steers; `reward` the mean per-response Σ of the token rewards (the `return` column);
@@ -200,20 +270,20 @@ impl RolloutStats {
     /// (normalized) reward-model score before that. `time/scoring` covers the scoring
     /// forwards, the host copies and the rollout-table rows.
     pub fn metrics(&self) -> Metrics {
-        let n = self.samples.max(1.0);
+        let t = &self.total;
+        let n = t.samples.max(1.0);
         let mut m = Metrics::from([
-            ("kl".into(), self.kl / n),
-            ("entropy".into(), self.entropy / self.tokens.max(1.0)),
-            ("reward".into(), self.reward / n),
-            ("sentence_reward".into(), self.sentence_reward / n),
-            ("response_length".into(), self.tokens / n),
-            ("eos_fraction".into(), self.finished / n),
+            ("kl".into(), t.kl / n),
+            ("entropy".into(), t.entropy / t.tokens.max(1.0)),
+            ("reward".into(), t.reward / n),
+            ("sentence_reward".into(), t.sentence_reward / n),
+            ("response_length".into(), t.tokens / n),
+            ("eos_fraction".into(), t.finished / n),
             ("time/generation".into(), self.generation_s),
             ("time/scoring".into(), self.scoring_s),
-            ("generation_tokens_per_s".into(), self.tokens / self.generation_s.max(1e-9)),
+            ("generation_tokens_per_s".into(), t.tokens / self.generation_s.max(1e-9)),
         ]);
-        for (key, total) in [("rm_score", self.rm_score), ("dpo_return", self.dpo_return), ("judge_score", self.judge)]
-        {
+        for (key, total) in [("rm_score", t.rm_score), ("dpo_return", t.dpo_return), ("judge_score", t.judge)] {
             if let Some(total) = total {
                 m.insert(key.into(), total / n);
             }
@@ -222,7 +292,7 @@ impl RolloutStats {
     }
 
     pub fn kl_per_sample(&self) -> f64 {
-        self.kl / self.samples.max(1.0)
+        self.total.kl / self.total.samples.max(1.0)
     }
 }
 
@@ -249,21 +319,43 @@ pub fn batch_seed(seed: u64, index: usize) -> u64 {
     seed_for(seed, Stream::Sampling, index as u64)
 }
 
+/// How many generation batches a rollout of `prompts` prompts makes (the unit ranks share).
+pub fn generation_batches(prompts: usize, config: &RolloutConfig) -> usize {
+    prompts.div_ceil(config.generation_batch.max(1))
+}
+
 /// Generates and prices `config.samples_per_prompt` responses to each of `prompts`; hands them
 /// to `table` when given (it writes them once the advantages are known).
 pub fn collect(
     models: &RolloutModels,
     prompts: Vec<EncodedPrompt>,
     config: &RolloutConfig,
+    table: Option<&mut RolloutTable>,
+    judge: Option<&dyn ResponseJudge>,
+) -> Result<(Experience, RolloutStats)> {
+    let batches = 0..generation_batches(prompts.len(), config);
+    collect_batches(models, prompts, config, batches, table, judge)
+}
+
+/// [`collect`] for the generation batches `batches` of `prompts` only (a rank's
+/// [`crate::dist::share`]). Each batch is the one a single process forms, with its sampling
+/// seed from its index in the rollout, so the ranks' samples together are a single process's;
+/// the returned buffer holds every prompt and this call's samples.
+pub fn collect_batches(
+    models: &RolloutModels,
+    prompts: Vec<EncodedPrompt>,
+    config: &RolloutConfig,
+    batches: Range<usize>,
     mut table: Option<&mut RolloutTable>,
     judge: Option<&dyn ResponseJudge>,
 ) -> Result<(Experience, RolloutStats)> {
     let device = models.policy.device();
-    let k = config.samples_per_prompt.max(1);
+    let (k, size) = (config.samples_per_prompt.max(1), config.generation_batch.max(1));
     let mut stats = RolloutStats::default();
-    let mut samples = Vec::with_capacity(prompts.len() * k);
-    for (index, first) in (0..prompts.len()).step_by(config.generation_batch.max(1)).enumerate() {
-        let chunk = &prompts[first..(first + config.generation_batch.max(1)).min(prompts.len())];
+    let mut samples = Vec::with_capacity(batches.len() * size * k);
+    for index in batches {
+        let first = index * size;
+        let chunk = &prompts[first..(first + size).min(prompts.len())];
         let rows: Vec<&EncodedPrompt> = chunk.iter().flat_map(|p| std::iter::repeat_n(p, k)).collect();
         let ids: Vec<Vec<i64>> = rows.iter().map(|p| p.ids.clone()).collect();
         let clock = Instant::now();
@@ -273,7 +365,8 @@ pub fn collect(
         let clock = Instant::now();
         let batch = generation.to_batch(&ids, config.pad_id, device)?;
         let scored = score_responses(models, &batch, config.mode, &config.weights)?;
-        stats.add_batch(&scored, &batch, &generation.finished);
+        let mut tally = Tally::default();
+        tally.add_batch(&scored, &batch, &generation.finished);
         let lengths = &batch.response_lengths;
         let logp_old = host_rows(scored.scores.logp_policy.as_ref().context("policy log-probs")?, lengths)?;
         let rewards = host_rows(&scored.scores.rewards.reward, lengths)?;
@@ -284,8 +377,9 @@ pub fn collect(
         };
         let judged = judge_chunk(judge, models.tokenizer, &rows, &generation.responses)?;
         if let Some(scores) = &judged {
-            add(&mut stats.judge, scores.iter().sum());
+            add(&mut tally.judge, scores.iter().sum());
         }
+        stats.push(tally);
         if let Some(table) = table.as_deref_mut() {
             table.push(&scored, &rows, &generation.responses, judged.as_deref())?;
         }
@@ -332,7 +426,11 @@ fn judge_chunk(
 
 /// Greedy responses to held-out prompts, scored by the reward model (`eval/rm_score`, the
 /// normalized score before clamping) and by the judge when there is one (`eval/judge_score`).
+/// Under several ranks each takes its [`crate::dist::share`] of the generation batches and the
+/// sums are added over ranks (every rank gets the metrics).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
+    group: &ProcessGroup,
     policy: &CausalLm,
     scorers: &RewardModels,
     prompts: &[EncodedPrompt],
@@ -342,24 +440,26 @@ pub fn evaluate(
     judge: Option<&dyn ResponseJudge>,
 ) -> Result<Metrics> {
     let sampling = SamplingConfig { greedy: true, ..sampling.clone() };
-    let (mut tokens, mut rm, mut judged) = (0.0, None, None);
-    for chunk in prompts.chunks(generation_batch.max(1)) {
+    let mut sums = Tally::default();
+    let chunks: Vec<&[EncodedPrompt]> = prompts.chunks(generation_batch.max(1)).collect();
+    for chunk in &chunks[crate::dist::my_share(group, chunks.len())] {
         let ids: Vec<Vec<i64>> = chunk.iter().map(|p| p.ids.clone()).collect();
         let generation = generate(policy, &ids, &sampling, tokenizer.pad_id)?;
-        tokens += generation.responses.iter().map(Vec::len).sum::<usize>() as f64;
+        sums.tokens += generation.responses.iter().map(Vec::len).sum::<usize>() as f64;
         let batch = generation.to_batch(&ids, tokenizer.pad_id, policy.device())?;
         if let Some(scores) = tch::no_grad(|| scorers.sentence_rewards(&batch)) {
-            add(&mut rm, sum(&scores));
+            add(&mut sums.rm_score, sum(&scores));
         }
         if let Some(judge) = judge {
             for (prompt, response) in chunk.iter().zip(&generation.responses) {
-                add(&mut judged, judge.score(&prompt.text, &tokenizer.decode(response, true)?));
+                add(&mut sums.judge, judge.score(&prompt.text, &tokenizer.decode(response, true)?));
             }
         }
     }
+    let sums = sums.reduce(group).context("summing the evaluation over ranks")?;
     let n = prompts.len().max(1) as f64;
-    let mut metrics = Metrics::from([("eval/response_length".into(), tokens / n)]);
-    for (key, total) in [("eval/rm_score", rm), ("eval/judge_score", judged)] {
+    let mut metrics = Metrics::from([("eval/response_length".into(), sums.tokens / n)]);
+    for (key, total) in [("eval/rm_score", sums.rm_score), ("eval/judge_score", sums.judge)] {
         if let Some(total) = total {
             metrics.insert(key.into(), total / n);
         }
