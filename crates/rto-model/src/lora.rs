@@ -77,7 +77,8 @@ pub(crate) struct LoraState {
     enabled: AtomicBool,
     dropout: f64,
     seed: AtomicU64,
-    /// The optimizer step the masks are drawn for (`CausalLm::begin_lora_step`).
+    /// The optimizer step and rank the masks are drawn for (`CausalLm::begin_lora_step`), as
+    /// the high bits of the mask index.
     step: AtomicU64,
     /// Dropout masks drawn so far in this step: with `step`, the index of the next one in
     /// `Stream::LoraDropout`. Keyed by step, so a run resumed from a checkpoint draws the masks
@@ -96,8 +97,10 @@ impl LoraState {
         }
     }
 
-    pub(crate) fn begin_step(&self, step: u64) {
-        self.step.store(step, Ordering::SeqCst);
+    /// Mask index = step · 2^32 + rank · 2^24 + draw: 2^24 masks per step and rank (one per
+    /// adapted module and micro batch, far fewer), 256 ranks before indices could repeat.
+    pub(crate) fn begin_step(&self, step: u64, rank: u64) {
+        self.step.store((step << 32) | ((rank & 0xff) << 24), Ordering::SeqCst);
         self.draws.store(0, Ordering::SeqCst);
     }
 
@@ -119,8 +122,7 @@ impl LoraState {
         if self.dropout == 0.0 || !training {
             return xs.shallow_clone();
         }
-        // 2^32 masks per step: one per adapted module and micro batch, far below that.
-        let index = (self.step.load(Ordering::SeqCst) << 32) | self.draws.fetch_add(1, Ordering::SeqCst);
+        let index = self.step.load(Ordering::SeqCst) | self.draws.fetch_add(1, Ordering::SeqCst);
         let mut rng = SplitMix64::for_stream(self.seed.load(Ordering::SeqCst), Stream::LoraDropout, index);
         let keep = 1.0 - self.dropout;
         let mask: Vec<f32> =

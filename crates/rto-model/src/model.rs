@@ -223,11 +223,12 @@ impl CausalLm {
         }
     }
 
-    /// Starts the dropout masks of optimizer step `step` (training loops call it before each
-    /// step's first forward): masks depend on (seed, step, draw within the step) only.
-    pub fn begin_lora_step(&self, step: u64) {
+    /// Starts the dropout masks of optimizer step `step` on data-parallel rank `rank` (training
+    /// loops call it before each step's first forward): masks depend on (seed, step, rank, draw
+    /// within the step) only, so a resumed run draws the uninterrupted run's and ranks differ.
+    pub fn begin_lora_step(&self, step: u64, rank: u64) {
         if let Some((_, state)) = &self.lora {
-            state.begin_step(step);
+            state.begin_step(step, rank);
         }
     }
 

@@ -205,7 +205,7 @@ pub fn train(
     for step in start..total {
         let clock = Instant::now();
         crate::progress::set_activity(format_args!("step {}", step + 1));
-        task.model().begin_lora_step(step as u64);
+        task.model().begin_lora_step(step as u64, group.rank() as u64);
         let epoch = step / steps_per_epoch;
         let order = epoch_order(n, seed, epoch);
         let first = (step % steps_per_epoch) * settings.batch_size;

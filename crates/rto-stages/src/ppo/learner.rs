@@ -133,6 +133,10 @@ impl<'g> Learner<'g> {
 
     /// One optimizer step of each model on the samples `batch`.
     fn train_batch(&mut self, experience: &Experience, batch: &[usize], step: u64) -> Result<Metrics> {
+        self.policy.begin_lora_step(step, self.group.rank() as u64);
+        if let Some(critic) = &self.critic {
+            critic.begin_lora_step(step, self.group.rank() as u64);
+        }
         self.actor_opt.zero_grad();
         if let Some(opt) = &mut self.critic_opt {
             opt.zero_grad();
