@@ -168,6 +168,19 @@ pub struct TrainedModelArgs {
     pub merge_lora: bool,
 }
 
+// How the forwards over scored batches run (ppo-train and token-reward-annotate, the same flag
+// in both). No doc comment: clap would take it as the commands' about text.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ForwardArgs {
+    /// Lay each forward's sequences back to back instead of padding them to one width
+    /// (attention kept within each sequence, positions restarting; OpenRLHF's
+    /// --packing_samples): the same numbers within float rounding on fewer token slots, and
+    /// the heads run on real tokens only. In the key when set (last-bit differences).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub packing_samples: bool,
+}
+
 /// The default `--lora-alpha` (OpenRLHF's).
 pub const DEFAULT_LORA_ALPHA: f64 = 16.0;
 

@@ -206,3 +206,55 @@ pub fn packed_sequence_scores(model: &CausalLm, packed: &PackedBatch) -> Tensor 
     let hidden = packed.hidden(model).index_select(0, &packed.last);
     model.score(&hidden).to_kind(Kind::Float)
 }
+
+/// A batch ready for forwards: the padded layout, and the packed one when packing is on. The
+/// outputs are the padded layout's either way, so callers do not care which forward ran.
+pub struct ForwardBatch<'a> {
+    pub batch: &'a SequenceBatch,
+    packed: Option<PackedBatch>,
+}
+
+impl<'a> ForwardBatch<'a> {
+    /// `batch` packed (`--packing-samples`) or as it is.
+    pub fn new(batch: &'a SequenceBatch, packing: bool, pad_id: i64) -> Result<Self> {
+        let packed = packing.then(|| PackedBatch::new(batch, pad_id)).transpose()?;
+        Ok(Self { batch, packed })
+    }
+
+    /// Token slots the forward costs and the real tokens among them: (slots, real).
+    pub fn token_slots(&self) -> (i64, i64) {
+        let real = self.batch.attention_mask.sum(Kind::Int64).int64_value(&[]);
+        let slots = match &self.packed {
+            Some(p) => p.token_slots().1,
+            None => self.batch.len() as i64 * (self.batch.prompt_width + self.batch.response_width),
+        };
+        (slots, real)
+    }
+
+    pub fn logprobs(&self, model: &CausalLm, with_entropy: bool) -> TokenOutputs {
+        match &self.packed {
+            Some(p) => packed_response_logprobs(model, p, with_entropy),
+            None => crate::batch::response_logprobs(model, self.batch, with_entropy),
+        }
+    }
+
+    pub fn values(&self, model: &CausalLm) -> Tensor {
+        match &self.packed {
+            Some(p) => packed_response_values(model, p),
+            None => crate::batch::response_values(model, self.batch),
+        }
+    }
+
+    pub fn sequence_scores(&self, model: &CausalLm) -> Tensor {
+        match &self.packed {
+            Some(p) => packed_sequence_scores(model, p),
+            None => crate::batch::sequence_scores(model, self.batch),
+        }
+    }
+}
+
+impl<'a> From<&'a SequenceBatch> for ForwardBatch<'a> {
+    fn from(batch: &'a SequenceBatch) -> Self {
+        Self { batch, packed: None }
+    }
+}

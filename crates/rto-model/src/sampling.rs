@@ -63,6 +63,8 @@ pub struct Generation {
     /// (before temperature, top-k and top-p), in fp32: a PPO rollout's old log-probs, without
     /// a second policy forward.
     pub logprobs: Vec<Vec<f32>>,
+    /// Entropy of that unmodified next-token distribution at each generated token, in fp32.
+    pub entropies: Vec<Vec<f32>>,
 }
 
 impl Generation {
@@ -77,7 +79,7 @@ impl Generation {
 pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig, pad_id: i64) -> Result<Generation> {
     config.validate()?;
     if prompts.is_empty() {
-        return Ok(Generation { responses: vec![], finished: vec![], logprobs: vec![] });
+        return Ok(Generation { responses: vec![], finished: vec![], logprobs: vec![], entropies: vec![] });
     }
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         bail!("prompt {i} is empty");
@@ -110,6 +112,7 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
     let mut responses: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
     let mut finished = vec![false; prompts.len()];
     let mut step_logprobs: Vec<Tensor> = Vec::with_capacity(config.max_new_tokens);
+    let mut step_entropies: Vec<Tensor> = Vec::with_capacity(config.max_new_tokens);
     tch::no_grad(|| -> Result<()> {
         let positions = positions_from_mask(&attention_mask);
         let hidden = model.decoder.forward(&input_ids, &attention_mask, &positions, Some(&mut cache));
@@ -120,7 +123,12 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
             let tokens = pick_tokens(&step_logits, config, &mut uniforms);
             // Gathered on the device and read once at the end: no extra transfer per step.
             let picked = step_logits.gather(-1, &tokens.unsqueeze(-1), false).squeeze_dim(-1);
-            step_logprobs.push(picked - step_logits.logsumexp([-1], false));
+            let lse = step_logits.logsumexp([-1], false);
+            // H = lse − E_p[logit], the form `token_logprobs` uses.
+            let probs = (&step_logits - lse.unsqueeze(-1)).exp();
+            let expected_logit = (&probs * &step_logits).sum_dim_intlist([-1].as_slice(), false, Kind::Float);
+            step_entropies.push(&lse - expected_logit);
+            step_logprobs.push(picked - lse);
             // The one device→host transfer per step: stop checks happen on the host copy.
             let tokens_host = Vec::<i64>::try_from(&tokens)?;
             for (row, &token) in tokens_host.iter().enumerate() {
@@ -147,10 +155,12 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
         }
         Ok(())
     })?;
-    let all_steps = Vec::<Vec<f32>>::try_from(&Tensor::stack(&step_logprobs, 1).to_device(tch::Device::Cpu))?;
-    let logprobs =
-        all_steps.into_iter().zip(&responses).map(|(row, response)| row[..response.len()].to_vec()).collect();
-    Ok(Generation { responses, finished, logprobs })
+    let per_row = |steps: &[Tensor]| -> Result<Vec<Vec<f32>>> {
+        let all = Vec::<Vec<f32>>::try_from(&Tensor::stack(steps, 1).to_device(tch::Device::Cpu))?;
+        Ok(all.into_iter().zip(&responses).map(|(row, response)| row[..response.len()].to_vec()).collect())
+    };
+    let (logprobs, entropies) = (per_row(&step_logprobs)?, per_row(&step_entropies)?);
+    Ok(Generation { responses, finished, logprobs, entropies })
 }
 
 /// The attention bias of every decode step at once, [B, 1, 1, prompt + new]: prompt padding is

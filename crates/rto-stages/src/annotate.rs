@@ -29,13 +29,14 @@ use crate::token_scoring::{
 };
 use anyhow::{bail, Context, Result};
 use rto_algo::RewardWeights;
-use rto_data::cli::CommonArgs;
+use rto_data::cli::{CommonArgs, ForwardArgs};
 use rto_data::dataset::{
     read_preference_pairs, read_responses, ColumnNames, DatasetStats, PreferencePair, Prompt, ResponseRecord,
 };
 use rto_data::store::{input_key, StageSpec};
 use rto_data::token_table::{SampleRecord, TableLayout, TableOptions, TableSummary, TokenTableWriter};
-use rto_model::{parse_device, response_logprobs, CausalLm, ChatTurn, Head, SequenceBatch, TextTokenizer};
+use rto_model::packing::ForwardBatch;
+use rto_model::{parse_device, CausalLm, ChatTurn, Head, SequenceBatch, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -61,6 +62,9 @@ pub struct AnnotateSettings {
     /// Sequences per forward pass (a pair counts as two).
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub forward: ForwardArgs,
     #[command(flatten)]
     pub limits: LengthLimits,
     #[command(flatten)]
@@ -474,9 +478,10 @@ impl Annotator<'_> {
         let prompts: Vec<Vec<i64>> = items.iter().map(|i| i.prompt.clone()).collect();
         let responses: Vec<Vec<i64>> = items.iter().map(|i| i.response.clone()).collect();
         let batch = SequenceBatch::new(&prompts, &responses, self.tokenizer.pad_id, self.device)?;
+        let forward = ForwardBatch::new(&batch, self.settings.forward.packing_samples, self.tokenizer.pad_id)?;
         let logp_policy: Option<Tensor> =
-            self.policy.as_ref().map(|p| tch::no_grad(|| response_logprobs(p, &batch, false).logprobs));
-        let scores = score_batch(&self.models, &batch, logp_policy, self.settings.reward.mode, &self.weights)
+            self.policy.as_ref().map(|p| tch::no_grad(|| forward.logprobs(p, false).logprobs));
+        let scores = score_batch(&self.models, &forward, logp_policy, self.settings.reward.mode, &self.weights)
             .with_context(|| format!("samples {first}..={last}"))?;
         let host = scores.to_host()?;
         for (row, item) in items.into_iter().enumerate() {

@@ -14,8 +14,11 @@ pub use metadata::RewardMetadata;
 use anyhow::{bail, Context, Result};
 use rto_algo::{compose, RewardMode, RewardWeights, TokenRewardInputs, TokenRewards};
 use rto_data::token_table::{SampleRecord, TokenRecord};
-use rto_model::{response_logprobs, sequence_scores, CausalLm, Head, SequenceBatch, TextTokenizer};
+use rto_model::packing::ForwardBatch;
+use rto_model::{CausalLm, Head, TextTokenizer};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// The models that price tokens (DESIGN.md §4): π_ref (the SFT model), the DPO model, and the
@@ -63,9 +66,9 @@ impl RewardModels {
     }
 
     /// Reward-model scores [B], normalized with the stored eval mean/std when there are some.
-    pub fn sentence_rewards(&self, batch: &SequenceBatch) -> Option<Tensor> {
+    pub fn sentence_rewards(&self, batch: &ForwardBatch) -> Option<Tensor> {
         let model = self.reward_model.as_ref()?;
-        let raw = sequence_scores(model, batch);
+        let raw = batch.sequence_scores(model);
         Some(match self.reward_normalization {
             Some((mean, std)) => (raw - mean) / std.max(1e-8),
             None => raw,
@@ -115,21 +118,24 @@ pub struct BatchScores {
     /// Normalized reward-model score per row (before the ±clamp of the composition).
     pub sentence_reward: Option<Tensor>,
     pub rewards: TokenRewards,
+    /// How long the reference, DPO and reward-model forwards took.
+    pub times: ForwardTimes,
 }
 
 /// Scores `batch` with `models` (no gradients). `logp_policy` [B, R] comes from the caller
 /// (ppo-train has it from the rollout; annotate computes it from `--policy`).
 pub fn score_batch(
     models: &RewardModels,
-    batch: &SequenceBatch,
+    batch: &ForwardBatch,
     logp_policy: Option<Tensor>,
     mode: RewardMode,
     weights: &RewardWeights,
 ) -> Result<BatchScores> {
     tch::no_grad(|| {
-        let logp_ref = response_logprobs(&models.reference, batch, false).logprobs;
-        let logp_dpo = models.dpo.as_ref().map(|m| response_logprobs(m, batch, false).logprobs);
-        let sentence_reward = models.sentence_rewards(batch);
+        let mut times = ForwardTimes::on(batch.batch.input_ids.device());
+        let logp_ref = times.time("reference", || batch.logprobs(&models.reference, false).logprobs);
+        let logp_dpo = models.dpo.as_ref().map(|m| times.time("dpo", || batch.logprobs(m, false).logprobs));
+        let sentence_reward = times.time("reward_model", || models.sentence_rewards(batch));
         for (name, tensor) in [
             ("reference", Some(&logp_ref)),
             ("DPO", logp_dpo.as_ref()),
@@ -147,11 +153,42 @@ pub fn score_batch(
             logp_dpo: logp_dpo.as_ref(),
             logp_policy: logp_policy.as_ref(),
             sentence_reward: sentence_reward.as_ref(),
-            mask: &batch.response_mask,
+            mask: &batch.batch.response_mask,
         };
         let rewards = compose(mode, weights, &inputs)?;
-        Ok(BatchScores { logp_ref, logp_dpo, logp_policy, sentence_reward, rewards })
+        Ok(BatchScores { logp_ref, logp_dpo, logp_policy, sentence_reward, rewards, times })
     })
+}
+
+/// Seconds each model's forward took, by model name (`reference`, `dpo`, `reward_model`,
+/// `policy`, `critic`), summed over the batches timed. On CUDA the clock waits for the device.
+#[derive(Debug, Clone)]
+pub struct ForwardTimes {
+    device: Device,
+    pub seconds: BTreeMap<&'static str, f64>,
+}
+
+impl ForwardTimes {
+    pub fn on(device: Device) -> Self {
+        Self { device, seconds: BTreeMap::new() }
+    }
+
+    /// Runs `f` and adds its wall time (the device's work included) under `name`.
+    pub fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let clock = Instant::now();
+        let out = f();
+        if let Device::Cuda(index) = self.device {
+            tch::Cuda::synchronize(index as i64);
+        }
+        *self.seconds.entry(name).or_default() += clock.elapsed().as_secs_f64();
+        out
+    }
+
+    pub fn absorb(&mut self, other: &ForwardTimes) {
+        for (name, seconds) in &other.seconds {
+            *self.seconds.entry(name).or_default() += seconds;
+        }
+    }
 }
 
 /// Host copies of a batch's per-token columns, for building table rows.

@@ -289,9 +289,9 @@ fn bf16_tied_qwen_style_matches_transformers_in_bf16() {
     check_bf16_parity("tied");
 }
 
-/// The sampler's per-token log-probs are those of the unmodified distribution (no temperature,
-/// top-k or top-p), equal to a full forward's over the sampled sequences within 1e-5 (fp32):
-/// a rollout can take them as its old log-probs without another policy forward.
+/// The sampler's per-token log-probs and entropies are those of the unmodified distribution (no
+/// temperature, top-k or top-p), equal to a full forward's over the sampled sequences within
+/// 1e-5 (fp32): a rollout can take them as its old log-probs without another policy forward.
 #[test]
 fn sampled_logprobs_equal_a_full_forward_under_the_unmodified_distribution() {
     let hf = hf_model("llama-gqa");
@@ -309,15 +309,21 @@ fn sampled_logprobs_equal_a_full_forward_under_the_unmodified_distribution() {
     let generation = generate(&model, &prompts, &config, 0).unwrap();
     assert_eq!(generation.logprobs.len(), prompts.len());
     let batch = generation.to_batch(&prompts, 0, Device::Cpu).unwrap();
-    let full = tch::no_grad(|| rto_model::response_logprobs(&model, &batch, false)).logprobs;
-    let full = Vec::<Vec<f32>>::try_from(&full).unwrap();
-    let mut worst = 0f32;
-    for (row, (sampled, response)) in generation.logprobs.iter().zip(&generation.responses).enumerate() {
+    let full = tch::no_grad(|| rto_model::response_logprobs(&model, &batch, true));
+    let entropy = Vec::<Vec<f32>>::try_from(full.entropy.as_ref().unwrap()).unwrap();
+    let full = Vec::<Vec<f32>>::try_from(&full.logprobs).unwrap();
+    let (mut worst, mut worst_entropy) = (0f32, 0f32);
+    let rows = generation.logprobs.iter().zip(&generation.entropies).zip(&generation.responses);
+    for (row, ((sampled, entropies), response)) in rows.enumerate() {
         assert_eq!(sampled.len(), response.len(), "row {row}: one log-prob per generated token");
-        for (t, &lp) in sampled.iter().enumerate() {
+        assert_eq!(entropies.len(), response.len(), "row {row}: one entropy per generated token");
+        for (t, (&lp, &h)) in sampled.iter().zip(entropies).enumerate() {
             assert!(lp <= 0.0 && lp.is_finite(), "row {row} token {t}: {lp}");
+            assert!(h > 0.0 && h.is_finite(), "row {row} token {t}: entropy {h}");
             worst = worst.max((lp - full[row][t]).abs());
+            worst_entropy = worst_entropy.max((h - entropy[row][t]).abs());
         }
     }
     assert!(worst <= 1e-5, "sampled vs full-forward log-probs differ by {worst:e}");
+    assert!(worst_entropy <= 1e-5, "sampled vs full-forward entropies differ by {worst_entropy:e}");
 }

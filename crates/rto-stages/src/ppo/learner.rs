@@ -19,7 +19,8 @@ use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
 use rto_algo::{policy_loss, value_loss, ClipRange, CosineSchedule, LossAggregation};
 use rto_dist::ProcessGroup;
-use rto_model::{response_logprobs, response_values, CausalLm, SequenceBatch};
+use rto_model::packing::ForwardBatch;
+use rto_model::{CausalLm, SequenceBatch};
 use serde_json::Value;
 use tch::nn::VarStore;
 use tch::Tensor;
@@ -33,6 +34,12 @@ pub struct UpdateSettings {
     pub train_batch: usize,
     pub micro_batch: usize,
     pub ppo_epochs: usize,
+    /// Forwards over packed sequences (`--packing-samples`).
+    pub packing: bool,
+    /// The first optimizer step of an update takes its own forward's (detached) log-probs as
+    /// the old ones: the policy has not moved yet, so the ratio is exactly 1 whatever the
+    /// rollout's log-probs came from (`--sampler-logprobs`: the sampler's, a few ulps away).
+    pub fresh_first_step: bool,
 }
 
 pub struct Learner<'g> {
@@ -115,10 +122,12 @@ impl<'g> Learner<'g> {
     /// (it places the learning rates on their schedules) and `seed` orders the samples.
     pub fn update(&mut self, experience: &Experience, mut step: u64, seed: u64) -> Result<Metrics> {
         let mut average = Averager::default();
+        let first = step;
         for epoch in 0..self.settings.ppo_epochs {
             let order = crate::trainer::epoch_order(experience.len(), seed, epoch);
             for batch in order.chunks(self.settings.train_batch) {
-                average.add(&self.train_batch(experience, batch, step)?);
+                let fresh = self.settings.fresh_first_step && step == first;
+                average.add(&self.train_batch(experience, batch, step, fresh)?);
                 step += 1;
             }
         }
@@ -131,8 +140,9 @@ impl<'g> Learner<'g> {
         Ok(metrics)
     }
 
-    /// One optimizer step of each model on the samples `batch`.
-    fn train_batch(&mut self, experience: &Experience, batch: &[usize], step: u64) -> Result<Metrics> {
+    /// One optimizer step of each model on the samples `batch`; `fresh`: the old log-probs
+    /// are the step's own (see [`UpdateSettings::fresh_first_step`]).
+    fn train_batch(&mut self, experience: &Experience, batch: &[usize], step: u64, fresh: bool) -> Result<Metrics> {
         self.policy.begin_lora_step(step, self.group.rank() as u64);
         if let Some(critic) = &self.critic {
             critic.begin_lora_step(step, self.group.rank() as u64);
@@ -152,7 +162,7 @@ impl<'g> Learner<'g> {
                 actor: self.settings.aggregation.micro_weight((micro.len(), tokens(micro)), whole),
                 rows: micro.len() as f64 / batch.len() as f64,
             };
-            for (key, value) in self.micro_step(experience, micro, shares)? {
+            for (key, value) in self.micro_step(experience, micro, shares, fresh)? {
                 *metrics.entry(key).or_default() += value;
             }
         }
@@ -173,7 +183,7 @@ impl<'g> Learner<'g> {
 
     /// Forward and backward of both losses on the samples `items`, each scaled by its share;
     /// the metrics come scaled too (`policy_loss` by the actor's share, the rest by rows).
-    fn micro_step(&mut self, experience: &Experience, items: &[usize], shares: Shares) -> Result<Metrics> {
+    fn micro_step(&mut self, experience: &Experience, items: &[usize], shares: Shares, fresh: bool) -> Result<Metrics> {
         let samples: Vec<&Sample> = items.iter().map(|&i| &experience.samples[i]).collect();
         let prompts: Vec<Vec<i64>> = samples.iter().map(|s| experience.prompts[s.prompt].ids.clone()).collect();
         let responses: Vec<Vec<i64>> = samples.iter().map(|s| s.response.clone()).collect();
@@ -182,10 +192,12 @@ impl<'g> Learner<'g> {
         let field = |f: fn(&Sample) -> &[f32]| -> Tensor {
             pad_rows(samples.iter().map(|s| f(s)), batch.response_width, device)
         };
-        let logp = response_logprobs(&self.policy, &batch, false).logprobs;
+        let forward = ForwardBatch::new(&batch, self.settings.packing, self.pad_id)?;
+        let logp = forward.logprobs(&self.policy, false).logprobs;
+        let logp_old = if fresh { logp.detach() } else { field(|s| &s.logp_old) };
         let actor = policy_loss(
             &logp,
-            &field(|s| &s.logp_old),
+            &logp_old,
             &field(|s| &s.advantages),
             &batch.response_mask,
             self.settings.clip,
@@ -198,7 +210,7 @@ impl<'g> Learner<'g> {
             ("approx_kl".into(), actor.approx_kl * shares.rows),
         ]);
         if let Some(critic) = &self.critic {
-            let values = response_values(critic, &batch);
+            let values = forward.values(critic);
             let critic_out = value_loss(
                 &values,
                 &field(|s| &s.values),

@@ -49,7 +49,7 @@ use anyhow::{bail, ensure, Result};
 use rto_algo::{
     AdaptiveKl, ClipRange, GaeSettings, GroupEstimator, KlController, LossAggregation, RewardMode, RewardWeights,
 };
-use rto_data::cli::{CommonArgs, TrainedModelArgs, TrainingLogArgs};
+use rto_data::cli::{CommonArgs, ForwardArgs, TrainedModelArgs, TrainingLogArgs};
 use rto_data::dataset::ColumnNames;
 use rto_model::memory::{MemoryPlan, PlannedModel, Role};
 use rto_model::Head;
@@ -274,6 +274,16 @@ pub struct PpoSettings {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     #[serde(skip)]
     pub zero_stage: u8,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub forward: ForwardArgs,
+    /// Take the rollout's old log-probs and entropies from the sampler (the policy's
+    /// unmodified distribution at each sampled token, fp32) instead of a policy forward over
+    /// the responses; the first optimizer step of each iteration then uses its own forward's
+    /// log-probs as the old ones, so its ratio is exactly 1. In the key when set.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sampler_logprobs: bool,
     #[command(flatten)]
     pub limits: LengthLimits,
     #[command(flatten)]

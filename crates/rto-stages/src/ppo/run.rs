@@ -224,6 +224,8 @@ impl<'a> PpoRun<'a> {
             train_batch: s.train_batch_size,
             micro_batch: s.micro_batch(),
             ppo_epochs: s.ppo_epochs,
+            packing: s.forward.packing_samples,
+            fresh_first_step: s.sampler_logprobs,
         };
         let critic = critic.map(|critic| stage::trained_model(critic, &args.trained, args.common.seed)).transpose()?;
         let place = LearnerPlace { group, sharded: dist::optimizer::shards(s.zero_stage, group) };
@@ -316,6 +318,8 @@ impl<'a> PpoRun<'a> {
             weights,
             pad_id: self.tokenizer.pad_id,
             seed,
+            packing: s.forward.packing_samples,
+            sampler_logprobs: s.sampler_logprobs,
         }
     }
 

@@ -15,12 +15,13 @@ mod table;
 pub use experience::{AdvantageEstimator, Experience};
 pub use table::RolloutTable;
 
-use crate::token_scoring::{score_batch, BatchScores, RewardModels};
+use crate::token_scoring::{score_batch, BatchScores, ForwardTimes, RewardModels};
 use crate::trainer::Metrics;
 use anyhow::{bail, Context, Result};
 use rto_algo::{RewardMode, RewardWeights};
 use rto_dist::{ProcessGroup, ReduceOp};
-use rto_model::{generate, response_logprobs, response_values, CausalLm, SamplingConfig, SequenceBatch, TextTokenizer};
+use rto_model::packing::ForwardBatch;
+use rto_model::{generate, CausalLm, Generation, SamplingConfig, SequenceBatch, TextTokenizer, TokenOutputs};
 use rto_rng::{seed_for, Stream};
 use std::ops::Range;
 use std::time::Instant;
@@ -103,26 +104,45 @@ pub struct ScoredBatch {
     pub entropy: Tensor,
     /// [B, R] critic values, when there is a critic.
     pub values: Option<Tensor>,
+    /// Every model's forward time (the policy's and critic's with the scorers').
+    pub times: ForwardTimes,
 }
 
 /// The ppo-train path from a batch of responses to what each token earned (no gradients):
-/// old log-probs and entropies of the policy, the shared token reward for `mode`, values.
+/// old log-probs and entropies of the policy (from `sampled`, the sampler's own, when given:
+/// then no policy forward runs), the shared token reward for `mode`, values.
 pub fn score_responses(
     models: &RolloutModels,
-    batch: &SequenceBatch,
+    batch: &ForwardBatch,
+    sampled: Option<TokenOutputs>,
     mode: RewardMode,
     weights: &RewardWeights,
 ) -> Result<ScoredBatch> {
-    let policy = tch::no_grad(|| response_logprobs(models.policy, batch, true));
+    let mut times = ForwardTimes::on(models.policy.device());
+    let policy = match sampled {
+        Some(outputs) => outputs,
+        None => times.time("policy", || tch::no_grad(|| batch.logprobs(models.policy, true))),
+    };
     let entropy = policy.entropy.context("entropy was asked for")?;
     let scores = score_batch(models.scorers, batch, Some(policy.logprobs), mode, weights)?;
-    let values = models.critic.map(|critic| tch::no_grad(|| response_values(critic, batch)));
+    times.absorb(&scores.times);
+    let values = models.critic.map(|critic| times.time("critic", || tch::no_grad(|| batch.values(critic))));
     if let Some(v) = &values {
         if !bool::try_from(v.isfinite().all())? {
             bail!("the critic produced non-finite values on this batch");
         }
     }
-    Ok(ScoredBatch { scores, entropy, values })
+    Ok(ScoredBatch { scores, entropy, values, times })
+}
+
+/// The sampler's log-probs and entropies of `generation` in the layout of `batch` (its
+/// responses): what the policy forward of the scoring would give, within float rounding.
+pub fn sampled_outputs(generation: &Generation, batch: &SequenceBatch) -> TokenOutputs {
+    let (width, device) = (batch.response_width, batch.input_ids.device());
+    TokenOutputs {
+        logprobs: pad_rows(generation.logprobs.iter().map(Vec::as_slice), width, device),
+        entropy: Some(pad_rows(generation.entropies.iter().map(Vec::as_slice), width, device)),
+    }
 }
 
 /// `t` [B, R] on the host, each row cut to its response length.
@@ -255,6 +275,10 @@ pub struct RolloutStats {
     pub(crate) batches: Vec<Tally>,
     pub generation_s: f64,
     pub scoring_s: f64,
+    /// This process's scoring forwards per model (`time/scoring/<model>`).
+    pub forward_s: std::collections::BTreeMap<&'static str, f64>,
+    /// Token slots of this process's scoring forwards and the real tokens among them.
+    pub token_slots: (i64, i64),
 }
 
 impl RolloutStats {
@@ -268,7 +292,9 @@ impl RolloutStats {
     /// steers; `reward` the mean per-response Σ of the token rewards (the `return` column);
     /// `sentence_reward` the mean β3·clamp(r_RM) the reward used, `rm_score` the mean
     /// (normalized) reward-model score before that. `time/scoring` covers the scoring
-    /// forwards, the host copies and the rollout-table rows.
+    /// forwards, the host copies and the rollout-table rows; `time/scoring/<model>` each
+    /// model's forwards; `scoring_padding_share` the share of the forwards' token slots that
+    /// held padding (what `--packing-samples` removes).
     pub fn metrics(&self) -> Metrics {
         let t = &self.total;
         let n = t.samples.max(1.0);
@@ -287,6 +313,13 @@ impl RolloutStats {
             if let Some(total) = total {
                 m.insert(key.into(), total / n);
             }
+        }
+        for (model, seconds) in &self.forward_s {
+            m.insert(format!("time/scoring/{model}"), *seconds);
+        }
+        let (slots, real) = self.token_slots;
+        if slots > 0 {
+            m.insert("scoring_padding_share".into(), 1.0 - real as f64 / slots as f64);
         }
         m
     }
@@ -312,6 +345,10 @@ pub struct RolloutConfig {
     pub pad_id: i64,
     /// Derived from (stage seed, iteration), so a resumed run samples what the first run did.
     pub seed: u64,
+    /// Scoring forwards over packed sequences (`--packing-samples`).
+    pub packing: bool,
+    /// Old log-probs and entropies from the sampler, no policy forward (`--sampler-logprobs`).
+    pub sampler_logprobs: bool,
 }
 
 /// The sampling seed of generation batch `index` of an iteration whose seed is `seed`.
@@ -364,7 +401,14 @@ pub fn collect_batches(
         stats.generation_s += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         let batch = generation.to_batch(&ids, config.pad_id, device)?;
-        let scored = score_responses(models, &batch, config.mode, &config.weights)?;
+        let forward = ForwardBatch::new(&batch, config.packing, config.pad_id)?;
+        let sampled = config.sampler_logprobs.then(|| sampled_outputs(&generation, &batch));
+        let scored = score_responses(models, &forward, sampled, config.mode, &config.weights)?;
+        for (model, seconds) in &scored.times.seconds {
+            *stats.forward_s.entry(model).or_default() += seconds;
+        }
+        let (slots, real) = forward.token_slots();
+        stats.token_slots = (stats.token_slots.0 + slots, stats.token_slots.1 + real);
         let mut tally = Tally::default();
         tally.add_batch(&scored, &batch, &generation.finished);
         let lengths = &batch.response_lengths;
@@ -447,7 +491,7 @@ pub fn evaluate(
         let generation = generate(policy, &ids, &sampling, tokenizer.pad_id)?;
         sums.tokens += generation.responses.iter().map(Vec::len).sum::<usize>() as f64;
         let batch = generation.to_batch(&ids, tokenizer.pad_id, policy.device())?;
-        if let Some(scores) = tch::no_grad(|| scorers.sentence_rewards(&batch)) {
+        if let Some(scores) = tch::no_grad(|| scorers.sentence_rewards(&(&batch).into())) {
             add(&mut sums.rm_score, sum(&scores));
         }
         if let Some(judge) = judge {

@@ -54,7 +54,7 @@ fn scores(models: &RewardModels, policy: &CausalLm) -> BatchScores {
     let batch = batch();
     let logp_policy = tch::no_grad(|| response_logprobs(policy, &batch, false).logprobs);
     let weights = RewardWeights { beta2: 0.1, ..RewardWeights::default() };
-    score_batch(models, &batch, Some(logp_policy), RewardMode::Rto, &weights).unwrap()
+    score_batch(models, &(&batch).into(), Some(logp_policy), RewardMode::Rto, &weights).unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -154,7 +154,9 @@ fn a_reward_model_adapter_stands_on_the_shared_base() {
     assert_eq!(embedding_ptr(separate_rm), embedding_ptr(&separate.reference));
     let (with_shared, with_separate) = (scores(&shared, &policy), scores(&separate, &policy));
     assert_same_scores(&with_shared, &with_separate, "a reward-model adapter");
-    let (a, b) = (shared.sentence_rewards(&batch()).unwrap(), separate.sentence_rewards(&batch()).unwrap());
+    let batch = batch();
+    let (a, b) =
+        (shared.sentence_rewards(&(&batch).into()).unwrap(), separate.sentence_rewards(&(&batch).into()).unwrap());
     assert!(max_diff(&a, &b) <= 1e-6 * b.abs().max().double_value(&[]).max(1.0), "sentence scores differ");
     // The case can fail: the adapters and the score head give the responses distinct scores.
     let spread = (a.get(0) - a.get(1)).abs().double_value(&[]);

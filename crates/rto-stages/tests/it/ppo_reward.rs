@@ -6,6 +6,7 @@
 use crate::ppo_common::*;
 use rto_algo::{compose, GroupEstimator, RewardMode, RewardWeights, TokenRewardInputs};
 use rto_data::token_table::read_table;
+use rto_model::packing::ForwardBatch;
 use rto_model::{response_logprobs, sequence_scores, CausalLm, Head, SamplingConfig, SequenceBatch, TextTokenizer};
 use rto_stages::rollout::{
     collect, score_responses, AdvantageEstimator, EncodedPrompt, RolloutConfig, RolloutModels, RolloutTable,
@@ -88,7 +89,7 @@ fn token_rewards_follow_the_formula_for_every_mode() {
     .unwrap();
     assert!((lp_dpo[0][0] - lp_ref[0][0]) * 0.05 > 0.05, "the fixture's DPO model should favor TARGET");
     for mode in RewardMode::ALL {
-        let scored = score_responses(&loaded.models(), &batch, mode, &weights).unwrap();
+        let scored = score_responses(&loaded.models(), &(&batch).into(), None, mode, &weights).unwrap();
         let rewards = &scored.scores.rewards;
         let reward = host(&rewards.reward);
         for (row, &len) in batch.response_lengths.iter().enumerate() {
@@ -116,8 +117,23 @@ fn token_rewards_follow_the_formula_for_every_mode() {
             "{mode}: sentence reward on the last token only"
         );
     }
-    let values = host(&score_responses(&loaded.models(), &batch, RewardMode::Rto, &weights).unwrap().values.unwrap());
+    let padded = score_responses(&loaded.models(), &(&batch).into(), None, RewardMode::Rto, &weights).unwrap();
+    let values = host(padded.values.as_ref().unwrap());
     assert_eq!(values[1][1..], [0.0, 0.0], "padding has no value");
+    // --packing-samples: the same rewards, values and entropies within float rounding, and
+    // every model's forward timed.
+    let forward = ForwardBatch::new(&batch, true, 0).unwrap();
+    let packed = score_responses(&loaded.models(), &forward, None, RewardMode::Rto, &weights).unwrap();
+    for (what, a, b) in [
+        ("reward", &packed.scores.rewards.reward, &padded.scores.rewards.reward),
+        ("values", packed.values.as_ref().unwrap(), padded.values.as_ref().unwrap()),
+        ("entropy", &packed.entropy, &padded.entropy),
+    ] {
+        let diff = (a - b).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5, "packed {what} differs from padded by {diff:e}");
+    }
+    let timed: Vec<&str> = packed.times.seconds.keys().copied().collect();
+    assert_eq!(timed, ["critic", "dpo", "policy", "reference", "reward_model"]);
 }
 
 const SOURCES: Sources = Sources { dpo: true, policy: true, reward_model: true };
@@ -131,6 +147,8 @@ fn rollout_config(sampling: SamplingConfig, samples_per_prompt: usize) -> Rollou
         weights: RewardWeights::default(),
         pad_id: 0,
         seed: 5,
+        packing: false,
+        sampler_logprobs: false,
     }
 }
 

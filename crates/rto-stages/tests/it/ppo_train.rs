@@ -216,3 +216,45 @@ fn rloo_moves_the_policy_to_the_reward_optimum_in_ppo_mode() {
     let dir = tempfile::tempdir().unwrap();
     learns_in_groups(dir.path(), "rloo", "ppo", &[("--loss-agg-mode", "seq-mean-token-sum-norm")]);
 }
+
+/// --packing-samples and --sampler-logprobs: the run still learns the optimum, times every
+/// scoring model but the policy (no policy forward), and reports the padding it removed.
+#[test]
+fn packed_forwards_and_sampler_logprobs_learn_the_optimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = [("--mode", "rto"), ("--packing-samples", ""), ("--sampler-logprobs", "")];
+    let out = learns(dir.path(), &fast, 20);
+    let first = &metrics(&out)[0];
+    for key in ["time/scoring/reference", "time/scoring/dpo", "time/scoring/reward_model", "time/scoring/critic"] {
+        assert!(first.get(key).is_some(), "{key} missing from the metrics");
+    }
+    assert!(first.get("time/scoring/policy").is_none(), "--sampler-logprobs must not run a policy forward");
+    let share = first["scoring_padding_share"].as_f64().unwrap();
+    assert!((0.0..0.5).contains(&share), "packed forwards still pad {share:.2} of their slots");
+}
+
+/// With one optimizer step per iteration, the first of its update, whose old log-probs are its
+/// own forward's under --sampler-logprobs, every ratio is exactly 1: approx_kl and clipfrac are
+/// 0.0, not the few ulps between the sampler's log-probs and a training forward's.
+#[test]
+fn the_first_step_of_an_iteration_has_a_ratio_of_exactly_one_with_sampler_logprobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path());
+    let store = dir.path().join("store");
+    let mut args = base_args(&f, &store);
+    for (flag, value) in [
+        ("--iterations", "3"),
+        ("--rollout-batch-size", "16"),
+        ("--train-batch-size", "16"),
+        ("--micro-batch-size", "4"),
+        ("--actor-lr", "1e-2"),
+        ("--sampler-logprobs", ""),
+    ] {
+        args = set(args, flag, value);
+    }
+    run_judged(&args, None).unwrap();
+    for line in metrics(&output(&store)) {
+        assert_eq!(line["approx_kl"].as_f64(), Some(0.0), "iteration {}: ratio not exactly 1", line["iteration"]);
+        assert_eq!(line["clipfrac"].as_f64(), Some(0.0), "iteration {}", line["iteration"]);
+    }
+}
