@@ -272,6 +272,21 @@ pub fn run_ranked(
     Ok(ranked)
 }
 
+/// [`run_ranked`] for a computation only rank 0 does (judging, labelling: cheap next to the
+/// generation before it): rank 0 runs `compute` in its output folder, the other ranks wait for
+/// it to publish. With a single process this is [`run`].
+pub fn run_on_main(
+    group: &ProcessGroup,
+    common: &CommonArgs,
+    spec: &StageSpec,
+    compute: impl FnOnce(&StageDir) -> Result<Value>,
+) -> Result<Ranked> {
+    run_ranked(group, common, spec, |work| match work.output() {
+        Some(out) => compute(out),
+        None => Ok(Value::Null),
+    })
+}
+
 /// The summary with this process's peak RSS and, on CUDA, the device memory in use when the
 /// stage ends (libtorch's caching allocator keeps what it reserved at the peak, so this is the
 /// run's peak reservation, plus the CUDA context and any other process on the device). Not
