@@ -54,7 +54,7 @@ pub fn check_learning_rate(flag: &str, lr: f64) -> Result<()> {
 }
 
 /// Prints the memory plan of `models` (and a rollout KV cache) on stderr before any model is
-/// loaded, and refuses when the CPU cannot hold it (MemAvailable). Returns `false` under
+/// loaded, and refuses when the device cannot hold it (see [`budget`]). Returns `false` under
 /// `--dry-run`: the caller stops there, having loaded nothing.
 pub fn plan_memory(
     common: &CommonArgs,
@@ -75,18 +75,103 @@ pub fn plan_memory(
         plan.lines.extend(extra.lines.iter().cloned());
     }
     eprintln!("{}", plan.render(stage));
-    match rto_model::parse_device(&common.device)? {
-        tch::Device::Cuda(index) => match rto_model::cuda_memory::cuda_free_and_total_bytes(index) {
-            Some((free, _)) => plan.check_fits(stage, free, &format!("{} (free memory)", common.device))?,
-            None => eprintln!("{stage}: the CUDA runtime gave no free-memory figure; the plan is not checked"),
-        },
-        _ => {
-            if let Some(available) = memory::cpu_available_bytes() {
-                plan.check_fits(stage, available, "this machine's RAM")?;
-            }
+    match budget(common)? {
+        Some(budget) => {
+            eprintln!("{stage}: {}", budget.describe(plan.total()));
+            plan.check_fits_ranks(stage, budget.available, &budget.device, budget.ranks)?;
         }
+        None => eprintln!(
+            "{stage}: the CUDA runtime gave no free-memory figure; the plan is not checked (a dry run can name the device's size: --plan-memory-gib)"
+        ),
     }
     Ok(!common.dry_run)
+}
+
+/// What one stage's plan is checked against: `available` bytes that `ranks` processes of this
+/// launch share, each holding the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub available: u64,
+    pub device: String,
+    pub ranks: u64,
+}
+
+impl Budget {
+    /// The check in one line: per GPU, or the node's ranks times the plan against its RAM.
+    pub fn describe(&self, plan_total: u64) -> String {
+        let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+        let (need, have) = (gib(plan_total * self.ranks), gib(self.available));
+        match self.ranks {
+            1 => format!(
+                "the plan of {:.1} GiB per rank against {} ({have:.1} GiB available)",
+                gib(plan_total),
+                self.device
+            ),
+            n => format!(
+                "{n} ranks on this node share {}: {n} × {:.1} GiB = {need:.1} GiB against {have:.1} GiB available",
+                self.device,
+                gib(plan_total)
+            ),
+        }
+    }
+}
+
+/// The memory a plan must fit: with `--plan-memory-gib` (dry runs), that many GiB per rank's
+/// device; on CUDA the free memory of this rank's GPU (each rank has its own: one plan per GPU;
+/// `None` when the runtime gives no figure); on CPU the node's available RAM, which its local
+/// ranks share (`LOCAL_WORLD_SIZE`, Slurm's tasks per node, or a dry run's
+/// `--plan-world-size` on one node).
+pub fn budget(common: &CommonArgs) -> Result<Option<Budget>> {
+    // Named by the flag alone, so a dry run of a CUDA config needs no GPU on this machine.
+    let on_cuda = common.device.trim().starts_with("cuda");
+    let ranks = if on_cuda { 1 } else { local_ranks(common)? };
+    if let Some(gib) = common.plan_memory_gib {
+        let what = if on_cuda { "each rank's GPU" } else { "this node's RAM" };
+        let available = (gib * (1u64 << 30) as f64) as u64;
+        return Ok(Some(Budget { available, device: format!("{what} (--plan-memory-gib {gib})"), ranks }));
+    }
+    Ok(match rto_model::parse_device(&common.device)? {
+        tch::Device::Cuda(index) => rto_model::cuda_memory::cuda_free_and_total_bytes(index).map(|(free, _)| Budget {
+            available: free,
+            device: format!("cuda:{index} (free memory)"),
+            ranks,
+        }),
+        _ => memory::cpu_available_bytes().map(|available| Budget {
+            available,
+            device: "this machine's RAM".into(),
+            ranks,
+        }),
+    })
+}
+
+/// The world size a plan is for (ZeRO-1's shards): a dry run's `--plan-world-size`, else the
+/// launch's (torchrun/srun), else 1.
+pub fn plan_world_size(common: &CommonArgs) -> Result<u64> {
+    if let Some(n) = common.plan_world_size {
+        return Ok(n);
+    }
+    Ok(launch()?.map_or(1, |l| l.world_size as u64))
+}
+
+/// This launch's processes on this node: torchrun's LOCAL_WORLD_SIZE; under Slurm the most
+/// tasks any node runs (SLURM_TASKS_PER_NODE, e.g. `4(x2),3`), else the world size (an upper
+/// bound); without a launch, a dry run's `--plan-world-size` (taken as one node), else 1.
+fn local_ranks(common: &CommonArgs) -> Result<u64> {
+    let Some(launch) = launch()? else { return Ok(common.plan_world_size.unwrap_or(1)) };
+    if let Some(local) = launch.local_world_size {
+        return Ok(local as u64);
+    }
+    let slurm = std::env::var("SLURM_TASKS_PER_NODE").ok();
+    Ok(slurm.as_deref().and_then(most_tasks_per_node).unwrap_or(launch.world_size as u64))
+}
+
+/// The largest count of a SLURM_TASKS_PER_NODE value (`2(x3),1` → 2).
+pub fn most_tasks_per_node(value: &str) -> Option<u64> {
+    value.split(',').map(|part| part.split('(').next().unwrap_or(part).trim().parse::<u64>().ok()).max().flatten()
+}
+
+fn launch() -> Result<Option<rto_dist::Launch>> {
+    rto_dist::Launch::from_env().context("reading the launch environment (torchrun or Slurm)")
 }
 
 /// The precision of `--bf16`: the dtype every model of the stage is loaded and run in.
@@ -105,19 +190,20 @@ pub fn save_kind(trained: &TrainedModelArgs, input: &ModelConfig) -> Kind {
 }
 
 /// The model a supervised training stage (dpo, rm) trains, for its plan: [`planned`] with the
-/// stage's checkpointing, LoRA adapters and ZeRO-1 shards.
+/// stage's checkpointing, LoRA adapters and ZeRO-1 shards over `world` ranks
+/// ([`plan_world_size`]).
 pub fn planned_trained(
     name: &str,
     dir: &Path,
     head: Head,
     (rows, tokens): (usize, usize),
     trained: &TrainedModelArgs,
-    train: &crate::trainer::LoopSettings,
+    (train, world): (&crate::trainer::LoopSettings, u64),
 ) -> Result<PlannedModel> {
     Ok(planned(name, dir, head, Role::Trained, rows, tokens)?
         .with_gradient_checkpointing(trained.gradient_checkpointing)
         .with_lora(planned_lora(trained, dir)?)
-        .with_optimizer_shards(train.optimizer_shards()?))
+        .with_optimizer_shards(train.optimizer_shards(world)))
 }
 
 /// A model of a stage's plan, its sizes read from `dir/config.json` (its precision is the

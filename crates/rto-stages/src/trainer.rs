@@ -13,7 +13,7 @@
 use crate::checkpoint::{last_good, Checkpointer, MetricsLog, Restored};
 use crate::dist::{self, zero, zero::ZeroAdamW};
 use crate::optim::{AdamW, AdamWSettings};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rto_algo::CosineSchedule;
 use rto_data::store::StageSpec;
 use rto_dist::ProcessGroup;
@@ -86,14 +86,15 @@ impl LoopSettings {
         self.zero_stage == 1 && group.world_size() > 1
     }
 
-    /// Ranks the optimizer state will be sharded over, for the memory plan (made before the
-    /// group is joined): the launch's world size under `--zero-stage 1`, else 1.
-    pub fn optimizer_shards(&self) -> Result<u64> {
+    /// Ranks the optimizer state will be sharded over in a launch of `world` ranks, for the
+    /// memory plan (made before the group is joined; `stage::plan_world_size`): `world` under
+    /// `--zero-stage 1`, else 1.
+    pub fn optimizer_shards(&self, world: u64) -> u64 {
         if self.zero_stage == 0 {
-            return Ok(1);
+            1
+        } else {
+            world
         }
-        let launch = rto_dist::Launch::from_env().context("reading the launch environment (torchrun or Slurm)")?;
-        Ok(launch.map_or(1, |l| l.world_size as u64))
     }
 
     /// `spec` keyed by `--zero-stage 1` when it shards (it changes the grad norm's summation
