@@ -101,15 +101,15 @@ fn a_stage_that_is_not_data_parallel_refuses_a_launch_of_two_ranks() {
     let f = fixture();
     let work = scratch();
     let store = work.path().join("runs");
-    let out = Command::new(bin("rto-eval"))
-        .args(["--store", store.to_str().unwrap(), "--model", f.dpo.to_str().unwrap()])
-        .args(["--baseline", f.sft.to_str().unwrap(), "--prompts", f.prompts.to_str().unwrap()])
+    let out = Command::new(bin("ppo-train"))
+        .args(["--store", store.to_str().unwrap(), "--policy", f.sft.to_str().unwrap(), "--mode", "ppo"])
+        .args(["--reward-model", f.rm.to_str().unwrap(), "--prompts", f.prompts.to_str().unwrap()])
         .current_dir(repo_root())
         .envs([("RANK", "1"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "1")])
         .output()
         .unwrap();
     let stderr = text(&out.stderr);
-    assert!(!out.status.success(), "rto-eval ran as rank 1 of 2:\n{stderr}");
+    assert!(!out.status.success(), "ppo-train ran as rank 1 of 2:\n{stderr}");
     assert!(stderr.contains("does not run data-parallel: launched as rank 1 of 2"), "{stderr}");
     assert!(!store.exists() || published(&store).is_empty(), "the refused run wrote into the store");
 }
