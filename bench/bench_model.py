@@ -9,6 +9,8 @@ Pairs (workspace issue, config vocab 4096 / hidden 256 / intermediate 688 / 4 la
             here (a 2048^3 matmul in the same libtorch/MKL both sides use)
   stages    dpo-train vs TRL DPOTrainer, ppo-train vs TRL PPO, token-reward-annotate vs a
             PyTorch script (bench/bench_stages.py; skipped with --no-stages)
+  scaling   a DPO epoch and PPO iterations on 2 Gloo ranks vs 1 process, one thread each
+            (bench/bench_scaling.py; skipped with --no-stages or --no-scaling)
 Each side runs `--reps` times after a warm-up, alternating, in this process pool; we print
 medians and the ratio ours/theirs. Timings are printed, never asserted.
 """
@@ -181,6 +183,7 @@ def main():
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--no-stages", action="store_true", help="only the model-core rows")
+    parser.add_argument("--no-scaling", action="store_true", help="no 2-ranks-vs-1 rows")
     ARGS = args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
     rows = []
@@ -200,6 +203,10 @@ def main():
     if not args.no_stages and args.device == "cpu":
         import bench_stages
         for row in bench_stages.rows(args.reps):
+            rows.append((f"{row['bench']} ({row['unit']})", row["rto"], row["peer"], row["peer_name"], row["note"]))
+    if not (args.no_stages or args.no_scaling) and args.device == "cpu":
+        import bench_scaling
+        for row in bench_scaling.rows():
             rows.append((f"{row['bench']} ({row['unit']})", row["rto"], row["peer"], row["peer_name"], row["note"]))
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}; "

@@ -40,9 +40,20 @@ pub struct CommonArgs {
     /// Also point <store>/latest/NAME at the output folder.
     #[arg(long, value_name = "NAME")]
     pub link: Option<String>,
-    /// Print the memory plan (from config.json sizes) and stop before loading any model.
+    /// Print the memory plan (from config.json sizes) and stop before loading any model:
+    /// exit 0 when it fits, an error naming its largest lines when it does not.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: plan for a launch of N ranks (ZeRO-1 divides the optimizer state by N;
+    /// on CPU the N ranks share one node's RAM) [default: the launch's WORLD_SIZE, else 1].
+    #[arg(long, value_name = "N", requires = "dry_run", value_parser = clap::value_parser!(u64).range(1..))]
+    #[serde(skip)]
+    pub plan_world_size: Option<u64>,
+    /// With --dry-run: check the plan against a device of GIB GiB (per GPU; on CPU the node's
+    /// RAM) instead of the memory this machine reports, e.g. 80 for an A100/H100-80GB.
+    #[arg(long, value_name = "GIB", requires = "dry_run")]
+    #[serde(skip)]
+    pub plan_memory_gib: Option<f64>,
     /// bf16 weights and activations for every model of the stage (trained ones keep fp32
     /// master weights and Adam moments); log-probs, losses and rewards stay fp32.
     #[arg(long)]

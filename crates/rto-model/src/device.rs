@@ -3,10 +3,13 @@
 use anyhow::{bail, Context, Result};
 use tch::Device;
 
+/// `cuda` is this process's GPU: `cuda:LOCAL_RANK` in a torchrun launch (`SLURM_LOCALID` under
+/// srun), one GPU per local rank as NCCL expects, so one `--device cuda` serves every rank (and
+/// every rank has the same key); `cuda:0` in a single process. `cuda:N` is taken as given.
 pub fn parse_device(spec: &str) -> Result<Device> {
     let device = match spec.trim() {
         "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
+        "cuda" => Device::Cuda(local_rank()?),
         other => match other.strip_prefix("cuda:") {
             Some(index) => Device::Cuda(
                 index.parse().with_context(|| format!("--device {spec:?}: expected cuda:N with N a number"))?,
@@ -16,11 +19,24 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     };
     if let Device::Cuda(index) = device {
         let count = tch::Cuda::device_count();
+        if spec.trim() == "cuda" && index > 0 && index as i64 >= count {
+            bail!("--device cuda: this is local rank {index} and libtorch sees {count} CUDA device(s): launch at most one rank per GPU (torchrun --nproc-per-node {count})");
+        }
         if index as i64 >= count {
             bail!("--device {spec}: libtorch sees {count} CUDA device(s); is this a GPU machine with the CUDA torch libraries?");
         }
     }
     Ok(device)
+}
+
+/// This process's rank on its node (LOCAL_RANK, else SLURM_LOCALID; 0 without a launch).
+fn local_rank() -> Result<usize> {
+    for name in ["LOCAL_RANK", "SLURM_LOCALID"] {
+        if let Ok(text) = std::env::var(name) {
+            return text.trim().parse().with_context(|| format!("{name}={text:?} is not a rank (a number >= 0)"));
+        }
+    }
+    Ok(0)
 }
 
 /// Float kind from a `--dtype` flag.

@@ -304,14 +304,34 @@ impl MemoryPlan {
 
     /// Fails with one line saying what would fit when `available` bytes cannot hold the plan.
     pub fn check_fits(&self, stage: &str, available: u64, device: &str) -> anyhow::Result<()> {
-        let total = self.total();
+        self.check_fits_ranks(stage, available, device, 1)
+    }
+
+    /// [`Self::check_fits`] for `ranks` processes that each hold this plan in the same memory
+    /// (the ranks of one CPU node share its RAM; on CUDA each rank has its own GPU: 1). The
+    /// error names the largest lines, the ones worth cutting.
+    pub fn check_fits_ranks(&self, stage: &str, available: u64, device: &str, ranks: u64) -> anyhow::Result<()> {
+        let needed = self.total() * ranks.max(1);
+        let gib = |bytes: u64| bytes as f64 / (MIB * 1024.0);
+        let per_rank =
+            if ranks > 1 { format!(" ({ranks} ranks × {:.1} GiB)", gib(self.total())) } else { String::new() };
         anyhow::ensure!(
-            total <= available,
-            "{stage}: the memory plan needs {:.1} GiB but {device} has {:.1} GiB available: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, --bf16, --gradient-checkpointing or --lora-rank (training stages), or a smaller model; --dry-run prints the plan without loading anything",
-            total as f64 / (MIB * 1024.0),
-            available as f64 / (MIB * 1024.0)
+            needed <= available,
+            "{stage}: the memory plan needs {:.1} GiB{per_rank} but {device} has {:.1} GiB available; largest lines: {}: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, --bf16, --gradient-checkpointing, --zero-stage 1 over more ranks or --lora-rank (training stages), or a smaller model; --dry-run prints the plan without loading anything",
+            gib(needed),
+            gib(available),
+            self.largest_lines(3)
         );
         Ok(())
+    }
+
+    /// The `n` largest lines, largest first, as `what (X GiB)` joined by `; `.
+    pub fn largest_lines(&self, n: usize) -> String {
+        let mut lines: Vec<&PlanLine> = self.lines.iter().collect();
+        lines.sort_by_key(|l| std::cmp::Reverse(l.bytes));
+        let named: Vec<String> =
+            lines.iter().take(n).map(|l| format!("{} ({:.1} GiB)", l.what, l.bytes as f64 / (MIB * 1024.0))).collect();
+        named.join("; ")
     }
 }
 

@@ -149,7 +149,7 @@ pub fn cli(args: DpoArgs) -> Result<()> {
         Head::LanguageModel,
         (rows, tokens),
         &args.trained,
-        &args.settings.train,
+        (&args.settings.train, stage::plan_world_size(&args.common)?),
     )?;
     let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings.key()?)?;
     let mut spec = stage::with_model_input(spec, "model", &args.model)?.with_input("data", &args.data);

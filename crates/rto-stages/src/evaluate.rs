@@ -6,6 +6,9 @@
 //! evaluation that compares against that model) and "eval" (judging a pair of generations).
 //! Outputs include an AlpacaEval-style `model_outputs.json`, so the same command serves real
 //! models whose outputs go to alpaca_eval.
+//!
+//! Under torchrun/srun both generations run sharded over the ranks (see `generation`); the
+//! judging runs on rank 0.
 
 use crate::generation::{generation_stage, read_generations, GenerationSettings, Generations};
 use crate::rollout::ResponseJudge;
@@ -49,15 +52,16 @@ pub fn cli(args: EvalArgs) -> Result<()> {
         std::fs::metadata(path)
             .with_context(|| format!("{flag} {} does not exist or cannot be read", path.display()))?;
     }
-    let ours = generation_stage(&args.common, &args.generation, &args.model, &args.prompts)?;
-    let baseline = generation_stage(&args.common, &args.generation, &args.baseline, &args.prompts)?;
+    let group = crate::dist::group(&args.common.device)?;
+    let ours = generation_stage(&group, &args.common, &args.generation, &args.model, &args.prompts)?;
+    let baseline = generation_stage(&group, &args.common, &args.generation, &args.baseline, &args.prompts)?;
     let name = args.name.clone().unwrap_or_else(|| folder_name(&args.model));
     // The name is written into the outputs (`generator` in results.json and
     // model_outputs.json), so it is part of the key: two names never share one folder.
     let settings = json!({"judge": judge.name(), "name": name});
     let spec =
         stage::spec("eval", 2, &args.common, &settings)?.with_input("model", &ours).with_input("baseline", &baseline);
-    stage::run(&args.common, &spec, |out| judge_pair(judge.as_ref(), &ours, &baseline, &name, out))?;
+    stage::run_on_main(&group, &args.common, &spec, |out| judge_pair(judge.as_ref(), &ours, &baseline, &name, out))?;
     Ok(())
 }
 

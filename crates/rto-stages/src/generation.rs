@@ -1,6 +1,14 @@
 //! The "generate" stage: one model's responses to a prompt file, cached, so every evaluation
 //! (and the preference-pair builder) that needs that model's answers reuses them.
+//!
+//! Under several ranks (torchrun/srun) every rank encodes every prompt (cheap) and forms the
+//! batches of one process; each generates its contiguous block of those batches
+//! (`dist::share`), each batch sampled from `seed_for(seed, Sampling, batch index)` with the
+//! global index; rank 0 gathers the responses in rank order and writes the one table. The
+//! batches, their seeds and so every token are those of one process: the table is its bytes,
+//! and world size is not in the key.
 
+use crate::dist::Work;
 use crate::encode::{Encoder, LengthLimits};
 use crate::stage;
 use anyhow::{bail, Context, Result};
@@ -8,7 +16,7 @@ use arrow::array::{Array, StringArray, UInt32Array};
 use rto_data::cli::CommonArgs;
 use rto_data::dataset::{read_prompts, ColumnNames, DatasetStats};
 use rto_data::records::{read_batches, write_columns, Column};
-use rto_data::store::StageDir;
+use rto_dist::ProcessGroup;
 use rto_model::{generate, parse_device, Head, SamplingConfig, TextTokenizer};
 use rto_rng::{seed_for, Stream};
 use serde::{Deserialize, Serialize};
@@ -73,9 +81,11 @@ impl GenerationSettings {
     }
 }
 
-/// Runs (or reuses) the "generate" stage for `model`; returns its folder. Not linked/printed:
-/// only the eval folder is the command's output.
+/// Runs (or reuses) the "generate" stage for `model` on every rank of `group` (see the module
+/// docs); returns its folder, on every rank. Not linked/printed: only the eval folder is the
+/// command's output.
 pub fn generation_stage(
+    group: &ProcessGroup,
     common: &CommonArgs,
     settings: &GenerationSettings,
     model: &Path,
@@ -84,9 +94,10 @@ pub fn generation_stage(
     settings.validate()?;
     let spec = stage::spec("generate", 1, common, settings)?;
     let spec = stage::with_model_input(spec, "model", model)?.with_input("prompts", prompts);
-    crate::dist::refuse_multi_process(&spec.stage)?;
-    let outcome = common.store().run(&spec, common.force, |out| generate_all(common, settings, model, prompts, out))?;
-    Ok(outcome.path)
+    let ranked = crate::dist::run_stage(group, &common.store(), &spec, common.force, |work| {
+        generate_all(common, settings, model, prompts, work)
+    })?;
+    Ok(ranked.path)
 }
 
 fn generate_all(
@@ -94,7 +105,7 @@ fn generate_all(
     settings: &GenerationSettings,
     model_dir: &Path,
     prompts_path: &Path,
-    out: &StageDir,
+    work: &Work,
 ) -> Result<Value> {
     let device = parse_device(&common.device)?;
     let tokenizer = TextTokenizer::from_dir(model_dir)?;
@@ -123,22 +134,39 @@ fn generate_all(
         );
     }
     let sampling = settings.sampling(tokenizer.eos_id.into_iter().collect(), common.seed);
-    let mut result = Generations { prompts: vec![], responses: vec![], lengths: vec![] };
-    let progress = crate::progress::bar(encoded.len() as u64, "generate");
-    for (chunk_index, chunk) in encoded.chunks(settings.generation_batch_size).enumerate() {
+    let chunks: Vec<&[(String, Vec<i64>)]> = encoded.chunks(settings.generation_batch_size).collect();
+    let group = work.group();
+    let mine = crate::dist::my_share(group, chunks.len());
+    let progress = crate::progress::bar(chunks[mine.clone()].iter().map(|c| c.len() as u64).sum(), "generate");
+    if !group.is_main() {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut answers: Vec<(String, u32)> = Vec::new();
+    for chunk_index in mine {
+        let chunk = chunks[chunk_index];
         crate::progress::set_activity(format_args!("generation batch {chunk_index}"));
         let prompts: Vec<Vec<i64>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
+        // Keyed by the batch's global index: the same draws whichever rank generates it.
         let config =
             SamplingConfig { seed: seed_for(sampling.seed, Stream::Sampling, chunk_index as u64), ..sampling.clone() };
         let generation = generate(&model, &prompts, &config, tokenizer.pad_id)?;
-        for ((text, _), response) in chunk.iter().zip(&generation.responses) {
-            result.prompts.push(text.clone());
-            result.responses.push(tokenizer.decode(response, true)?);
-            result.lengths.push(response.len() as u32);
+        for response in &generation.responses {
+            answers.push((tokenizer.decode(response, true)?, response.len() as u32));
         }
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
+    let answers = gather_answers(group, answers)?;
+    let Some(out) = work.output() else { return Ok(Value::Null) };
+    anyhow::ensure!(
+        answers.len() == encoded.len(),
+        "the ranks gathered {} responses for {} prompts: ranks run different builds or inputs?",
+        answers.len(),
+        encoded.len()
+    );
+    let (responses, lengths): (Vec<String>, Vec<u32>) = answers.into_iter().unzip();
+    let prompts: Vec<String> = encoded.into_iter().map(|(text, _)| text).collect();
+    let result = Generations { prompts, responses, lengths };
     write_columns(
         &out.join(GENERATIONS),
         &[
@@ -149,6 +177,22 @@ fn generate_all(
     )?;
     let mean_len = result.lengths.iter().map(|&l| l as f64).sum::<f64>() / result.lengths.len() as f64;
     Ok(json!({"prompts": result.prompts.len(), "mean_length": mean_len, "dataset": stats}))
+}
+
+/// Every rank's (response, length) pairs, concatenated in rank order: the rows' original order,
+/// as the ranks generate contiguous blocks of the batches.
+fn gather_answers(group: &ProcessGroup, mine: Vec<(String, u32)>) -> Result<Vec<(String, u32)>> {
+    if !group.is_distributed() {
+        return Ok(mine);
+    }
+    let parts = group.all_gather_bytes(&serde_json::to_vec(&mine)?).context("gathering the ranks' responses")?;
+    let mut all = Vec::new();
+    for (rank, part) in parts.iter().enumerate() {
+        let answers: Vec<(String, u32)> =
+            serde_json::from_slice(part).with_context(|| format!("reading rank {rank}'s responses"))?;
+        all.extend(answers);
+    }
+    Ok(all)
 }
 
 pub fn read_generations(folder: &Path) -> Result<Generations> {

@@ -2,6 +2,9 @@
 //! model per prompt, labelled by a seeded Bradley–Terry draw on their gold scores (the gold
 //! judge stands in for GPT-4), written in the dataset layer's format (`pairs.jsonl` with
 //! prompt/chosen/rejected/score_chosen/score_rejected).
+//!
+//! Under torchrun/srun the sampling runs sharded over the ranks (see `generation`); the
+//! labelling runs on rank 0.
 
 use crate::generation::{generation_stage, read_generations, GenerationSettings};
 use crate::stage;
@@ -43,9 +46,10 @@ pub struct PairArgs {
 
 pub fn cli(mut args: PairArgs) -> Result<()> {
     args.generation.samples_per_prompt = args.generation.samples_per_prompt.max(2);
-    let samples = generation_stage(&args.common, &args.generation, &args.model, &args.prompts)?;
+    let group = crate::dist::group(&args.common.device)?;
+    let samples = generation_stage(&group, &args.common, &args.generation, &args.model, &args.prompts)?;
     let spec = stage::spec("pairs", 1, &args.common, &args.labels)?.with_input("samples", &samples);
-    stage::run(&args.common, &spec, |out| {
+    stage::run_on_main(&group, &args.common, &spec, |out| {
         let generations = read_generations(&samples)?;
         let rows: Vec<(String, String)> = generations.prompts.into_iter().zip(generations.responses).collect();
         let (pairs, stats) = label_samples(&rows, args.labels.bt_temperature, args.common.seed);

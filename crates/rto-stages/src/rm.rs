@@ -81,7 +81,7 @@ pub fn cli(args: RmArgs) -> Result<()> {
         Head::Score,
         (rows, tokens),
         &args.trained,
-        &args.settings.train,
+        (&args.settings.train, stage::plan_world_size(&args.common)?),
     )?;
     let spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?;
     let spec = stage::with_model_input(spec, "model", &args.model)?.with_input("data", &args.data);

@@ -95,7 +95,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
         gradient_checkpointing: args.trained.gradient_checkpointing,
         lora,
         shares_base_with: None,
-        optimizer_shards: args.settings.train.optimizer_shards()?,
+        optimizer_shards: args.settings.train.optimizer_shards(stage::plan_world_size(&args.common)?),
     };
     let mut spec = stage::training_spec(STAGE, SCHEMA_VERSION, &args.common, &args.trained, &args.settings)?
         .with_input("data", &args.data)

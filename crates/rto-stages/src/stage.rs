@@ -54,7 +54,7 @@ pub fn check_learning_rate(flag: &str, lr: f64) -> Result<()> {
 }
 
 /// Prints the memory plan of `models` (and a rollout KV cache) on stderr before any model is
-/// loaded, and refuses when the CPU cannot hold it (MemAvailable). Returns `false` under
+/// loaded, and refuses when the device cannot hold it (see [`budget`]). Returns `false` under
 /// `--dry-run`: the caller stops there, having loaded nothing.
 pub fn plan_memory(
     common: &CommonArgs,
@@ -75,18 +75,103 @@ pub fn plan_memory(
         plan.lines.extend(extra.lines.iter().cloned());
     }
     eprintln!("{}", plan.render(stage));
-    match rto_model::parse_device(&common.device)? {
-        tch::Device::Cuda(index) => match rto_model::cuda_memory::cuda_free_and_total_bytes(index) {
-            Some((free, _)) => plan.check_fits(stage, free, &format!("{} (free memory)", common.device))?,
-            None => eprintln!("{stage}: the CUDA runtime gave no free-memory figure; the plan is not checked"),
-        },
-        _ => {
-            if let Some(available) = memory::cpu_available_bytes() {
-                plan.check_fits(stage, available, "this machine's RAM")?;
-            }
+    match budget(common)? {
+        Some(budget) => {
+            eprintln!("{stage}: {}", budget.describe(plan.total()));
+            plan.check_fits_ranks(stage, budget.available, &budget.device, budget.ranks)?;
         }
+        None => eprintln!(
+            "{stage}: the CUDA runtime gave no free-memory figure; the plan is not checked (a dry run can name the device's size: --plan-memory-gib)"
+        ),
     }
     Ok(!common.dry_run)
+}
+
+/// What one stage's plan is checked against: `available` bytes that `ranks` processes of this
+/// launch share, each holding the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub available: u64,
+    pub device: String,
+    pub ranks: u64,
+}
+
+impl Budget {
+    /// The check in one line: per GPU, or the node's ranks times the plan against its RAM.
+    pub fn describe(&self, plan_total: u64) -> String {
+        let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+        let (need, have) = (gib(plan_total * self.ranks), gib(self.available));
+        match self.ranks {
+            1 => format!(
+                "the plan of {:.1} GiB per rank against {} ({have:.1} GiB available)",
+                gib(plan_total),
+                self.device
+            ),
+            n => format!(
+                "{n} ranks on this node share {}: {n} × {:.1} GiB = {need:.1} GiB against {have:.1} GiB available",
+                self.device,
+                gib(plan_total)
+            ),
+        }
+    }
+}
+
+/// The memory a plan must fit: with `--plan-memory-gib` (dry runs), that many GiB per rank's
+/// device; on CUDA the free memory of this rank's GPU (each rank has its own: one plan per GPU;
+/// `None` when the runtime gives no figure); on CPU the node's available RAM, which its local
+/// ranks share (`LOCAL_WORLD_SIZE`, Slurm's tasks per node, or a dry run's
+/// `--plan-world-size` on one node).
+pub fn budget(common: &CommonArgs) -> Result<Option<Budget>> {
+    // Named by the flag alone, so a dry run of a CUDA config needs no GPU on this machine.
+    let on_cuda = common.device.trim().starts_with("cuda");
+    let ranks = if on_cuda { 1 } else { local_ranks(common)? };
+    if let Some(gib) = common.plan_memory_gib {
+        let what = if on_cuda { "each rank's GPU" } else { "this node's RAM" };
+        let available = (gib * (1u64 << 30) as f64) as u64;
+        return Ok(Some(Budget { available, device: format!("{what} (--plan-memory-gib {gib})"), ranks }));
+    }
+    Ok(match rto_model::parse_device(&common.device)? {
+        tch::Device::Cuda(index) => rto_model::cuda_memory::cuda_free_and_total_bytes(index).map(|(free, _)| Budget {
+            available: free,
+            device: format!("cuda:{index} (free memory)"),
+            ranks,
+        }),
+        _ => memory::cpu_available_bytes().map(|available| Budget {
+            available,
+            device: "this machine's RAM".into(),
+            ranks,
+        }),
+    })
+}
+
+/// The world size a plan is for (ZeRO-1's shards): a dry run's `--plan-world-size`, else the
+/// launch's (torchrun/srun), else 1.
+pub fn plan_world_size(common: &CommonArgs) -> Result<u64> {
+    if let Some(n) = common.plan_world_size {
+        return Ok(n);
+    }
+    Ok(launch()?.map_or(1, |l| l.world_size as u64))
+}
+
+/// This launch's processes on this node: torchrun's LOCAL_WORLD_SIZE; under Slurm the most
+/// tasks any node runs (SLURM_TASKS_PER_NODE, e.g. `4(x2),3`), else the world size (an upper
+/// bound); without a launch, a dry run's `--plan-world-size` (taken as one node), else 1.
+fn local_ranks(common: &CommonArgs) -> Result<u64> {
+    let Some(launch) = launch()? else { return Ok(common.plan_world_size.unwrap_or(1)) };
+    if let Some(local) = launch.local_world_size {
+        return Ok(local as u64);
+    }
+    let slurm = std::env::var("SLURM_TASKS_PER_NODE").ok();
+    Ok(slurm.as_deref().and_then(most_tasks_per_node).unwrap_or(launch.world_size as u64))
+}
+
+/// The largest count of a SLURM_TASKS_PER_NODE value (`2(x3),1` → 2).
+pub fn most_tasks_per_node(value: &str) -> Option<u64> {
+    value.split(',').map(|part| part.split('(').next().unwrap_or(part).trim().parse::<u64>().ok()).max().flatten()
+}
+
+fn launch() -> Result<Option<rto_dist::Launch>> {
+    rto_dist::Launch::from_env().context("reading the launch environment (torchrun or Slurm)")
 }
 
 /// The precision of `--bf16`: the dtype every model of the stage is loaded and run in.
@@ -105,19 +190,20 @@ pub fn save_kind(trained: &TrainedModelArgs, input: &ModelConfig) -> Kind {
 }
 
 /// The model a supervised training stage (dpo, rm) trains, for its plan: [`planned`] with the
-/// stage's checkpointing, LoRA adapters and ZeRO-1 shards.
+/// stage's checkpointing, LoRA adapters and ZeRO-1 shards over `world` ranks
+/// ([`plan_world_size`]).
 pub fn planned_trained(
     name: &str,
     dir: &Path,
     head: Head,
     (rows, tokens): (usize, usize),
     trained: &TrainedModelArgs,
-    train: &crate::trainer::LoopSettings,
+    (train, world): (&crate::trainer::LoopSettings, u64),
 ) -> Result<PlannedModel> {
     Ok(planned(name, dir, head, Role::Trained, rows, tokens)?
         .with_gradient_checkpointing(trained.gradient_checkpointing)
         .with_lora(planned_lora(trained, dir)?)
-        .with_optimizer_shards(train.optimizer_shards()?))
+        .with_optimizer_shards(train.optimizer_shards(world)))
 }
 
 /// A model of a stage's plan, its sizes read from `dir/config.json` (its precision is the
@@ -253,23 +339,10 @@ pub fn with_model_input(spec: StageSpec, role: &str, dir: &Path) -> Result<Stage
     Ok(spec.with_input(format!("{role}_base"), adapter::weights_folder(dir)?))
 }
 
-/// Runs `compute` through the cache (no-op when a verified output exists), honours `--link`,
-/// and prints the output folder as the last line of stdout. For the stages that run in one
-/// process only: refused when launched as one rank of several (see [`run_ranked`]).
-pub fn run(
-    common: &CommonArgs,
-    spec: &StageSpec,
-    compute: impl FnOnce(&StageDir) -> Result<Value>,
-) -> Result<StageOutcome> {
-    dist::refuse_multi_process(&spec.stage)?;
-    let outcome = common.store().run(spec, common.force, |dir| with_peak_memory(common, compute(dir)))?;
-    report(common, spec, &outcome)?;
-    Ok(outcome)
-}
-
-/// [`run`] on every rank of `group`: rank 0 owns the store (lock, reuse, publish, `--link`,
-/// the printed folder), the other ranks compute their share in [`Work`] (see
-/// [`dist::run_stage`]). With a single process this is [`run`].
+/// Runs `compute` through the cache on every rank of `group` (no-op when a verified output
+/// exists): rank 0 owns the store (lock, reuse, publish, `--link`, the folder printed as the
+/// last line of stdout), the other ranks compute their share in [`Work`] (see
+/// [`dist::run_stage`]). A single process is rank 0 of one.
 pub fn run_ranked(
     group: &ProcessGroup,
     common: &CommonArgs,
@@ -282,6 +355,21 @@ pub fn run_ranked(
         report(common, spec, outcome)?;
     }
     Ok(ranked)
+}
+
+/// [`run_ranked`] for a computation only rank 0 does (judging, labelling: cheap next to the
+/// generation before it): rank 0 runs `compute` in its output folder, the other ranks wait for
+/// it to publish.
+pub fn run_on_main(
+    group: &ProcessGroup,
+    common: &CommonArgs,
+    spec: &StageSpec,
+    compute: impl FnOnce(&StageDir) -> Result<Value>,
+) -> Result<Ranked> {
+    run_ranked(group, common, spec, |work| match work.output() {
+        Some(out) => compute(out),
+        None => Ok(Value::Null),
+    })
 }
 
 /// The summary with this process's peak RSS and, on CUDA, the device memory in use when the
@@ -311,20 +399,8 @@ fn report(common: &CommonArgs, spec: &StageSpec, outcome: &StageOutcome) -> Resu
     common.finish(outcome)
 }
 
-/// [`run`] for a training stage. When the output is reused (no training ran), `--tensorboard`
-/// still gets its curves, from the folder's metrics.jsonl.
-pub fn run_training(
-    common: &CommonArgs,
-    logs: &TrainingLogArgs,
-    spec: &StageSpec,
-    compute: impl FnOnce(&StageDir) -> Result<Value>,
-) -> Result<StageOutcome> {
-    let outcome = run(common, spec, compute)?;
-    export_reused_curves(logs, spec, &outcome)?;
-    Ok(outcome)
-}
-
-/// [`run_ranked`] for a training stage, with [`run_training`]'s curves on reuse (rank 0).
+/// [`run_ranked`] for a training stage. When the output is reused (no training ran),
+/// `--tensorboard` still gets its curves, from the folder's metrics.jsonl (rank 0).
 pub fn run_training_ranked(
     group: &ProcessGroup,
     common: &CommonArgs,

@@ -87,10 +87,11 @@ impl LoopSettings {
         optimizer::shards(self.zero_stage, group)
     }
 
-    /// Ranks the optimizer state will be sharded over, for the memory plan (made before the
-    /// group is joined): the launch's world size under `--zero-stage 1`, else 1.
-    pub fn optimizer_shards(&self) -> Result<u64> {
-        optimizer::planned_shards(self.zero_stage)
+    /// Ranks the optimizer state will be sharded over in a launch of `world` ranks, for the
+    /// memory plan (made before the group is joined; `stage::plan_world_size`): `world` under
+    /// `--zero-stage 1`, else 1.
+    pub fn optimizer_shards(&self, world: u64) -> u64 {
+        optimizer::planned_shards(self.zero_stage, world)
     }
 
     /// `spec` keyed by `--zero-stage 1` when it shards (it changes the grad norm's summation

@@ -11,6 +11,7 @@ mod lock_handover;
 mod lora_pipeline;
 mod memory_plan;
 mod nonfinite;
+mod paper_plan;
 mod ppo_data_parallel;
 mod reproducible;
 mod sharded_inference;

@@ -2,7 +2,7 @@
 //! machine cannot hold is refused in one line, and the plan is close to the peak resident set
 //! a real run reaches (recorded as `peak_rss_bytes` in the manifest).
 
-use crate::support::{fixture, run, scratch, snapshot, SFT_FLAGS};
+use crate::support::{bin, fixture, repo_root, run, scratch, snapshot, SFT_FLAGS};
 use std::fs;
 use std::path::Path;
 
@@ -101,4 +101,33 @@ fn the_plan_is_within_35_percent_of_the_measured_peak() {
 fn the_checkpointed_plan_is_within_35_percent_of_the_measured_peak() {
     let stderr = assert_plan_near_peak(512, 8, &["--gradient-checkpointing"]);
     assert!(stderr.contains("activations (8 × 96 tokens per micro batch, gradient checkpointing)"), "{stderr}");
+}
+
+/// On CPU the ranks of one node share its RAM, so each checks the node's ranks times its plan.
+/// A ~1.2 GiB plan (a 69 M-parameter model trained in fp32: 16 bytes a parameter) fits
+/// `--plan-memory-gib 2.5` as one process and is refused as rank 0 of 4 on one node
+/// (torchrun's variables; a dry run stops before joining any group).
+#[test]
+fn the_ranks_of_one_cpu_node_share_its_ram() {
+    let tmp = scratch();
+    let store = tmp.path().join("runs");
+    let args = sft_args(&store, &config(tmp.path(), 1024, 6), &["--dry-run", "--plan-memory-gib", "2.5"]);
+    let alone = run("sft-train", &args);
+    assert!(alone.status.success(), "{}", alone.stderr);
+    let per_rank = planned_total(&alone.stderr) / (1u64 << 30) as f64;
+    assert!((1.0..2.0).contains(&per_rank), "the premise: a plan of 1–2 GiB, got {per_rank:.2} GiB");
+    assert!(alone.stderr.contains("GiB per rank against this node's RAM (--plan-memory-gib 2.5)"), "{}", alone.stderr);
+    let launched = std::process::Command::new(bin("sft-train"))
+        .args(&args)
+        .current_dir(repo_root())
+        .envs([("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "4"), ("LOCAL_WORLD_SIZE", "4")])
+        .envs([("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29999")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&launched.stderr);
+    assert_eq!(launched.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("4 ranks on this node share this node's RAM (--plan-memory-gib 2.5): 4 × "), "{stderr}");
+    let error = stderr.lines().find(|l| l.starts_with("error")).unwrap_or_else(|| panic!("no error line:\n{stderr}"));
+    assert!(error.contains("(4 ranks × ") && error.contains("largest lines: policy: AdamW moments"), "{error}");
+    assert!(snapshot(&store).is_empty(), "a dry run wrote to the store");
 }

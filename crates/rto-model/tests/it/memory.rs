@@ -1,6 +1,6 @@
 //! The memory plan's parameter count against the tensors a built model really holds.
 
-use rto_model::memory::{kv_cache_bytes, parameter_count, BatchShape, MemoryPlan, PlannedModel, Role};
+use rto_model::memory::{kv_cache_bytes, parameter_count, BatchShape, MemoryPlan, PlanLine, PlannedModel, Role};
 use rto_model::{CausalLm, Head, ModelConfig, Precision};
 use tch::{Device, Kind};
 
@@ -206,4 +206,32 @@ fn zero_1_divides_the_optimizer_lines_by_the_ranks() {
     assert!(line("moments").what.ends_with("sharded over 3 ranks (ZeRO-1)"), "{}", line("moments").what);
     assert_eq!(line("gradients").bytes, 2 * params);
     assert_eq!(line("weights").bytes, 2 * params);
+}
+
+/// A plan of 1.0 GiB resident and 0.5 GiB transient: 1.5 GiB per rank. Four ranks of one CPU
+/// node hold it four times in one RAM: 6 GiB, which 5 GiB cannot hold and 6 GiB can; one rank
+/// per GPU checks the 1.5 GiB alone. The refusal names the largest lines, largest first.
+#[test]
+fn ranks_sharing_one_memory_multiply_the_plan() {
+    let gib = 1u64 << 30;
+    let line = |what: &str, bytes: u64, transient: bool| PlanLine { what: what.into(), bytes, transient };
+    let plan = MemoryPlan {
+        lines: vec![
+            line("runtime", gib / 8, false),
+            line("policy: weights", 7 * gib / 8, false),
+            line("policy: activations", gib / 2, true),
+            line("policy: optimizer step", gib / 16, true),
+        ],
+    };
+    assert_eq!(plan.total(), 3 * gib / 2);
+    plan.check_fits_ranks("sft", 6 * gib, "this machine's RAM", 4).unwrap();
+    plan.check_fits_ranks("sft", 2 * gib, "cuda:0", 1).unwrap();
+    let error = plan.check_fits_ranks("sft", 5 * gib, "this machine's RAM", 4).unwrap_err().to_string();
+    for part in ["needs 6.0 GiB (4 ranks × 1.5 GiB)", "has 5.0 GiB available", "--dry-run"] {
+        assert!(error.contains(part), "no `{part}` in: {error}");
+    }
+    let largest = "largest lines: policy: weights (0.9 GiB); policy: activations (0.5 GiB); runtime (0.1 GiB)";
+    assert!(error.contains(largest), "{error}");
+    let alone = plan.check_fits("sft", gib, "cuda:0").unwrap_err().to_string();
+    assert!(alone.contains("needs 1.5 GiB but cuda:0 has 1.0 GiB available"), "{alone}");
 }

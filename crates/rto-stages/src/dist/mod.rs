@@ -48,22 +48,6 @@ fn timeout() -> Result<Duration> {
     }
 }
 
-/// Fails when this process was launched as one rank of several: for the stages that do not
-/// run data-parallel (yet), which would otherwise all compute and write the same folder.
-pub fn refuse_multi_process(stage: &str) -> Result<()> {
-    let launch = rto_dist::Launch::from_env().context("reading the launch environment (torchrun or Slurm)")?;
-    if let Some(launch) = launch.filter(|l| l.world_size > 1) {
-        anyhow::bail!(
-            "{stage} does not run data-parallel: launched as rank {} of {} ({}); run it as one process \
-             (without torchrun/srun, or with --nproc-per-node 1)",
-            launch.rank,
-            launch.world_size,
-            launch.launcher
-        );
-    }
-    Ok(())
-}
-
 /// The contiguous block of `n` work items (micro batches, chunks of rows) that `rank` of
 /// `world` takes: the first `n % world` ranks take one more, so rank 0 has work whenever there
 /// is any, and the blocks in rank order are the items in their original order.

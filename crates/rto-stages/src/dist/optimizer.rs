@@ -7,7 +7,7 @@ use super::grads;
 use super::zero::{self, ZeroAdamW};
 use crate::checkpoint::{Checkpointer, Restored};
 use crate::optim::{AdamW, AdamWSettings};
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use rto_data::store::StageSpec;
 use rto_dist::ProcessGroup;
 use serde_json::Value;
@@ -18,14 +18,15 @@ pub fn shards(zero_stage: u8, group: &ProcessGroup) -> bool {
     zero_stage == 1 && group.world_size() > 1
 }
 
-/// Ranks the optimizer state will be sharded over, for the memory plan (made before the group
-/// is joined): the launch's world size under `--zero-stage 1`, else 1.
-pub fn planned_shards(zero_stage: u8) -> Result<u64> {
+/// Ranks the optimizer state will be sharded over in a launch of `world` ranks, for the memory
+/// plan (made before the group is joined; `stage::plan_world_size`): `world` under
+/// `--zero-stage 1`, else 1.
+pub fn planned_shards(zero_stage: u8, world: u64) -> u64 {
     if zero_stage == 0 {
-        return Ok(1);
+        1
+    } else {
+        world
     }
-    let launch = rto_dist::Launch::from_env().context("reading the launch environment (torchrun or Slurm)")?;
-    Ok(launch.map_or(1, |l| l.world_size as u64))
 }
 
 /// `spec` keyed by `--zero-stage 1` when it shards (it changes the grad norm's summation

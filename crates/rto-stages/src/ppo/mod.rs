@@ -502,7 +502,7 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
     let tokens = s.limits.max_prompt_len + s.max_new_tokens();
     let (train_rows, scoring_rows) = (s.micro_batch(), s.generation_batch() * s.n_samples_per_prompt);
     let checkpointing = args.trained.gradient_checkpointing;
-    let shards = crate::dist::optimizer::planned_shards(s.zero_stage)?;
+    let shards = crate::dist::optimizer::planned_shards(s.zero_stage, stage::plan_world_size(&args.common)?);
     let lm = |name: &str, dir: &Path, role: Role, rows: usize| {
         stage::planned(name, dir, Head::LanguageModel, role, rows, tokens)
     };
