@@ -31,6 +31,9 @@ pub enum Role {
 pub struct BatchShape {
     pub rows: u64,
     pub tokens: u64,
+    /// Positions per row the LM head runs on (the response columns, where stages read only
+    /// those); None: every position.
+    pub head_tokens: Option<u64>,
 }
 
 /// One model of a stage's plan.
@@ -68,6 +71,11 @@ impl PlannedModel {
     /// The same model, its optimizer state sharded over `ranks` (ZeRO-1; 1 = every rank holds it all).
     pub fn with_optimizer_shards(self, ranks: u64) -> Self {
         Self { optimizer_shards: ranks.max(1), ..self }
+    }
+
+    /// The same model, its LM head run on `tokens` positions per row (the responses).
+    pub fn with_head_tokens(self, tokens: u64) -> Self {
+        Self { batch: BatchShape { head_tokens: Some(tokens.min(self.batch.tokens)), ..self.batch }, ..self }
     }
 
     /// The same model, trained with gradient checkpointing when `on`.
@@ -136,27 +144,37 @@ pub fn lora_parameter_count(config: &ModelConfig, head: Head, lora: &LoraConfig)
 /// Activations a training micro batch keeps for backward, per model: per layer and token about
 /// 18 hidden-sized values (norm inputs and outputs, q/k/v, attention output, residuals) and 4
 /// intermediate-sized ones (gate, up, their product, the SiLU), plus the attention
-/// probabilities (heads × tokens per token), all in `bytes` each; and the fp32 logits with
-/// their log-softmax and its gradient at the head (3 × vocab per token). With gradient
-/// checkpointing the layers keep only their input (one hidden-sized value per token each) and
-/// the backward holds one layer's full activations at a time, recomputed.
-fn training_activations(config: &ModelConfig, batch: BatchShape, bytes: u64, checkpointing: bool) -> u64 {
+/// probabilities (heads × tokens per token), all in `bytes` each; and at an LM head the fp32
+/// logits with their log-softmax and its gradient (3 × vocab per head position; a score head's
+/// one value per position is nothing beside them). With gradient checkpointing the layers keep
+/// only their input (one hidden-sized value per token each) and the backward holds one layer's
+/// full activations at a time, recomputed.
+fn training_activations(config: &ModelConfig, head: Head, batch: BatchShape, bytes: u64, checkpointing: bool) -> u64 {
     let tokens = batch.rows * batch.tokens;
     let (hidden, inter, heads) =
         (config.hidden_size as u64, config.intermediate_size as u64, config.num_attention_heads as u64);
     let per_layer = tokens * (18 * hidden + 4 * inter + heads * batch.tokens) * bytes;
     let layers = config.num_hidden_layers as u64;
     let stack = if checkpointing { layers * tokens * hidden * bytes + per_layer } else { layers * per_layer };
-    stack + tokens * 3 * config.vocab_size as u64 * 4
+    stack + head_positions(head, batch) * 3 * config.vocab_size as u64 * 4
 }
 
-/// A forward without gradients holds about one layer's activations at a time, plus the fp32
-/// logits and their log-softmax.
-fn forward_activations(config: &ModelConfig, batch: BatchShape, bytes: u64) -> u64 {
+/// A forward without gradients holds about one layer's activations at a time, plus, at an LM
+/// head, the fp32 logits and their log-softmax.
+fn forward_activations(config: &ModelConfig, head: Head, batch: BatchShape, bytes: u64) -> u64 {
     let tokens = batch.rows * batch.tokens;
     let (hidden, inter, heads) =
         (config.hidden_size as u64, config.intermediate_size as u64, config.num_attention_heads as u64);
-    tokens * (6 * hidden + 3 * inter + heads * batch.tokens) * bytes + tokens * 2 * config.vocab_size as u64 * 4
+    tokens * (6 * hidden + 3 * inter + heads * batch.tokens) * bytes
+        + head_positions(head, batch) * 2 * config.vocab_size as u64 * 4
+}
+
+/// Positions of a micro batch whose vocabulary-wide logits exist at once: none for a score head.
+fn head_positions(head: Head, batch: BatchShape) -> u64 {
+    match head {
+        Head::Score => 0,
+        Head::LanguageModel => batch.rows * batch.head_tokens.unwrap_or(batch.tokens),
+    }
 }
 
 /// Elements of the largest parameter tensor: the embedding (or `lm_head`), or a fused q/k/v or
@@ -252,12 +270,12 @@ impl MemoryPlan {
                         "{name}: activations ({} × {} tokens per micro batch{recomputed})",
                         model.batch.rows, model.batch.tokens
                     ),
-                    training_activations(&model.config, model.batch, bytes, model.gradient_checkpointing),
+                    training_activations(&model.config, model.head, model.batch, bytes, model.gradient_checkpointing),
                 );
             }
             Role::Frozen => self.push_transient(
                 format!("{name}: forward activations ({} × {} tokens)", model.batch.rows, model.batch.tokens),
-                forward_activations(&model.config, model.batch, bytes),
+                forward_activations(&model.config, model.head, model.batch, bytes),
             ),
         }
     }

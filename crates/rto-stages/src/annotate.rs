@@ -176,11 +176,14 @@ fn plan_memory(args: &AnnotateArgs, spec: &StageSpec) -> Result<bool> {
     // The DPO model, the policy and the reward model stand on the reference's weights when they
     // are over its base.
     let reference = Some(("reference", args.ref_model.as_path()));
-    let lm = |name: &str, dir: &Path| stage::planned_frozen_lm(name, dir, reference, rows, tokens);
-    let mut models =
-        vec![stage::planned_frozen_lm("reference", &args.ref_model, None, rows, tokens)?, lm("dpo model", &args.dpo)?];
+    // The LM heads run on the response columns only.
+    let response = args.settings.limits.max_response_len as u64;
+    let lm = |name: &str, dir: &Path, donor| {
+        Ok::<_, anyhow::Error>(stage::planned_frozen_lm(name, dir, donor, rows, tokens)?.with_head_tokens(response))
+    };
+    let mut models = vec![lm("reference", &args.ref_model, None)?, lm("dpo model", &args.dpo, reference)?];
     if let Some(policy) = &args.policy {
-        models.push(lm("policy", policy)?);
+        models.push(lm("policy", policy, reference)?);
     }
     if let Some(rm) = &args.reward_model {
         models.push(stage::planned_frozen("reward model", rm, Head::Score, reference, rows, tokens)?);

@@ -84,7 +84,7 @@ pub fn cli(args: SftArgs) -> Result<()> {
     let config = ModelConfig::from_file(&config_path)?;
     TextTokenizer::from_dir(&tokenizer_dir)?.check_fits_config(config.vocab_size, &config_path)?;
     let tokens = args.settings.limits.max_prompt_len + args.settings.limits.max_response_len;
-    let batch = BatchShape { rows: args.settings.train.micro_batch() as u64, tokens: tokens as u64 };
+    let batch = BatchShape { rows: args.settings.train.micro_batch() as u64, tokens: tokens as u64, head_tokens: None };
     let policy = PlannedModel {
         name: "policy".into(),
         config,

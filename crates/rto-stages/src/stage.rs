@@ -215,7 +215,7 @@ pub fn planned(name: &str, dir: &Path, head: Head, role: Role, rows: usize, toke
         config,
         head,
         role,
-        batch: BatchShape { rows: rows as u64, tokens: tokens as u64 },
+        batch: BatchShape { rows: rows as u64, tokens: tokens as u64, head_tokens: None },
         precision: Precision::Fp32,
         gradient_checkpointing: false,
         lora: None,

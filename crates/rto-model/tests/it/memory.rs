@@ -36,7 +36,7 @@ fn kv_cache_bytes_by_hand() {
 #[test]
 fn checkpointing_keeps_one_input_per_layer_and_one_full_layer() {
     let config = ModelConfig::small_llama(300, 64, 176, 3, 8, 2, 128);
-    let batch = BatchShape { rows: 2, tokens: 10 };
+    let batch = BatchShape { rows: 2, tokens: 10, head_tokens: None };
     let planned = |checkpointing: bool| {
         let model = PlannedModel {
             name: "policy".into(),
@@ -71,7 +71,7 @@ fn checkpointing_keeps_one_input_per_layer_and_one_full_layer() {
 fn bf16_plan_has_masters_and_half_sized_weights_and_activations() {
     let config = ModelConfig::small_llama(300, 64, 176, 3, 8, 2, 128);
     let params = parameter_count(&config, Head::LanguageModel);
-    let batch = BatchShape { rows: 2, tokens: 10 };
+    let batch = BatchShape { rows: 2, tokens: 10, head_tokens: None };
     let plan_of = |role: Role| {
         let model = PlannedModel {
             name: "m".into(),
@@ -130,7 +130,7 @@ fn lora_plan_counts_adapter_parameters_only() {
         config,
         head: Head::LanguageModel,
         role: Role::Trained,
-        batch: BatchShape { rows: 1, tokens: 4 },
+        batch: BatchShape { rows: 1, tokens: 4, head_tokens: None },
         gradient_checkpointing: false,
         lora: None,
         shares_base_with: None,
@@ -158,7 +158,7 @@ fn the_total_counts_the_largest_transient_line_once() {
         config: config.clone(),
         head: Head::LanguageModel,
         role,
-        batch: BatchShape { rows, tokens: 10 },
+        batch: BatchShape { rows, tokens: 10, head_tokens: None },
         gradient_checkpointing: false,
         precision: Precision::Fp32,
         lora: None,
@@ -189,7 +189,7 @@ fn zero_1_divides_the_optimizer_lines_by_the_ranks() {
         config,
         head: Head::LanguageModel,
         role: Role::Trained,
-        batch: BatchShape { rows: 1, tokens: 4 },
+        batch: BatchShape { rows: 1, tokens: 4, head_tokens: None },
         gradient_checkpointing: false,
         lora: None,
         optimizer_shards: 1,

@@ -503,8 +503,12 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
     let (train_rows, scoring_rows) = (s.micro_batch(), s.generation_batch() * s.n_samples_per_prompt);
     let checkpointing = args.trained.gradient_checkpointing;
     let shards = crate::dist::optimizer::planned_shards(s.zero_stage, stage::plan_world_size(&args.common)?);
+    // Every LM forward of ppo-train runs its head on the response columns only.
+    let response = s.max_new_tokens() as u64;
     let lm = |name: &str, dir: &Path, role: Role, rows: usize| {
-        stage::planned(name, dir, Head::LanguageModel, role, rows, tokens)
+        Ok::<_, anyhow::Error>(
+            stage::planned(name, dir, Head::LanguageModel, role, rows, tokens)?.with_head_tokens(response),
+        )
     };
     let actor_lora = stage::planned_lora(&args.trained, &args.policy)?;
     // A LoRA actor lends its frozen base to the reference and to a DPO model over that base
@@ -517,7 +521,8 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
         actor_lora.is_some().then_some(donor),
         scoring_rows,
         tokens,
-    )?;
+    )?
+    .with_head_tokens(response);
     let mut models = vec![
         lm("actor", &args.policy, Role::Trained, train_rows)?
             .with_gradient_checkpointing(checkpointing)
@@ -535,7 +540,8 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
         );
     }
     if let Some(dpo) = &inputs.dpo {
-        models.push(stage::planned_frozen_lm("dpo", dpo, Some(donor), scoring_rows, tokens)?);
+        models
+            .push(stage::planned_frozen_lm("dpo", dpo, Some(donor), scoring_rows, tokens)?.with_head_tokens(response));
     }
     if let Some(rm) = &inputs.reward_model {
         models.push(stage::planned_frozen("reward model", rm, Head::Score, Some(donor), scoring_rows, tokens)?);
