@@ -90,7 +90,10 @@ def bootstrap_ci(values, seed, resamples=10000):
 def paired_difference(a, b, seed, resamples=10000):
     """a − b paired by seed. a: {seed: value}; b: {seed: value} over the same seeds, or one
     number (an offline model trained once: every seed of a is compared with it). Returns the
-    mean difference, the per-seed differences and the seeded percentile bootstrap CI."""
+    mean difference, the per-seed differences, the seeded percentile bootstrap CI (lo, hi) and
+    the t-interval of the differences (t_lo, t_hi; None with one seed). With few seeds the
+    bootstrap interval cannot be wider than the range of the differences, so the t-interval is
+    the check on it."""
     if isinstance(b, dict):
         if set(a) != set(b):
             raise ValueError(f"paired difference needs the same seeds on both sides: {sorted(a)} vs {sorted(b)}")
@@ -98,8 +101,9 @@ def paired_difference(a, b, seed, resamples=10000):
     else:
         diffs = [a[s] - b for s in sorted(a)]
     lo, hi = bootstrap_ci(diffs, seed, resamples)
-    return dict(mean=sum(diffs) / len(diffs), lo=lo, hi=hi, n=len(diffs), diffs=diffs, resamples=resamples,
-                bootstrap_seed=seed)
+    t = mean_ci(diffs)
+    return dict(mean=t["mean"], lo=lo, hi=hi, t_lo=t["lo"], t_hi=t["hi"], n=len(diffs), diffs=diffs,
+                resamples=resamples, bootstrap_seed=seed)
 
 
 def trailing_mean(values, window):

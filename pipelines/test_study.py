@@ -12,6 +12,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import stats  # noqa: E402
+import study_report  # noqa: E402
 import tuning  # noqa: E402
 
 
@@ -70,6 +71,15 @@ class PairedDifference(unittest.TestCase):
         r = stats.paired_difference({1: 0.5, 2: 0.7}, 0.6, seed=1, resamples=200)
         self.assertAlmostEqual(r["mean"], 0.0)
         self.assertEqual([round(d, 9) for d in r["diffs"]], [-0.1, 0.1])
+
+    def test_t_interval_of_the_differences(self):
+        # diffs 0.1 and 0.3: mean 0.2, sd 0.1414214, se 0.1, t(1) = 12.7062
+        r = stats.paired_difference({1: 1.1, 2: 1.3}, {1: 1.0, 2: 1.0}, seed=3, resamples=200)
+        self.assertAlmostEqual(r["t_lo"], 0.2 - 1.27062, places=6)
+        self.assertAlmostEqual(r["t_hi"], 0.2 + 1.27062, places=6)
+        # the bootstrap interval stays within the range of the two differences
+        self.assertGreaterEqual(r["lo"], 0.1 - 1e-12)
+        self.assertLessEqual(r["hi"], 0.3 + 1e-12)
 
     def test_two_point_bootstrap_distribution(self):
         # Differences {0, 1}: a resample's mean is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4,
@@ -135,6 +145,19 @@ class Curves(unittest.TestCase):
         self.assertAlmostEqual(flat["slope"], 0.0)
         rising = stats.plateau(xs, rising_then_flat, last=8, threshold=1e-4)
         self.assertFalse(rising["flattened"])
+
+
+class Verdict(unittest.TestCase):
+    def diff(self, lo, hi, t_lo, t_hi):
+        return dict(lo=lo, hi=hi, t_lo=t_lo, t_hi=t_hi, n=5)
+
+    def test_a_win_needs_both_intervals_clear_of_zero(self):
+        self.assertEqual(study_report.verdict(self.diff(0.01, 0.05, 0.002, 0.06), "RTO", "PPO"), "RTO beats PPO here")
+        self.assertEqual(study_report.verdict(self.diff(-0.05, -0.01, -0.06, -0.001), "RTO", "PPO"),
+                         "PPO beats RTO here")
+        self.assertIn("does not beat", study_report.verdict(self.diff(-0.01, 0.05, -0.02, 0.06), "RTO", "PPO"))
+        self.assertIn("no reliable difference",
+                      study_report.verdict(self.diff(0.01, 0.05, -0.02, 0.08), "RTO", "PPO"))
 
 
 class Tuning(unittest.TestCase):
