@@ -53,8 +53,14 @@ METHODS = {
     "grpo": ("ppo", GROUP),
     "rto-grpo": ("rto", GROUP),
 }
-# Full study budget (see results/replication.md, "Budget"): 40 iterations of 64 rollouts, 5
-# seeds for the headline rows and 3 for the others, fits 60 minutes on 2 quiet cores.
+# The full study's budget: 40 iterations of 64 rollouts (2560 samples; the 90-iteration PPO
+# runs of the earlier study flattened by ~30 iterations at lr 1e-4), 5 seeds for PPO and RTO, 3
+# for the others: 32 tuning + 28 final ppo-train runs. Estimate for 2 quiet cores, from the
+# per-iteration times of quiet reproducible-mode runs (ppo/rto ~0.75-0.83 s, group estimators
+# ~0.5 s, reinforce++ ~0.6 s assumed): tuning ~15 min, final runs ~13 min, ~66 rto-eval ~2 min,
+# token credit <1 min, shared stages 9-15 min (SFT 4-6.5 min): 40-46 minutes. All 8 methods at 5
+# seeds would add ~5.5 min (45-51), too close to the 60-minute limit for an estimate this rough.
+# replication.json records each phase's wall time (phases_s) to check it.
 PROFILES = {
     "full": dict(
         iterations=40, rollout_batch=64, ppo_flags=(), eval_flags=(), shared_flags={},
@@ -189,21 +195,31 @@ def main():
     if quick:
         os.environ.pop("RTO_PUBLISH", None)  # a smoke run never rewrites the published hashes
     start = time.time()
+    phases, clock = {}, [start]
+
+    def lap(name):  # wall time of each phase, for the next budget estimate
+        now = time.time()
+        phases[name], clock[0] = now - clock[0], now
+
     os.makedirs(profile["results"], exist_ok=True)
     shared = shared_stages(profile)
+    lap("shared stages")
     train_prompts, validation = tuning.split_prompts(f"{DATA}/rl_prompts.jsonl", f"{DATA}/eval_prompts.jsonl",
                                                      os.path.join(STORE, "prompt-split"))
     evaluator = Evaluator(shared["sft"], validation, profile)
     selection = tune(shared, profile, train_prompts, evaluator)
     evaluator.freeze()
+    lap("tuning")
     runs = final_runs(shared, profile, train_prompts, selection, evaluator)
     offline = {name: evaluator.on_eval(shared[name], name) for name in ("dpo", "simpo")}
+    lap("final runs")
     curves = {name: {seed: rollout_curve(folder) for seed, (folder, _) in seeds.items()} for name, seeds in runs.items()}
     policies = {"dpo": shared["dpo"], **{m: runs[m][min(runs[m])][0] for m in ("ppo", "rto")}}
     credit, kept = token_credit.analyze(STORE, shared["sft"], shared["rm"], {"dpo": shared["dpo"]}, policies)
     table = study_report.summarize(runs, offline, curves, selection, rewards_of(shared), profile["iterations"])
+    lap("token credit")
     table.update(profile=("quick" if quick else "full"), reproducible=os.environ["RTO_REPRODUCIBLE"] == "1",
-                 token_credit=credit, wall_time_s=time.time() - start)
+                 token_credit=credit, wall_time_s=time.time() - start, phases_s=phases)
     study_report.write(profile["results"], table, curves, runs, kept)
     published = [*shared.values(), *EVAL_FOLDERS, *PPO_FOLDERS]
     annotated = [os.path.join(STORE, "annotate", sets[s]["annotate_key"]) for sets in credit.values() for s in sets]

@@ -236,8 +236,9 @@ def markdown(table):
     head = ["# Replication on the toy task (machine scale)", "",
             f"Profile: {table['profile']}; {table['iterations']} PPO iterations per run; "
             f"{table['runs']['ppo_train']} ppo-train runs ({table['runs']['tuning']} of them tuning). "
-            f"Total wall time: {table['wall_time_s'] / 60:.1f} min. Reproducible mode: {mode}; the blake3 of every "
-            "artifact is in replication.blake3 (`make check-results` compares yours).", "",
+            f"Total wall time: {table['wall_time_s'] / 60:.1f} min ("
+            f"{', '.join(f'{k} {v / 60:.1f}' for k, v in table['phases_s'].items())}). Reproducible mode: {mode}; "
+            "the blake3 of every artifact is in replication.blake3 (`make check-results` compares yours).", "",
             "## Conclusion", "", *conclusion(table), ""]
     body = [*result_lines(table), "", "![gold score vs samples](gold_vs_samples.png)", "", *curve_lines(table), "",
             *selection_lines(table), "", *reward_lines(table), "", "![DPO reward](dpo_reward.png)", "",
