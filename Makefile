@@ -13,7 +13,7 @@ GLOO_DIR := .deps/gloo
 GLOO_HEADERS := $(GLOO_DIR)/usr/include/gloo/context.h
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup build lint test demo replicate check-results bench bench-scale bench-pins clean-runs
+.PHONY: all setup build lint test demo replicate replicate-quick check-results bench bench-scale bench-pins clean-runs
 
 all: build
 
@@ -69,11 +69,19 @@ test: lint
 demo: build
 	LORA=$(or $(LORA),0) pipelines/demo.sh 1
 
-# PPO, RTO, dpo-only, DDPO and DPO over 3 seeds with equal rollout budgets; writes
-# results/replication.md and PNG plots (matplotlib is installed into the venv for this only).
+# The study (pipelines/replicate.py): every RL method tuned on a 4-point grid against validation
+# prompts, then 5 seeds (PPO, RTO) or 3 (the other methods) at equal rollout budgets, plus DPO and
+# SimPO; writes results/replication.{md,json} with CIs, paired differences, samples-to-threshold
+# and PNG plots (matplotlib is installed into the venv for this only). About 45 minutes on 2 quiet
+# cores. replicate-quick: the same code with tiny settings (a few minutes), results in
+# STORE/replicate-quick/ (STORE: default runs/), never in results/.
 replicate: build
 	$(VPY) -m pip install --quiet --disable-pip-version-check matplotlib
 	$(VPY) pipelines/replicate.py
+
+replicate-quick: build
+	$(VPY) -m pip install --quiet --disable-pip-version-check matplotlib
+	$(VPY) pipelines/replicate.py --quick
 
 # Recomputes the blake3 of every artifact listed in results/*.blake3 (the published lists, which
 # RTO_PUBLISH=1 make demo / replicate regenerate) in the store (STORE, default runs/) and says

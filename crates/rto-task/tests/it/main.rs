@@ -5,5 +5,6 @@ mod dataset;
 mod gold_credit;
 mod judge;
 mod pairs;
+mod pipeline_stats;
 mod regenerate;
 mod tokenizer;
