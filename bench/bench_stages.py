@@ -96,8 +96,11 @@ def ours(name, args):
         metrics = os.path.join(out, "metrics.jsonl")
         if name == "ppo-train" and os.path.exists(metrics):  # per-iteration time split, summed
             records = [json.loads(line) for line in open(metrics)]
-            for key in ("time/generation", "time/scoring", "time/training", "time/total"):
+            keys = {k for r in records for k in r if k.startswith("time/")}
+            for key in keys:
                 result[key] = sum(r.get(key, 0.0) for r in records)
+            for key in ("scoring_padding_share", "scoring_padding_share_unpacked"):
+                result[key] = statistics.mean(r[key] for r in records)
         return result
     finally:
         shutil.rmtree(store, ignore_errors=True)
@@ -130,6 +133,13 @@ def dpo_args(inp):
             "--max-prompt-len", MAX_PROMPT, "--max-response-len", MAX_RESPONSE]
 
 
+# Ours runs the padding-free forwards and takes the old log-probs from the sampler (no policy
+# forward in the scoring); the peers do what they do by default (TRL pads, and recomputes the
+# old log-probs with a forward).
+FAST_PPO = ["--packing-samples", "--sampler-logprobs"]
+FAST_ANNOTATE = ["--packing-samples"]
+
+
 def ppo_args(inp, mode):
     p = PPO
     args = ["--mode", mode, "--policy", inp["sft"], "--reward-model", inp["rm"], "--prompts", f"{DATA}/rl_prompts.jsonl",
@@ -138,7 +148,7 @@ def ppo_args(inp, mode):
             "--actor-lr", p["actor_lr"], "--critic-lr", p["actor_lr"], "--kl-coef", p["kl_coef"],
             "--eps-clip", p["eps_clip"], "--value-clip", p["value_clip"], "--gamma", p["gamma"], "--lambda", p["lam"],
             "--save-rollouts-every", 0, "--checkpoint-every", 0,
-            "--max-prompt-len", MAX_PROMPT, "--max-response-len", MAX_RESPONSE]
+            "--max-prompt-len", MAX_PROMPT, "--max-response-len", MAX_RESPONSE, *FAST_PPO]
     if mode != "ppo":
         args += ["--dpo", inp["dpo"]]
     return args
@@ -148,7 +158,7 @@ def annotate_args(inp):
     a = ANNOTATE
     return ["--ref", inp["sft"], "--dpo", inp["dpo"], "--data", inp["pairs"], "--mode", "rto", "--beta1", a["beta1"],
             "--dpo-clip", a["clip"], "--batch-size", a["batch_size"],
-            "--max-prompt-len", MAX_PROMPT, "--max-response-len", MAX_RESPONSE]
+            "--max-prompt-len", MAX_PROMPT, "--max-response-len", MAX_RESPONSE, *FAST_ANNOTATE]
 
 
 # ---------------------------------------------------------------- the peers (child processes)
@@ -330,6 +340,19 @@ def rows(reps: int) -> list:
     info = {k: v[1][-1] for k, v in runs.items() if v[1]}
     n = PPO["iterations"]
 
+    def split(key):
+        """The median per-run time split of `key`'s ppo-train runs, scoring per model, and the
+        scoring forwards' padding share before (padded layout) and after packing."""
+        side = runs[key][0]
+        med_of = lambda k: statistics.median(r.get(k, 0.0) for r in side)
+        parts = [f"{k.split('/')[1]} {med_of(k):.1f}s" for k in ("time/generation", "time/scoring", "time/training",
+                                                                   "time/total")]
+        models = sorted(k for k in side[0] if k.startswith("time/scoring/"))
+        parts.append("scoring by model: " + ", ".join(f"{k.split('/')[2]} {med_of(k):.2f}s" for k in models))
+        parts.append(f"padding share of the scoring slots {med_of('scoring_padding_share_unpacked'):.2f} -> "
+                     f"{med_of('scoring_padding_share'):.2f}")
+        return "; ".join(parts)
+
     def row(key, bench, unit, work, peer_name, note):
         w = med[key]
         return dict(bench=bench, unit=unit, rto=work / w[0], peer=work / w[2], ratio=w[2] / w[0],
@@ -344,11 +367,10 @@ def rows(reps: int) -> list:
             f"TRL {info['dpo']['trl']} DPOTrainer",
             f"ours dpo-ref-logps + dpo binary wall; theirs train() ({info['dpo']['steps']} steps)"),
         row("ppo", f"PPO, {n} it of {PPO['rollout']} x {PPO['max_new_tokens']} tok", "it/s", n,
-            f"TRL {info['ppo']['trl']} PPOTrainer", "ours ppo-train --mode ppo binary wall (iterations: " +
-            ", ".join(f"{k.split('/')[1]} {statistics.median(r[k] for r in runs['ppo'][0]):.1f}s"
-                      for k in ("time/generation", "time/scoring", "time/training", "time/total")) + "); theirs train()"),
+            f"TRL {info['ppo']['trl']} PPOTrainer",
+            f"ours ppo-train --mode ppo {' '.join(FAST_PPO)} binary wall ({split('ppo')}); theirs train()"),
         row("rto", f"RTO mode vs PPO mode, {n} it", "it/s", n, "ppo-train --mode ppo (ours)",
-            "the DPO model's extra forward"),
+            f"the DPO model's extra forward ({split('rto')})"),
         row("annotate", f"annotate, {2 * pairs} seqs, batch {ANNOTATE['batch_size']}", "tok/s", tokens,
             "PyTorch/transformers script", f"{tokens} response tokens; ours binary wall; theirs the script's work"),
     ]

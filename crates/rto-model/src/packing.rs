@@ -221,14 +221,13 @@ impl<'a> ForwardBatch<'a> {
         Ok(Self { batch, packed })
     }
 
-    /// Token slots the forward costs and the real tokens among them: (slots, real).
-    pub fn token_slots(&self) -> (i64, i64) {
+    /// Token slots the forward costs, those the padded layout costs, and the real tokens:
+    /// (slots, padded slots, real).
+    pub fn token_slots(&self) -> (i64, i64, i64) {
         let real = self.batch.attention_mask.sum(Kind::Int64).int64_value(&[]);
-        let slots = match &self.packed {
-            Some(p) => p.token_slots().1,
-            None => self.batch.len() as i64 * (self.batch.prompt_width + self.batch.response_width),
-        };
-        (slots, real)
+        let padded = self.batch.len() as i64 * (self.batch.prompt_width + self.batch.response_width);
+        let slots = self.packed.as_ref().map_or(padded, |p| p.token_slots().1);
+        (slots, padded, real)
     }
 
     pub fn logprobs(&self, model: &CausalLm, with_entropy: bool) -> TokenOutputs {

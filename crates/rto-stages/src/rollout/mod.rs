@@ -277,8 +277,9 @@ pub struct RolloutStats {
     pub scoring_s: f64,
     /// This process's scoring forwards per model (`time/scoring/<model>`).
     pub forward_s: std::collections::BTreeMap<&'static str, f64>,
-    /// Token slots of this process's scoring forwards and the real tokens among them.
-    pub token_slots: (i64, i64),
+    /// Token slots of this process's scoring forwards, of their padded layout, and the real
+    /// tokens among them.
+    pub token_slots: (i64, i64, i64),
 }
 
 impl RolloutStats {
@@ -294,7 +295,8 @@ impl RolloutStats {
     /// (normalized) reward-model score before that. `time/scoring` covers the scoring
     /// forwards, the host copies and the rollout-table rows; `time/scoring/<model>` each
     /// model's forwards; `scoring_padding_share` the share of the forwards' token slots that
-    /// held padding (what `--packing-samples` removes).
+    /// held padding, and `scoring_padding_share_unpacked` that share in the padded layout (the
+    /// same without `--packing-samples`).
     pub fn metrics(&self) -> Metrics {
         let t = &self.total;
         let n = t.samples.max(1.0);
@@ -317,9 +319,10 @@ impl RolloutStats {
         for (model, seconds) in &self.forward_s {
             m.insert(format!("time/scoring/{model}"), *seconds);
         }
-        let (slots, real) = self.token_slots;
+        let (slots, padded, real) = self.token_slots;
         if slots > 0 {
             m.insert("scoring_padding_share".into(), 1.0 - real as f64 / slots as f64);
+            m.insert("scoring_padding_share_unpacked".into(), 1.0 - real as f64 / padded as f64);
         }
         m
     }
@@ -407,8 +410,9 @@ pub fn collect_batches(
         for (model, seconds) in &scored.times.seconds {
             *stats.forward_s.entry(model).or_default() += seconds;
         }
-        let (slots, real) = forward.token_slots();
-        stats.token_slots = (stats.token_slots.0 + slots, stats.token_slots.1 + real);
+        let (slots, padded, real) = forward.token_slots();
+        let total = &mut stats.token_slots;
+        *total = (total.0 + slots, total.1 + padded, total.2 + real);
         let mut tally = Tally::default();
         tally.add_batch(&scored, &batch, &generation.finished);
         let lengths = &batch.response_lengths;

@@ -218,7 +218,8 @@ fn rloo_moves_the_policy_to_the_reward_optimum_in_ppo_mode() {
 }
 
 /// --packing-samples and --sampler-logprobs: the run still learns the optimum, times every
-/// scoring model but the policy (no policy forward), and reports the padding it removed.
+/// scoring model but the policy (no policy forward), and reports the padding share before and
+/// after packing.
 #[test]
 fn packed_forwards_and_sampler_logprobs_learn_the_optimum() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,8 +230,11 @@ fn packed_forwards_and_sampler_logprobs_learn_the_optimum() {
         assert!(first.get(key).is_some(), "{key} missing from the metrics");
     }
     assert!(first.get("time/scoring/policy").is_none(), "--sampler-logprobs must not run a policy forward");
-    let share = first["scoring_padding_share"].as_f64().unwrap();
-    assert!((0.0..0.5).contains(&share), "packed forwards still pad {share:.2} of their slots");
+    let (share, unpacked) =
+        (first["scoring_padding_share"].as_f64().unwrap(), first["scoring_padding_share_unpacked"].as_f64().unwrap());
+    // Never more slots than the padded layout (this fixture's sequences nearly fill their rows,
+    // so rows rarely take two; rto_model's packing tests show the saving on short sequences).
+    assert!(share <= unpacked && unpacked > 0.0, "packing added padding: {share:.3} vs {unpacked:.3} unpacked");
 }
 
 /// With one optimizer step per iteration, the first of its update, whose old log-probs are its
