@@ -20,6 +20,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 
 import torch
@@ -169,6 +170,15 @@ def theirs_dpo(reps):
     return results
 
 
+def scaling_rows():
+    """bench/bench_scaling.py's rows, run in a process of its own: a rank's ru_maxrss starts at
+    its parent's resident set (exec keeps the high-water mark), and this process holds torch."""
+    out = os.path.join(ROOT, "runs", "bench", "scaling.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_scaling.py"), "--json", out], check=True)
+    return json.load(open(out))
+
+
 def main():
     global ARGS
     parser = argparse.ArgumentParser()
@@ -205,8 +215,7 @@ def main():
         for row in bench_stages.rows(args.reps):
             rows.append((f"{row['bench']} ({row['unit']})", row["rto"], row["peer"], row["peer_name"], row["note"]))
     if not (args.no_stages or args.no_scaling) and args.device == "cpu":
-        import bench_scaling
-        for row in bench_scaling.rows():
+        for row in scaling_rows():
             rows.append((f"{row['bench']} ({row['unit']})", row["rto"], row["peer"], row["peer_name"], row["note"]))
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}; "
