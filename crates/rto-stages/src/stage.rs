@@ -248,7 +248,7 @@ pub fn planned_frozen(
 ) -> Result<PlannedModel> {
     let model = planned(name, dir, head, Role::Frozen, rows, tokens)?;
     match donor {
-        Some((other, donor_dir)) if adapter::same_base(dir, donor_dir)? => {
+        Some((other, donor_dir)) if crate::token_scoring::shares_base(dir, head, donor_dir)? => {
             let lora = if adapter::is_adapter(dir) { Some(adapter::AdapterFolder::read(dir)?.lora) } else { None };
             Ok(model.with_lora(lora).sharing_base_with(other))
         }

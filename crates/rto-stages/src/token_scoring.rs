@@ -101,13 +101,22 @@ pub fn load_frozen(
     kind: Kind,
 ) -> Result<CausalLm> {
     if let Some(donor) = donor {
-        if rto_model::adapter::same_base(dir, donor.dir)? {
+        if shares_base(dir, head, donor.dir)? {
             return rto_model::adapter::load_sharing(dir, donor.model, head).with_context(|| {
                 format!("loading {} over the base weights of {}", dir.display(), donor.dir.display())
             });
         }
     }
     rto_model::adapter::load(dir, head, device, kind)
+}
+
+/// Whether the frozen model `dir` with `head` stands on the base weights of the model in
+/// `donor_dir`: an adapter over that base, or, for an LM head, that very folder (the base with
+/// adapters off). A full folder with a score head never does: its head must come from disk,
+/// where a missing `score.weight` is the error it should be.
+pub fn shares_base(dir: &Path, head: Head, donor_dir: &Path) -> Result<bool> {
+    let own_head_on_disk = head == Head::Score && !rto_model::adapter::is_adapter(dir);
+    Ok(!own_head_on_disk && rto_model::adapter::same_base(dir, donor_dir)?)
 }
 
 /// Everything known about a batch's tokens: the log-probs that went in and the rewards out.
