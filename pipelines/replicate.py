@@ -83,6 +83,7 @@ PROFILES = {
 # hashes can be reproduced on another x86-64 machine.
 os.environ.setdefault("RTO_REPRODUCIBLE", "1")
 EVAL_FOLDERS = []  # every rto-eval output, for the artifact list
+FRESH_PAIR_FOLDERS = []  # the held-out pairs and their annotation (fresh_pair_accuracy)
 PPO_FOLDERS = []  # every ppo-train output (tuning runs included), for the artifact list
 
 
@@ -219,12 +220,13 @@ def main():
     curves = {name: {seed: rollout_curve(folder) for seed, (folder, _) in seeds.items()} for name, seeds in runs.items()}
     policies = {"dpo": shared["dpo"], **{m: runs[m][min(runs[m])][0] for m in ("ppo", "rto")}}
     credit, kept = token_credit.analyze(STORE, shared["sft"], shared["rm"], {"dpo": shared["dpo"]}, policies)
-    table = study_report.summarize(runs, offline, curves, selection, rewards_of(shared), profile["iterations"])
+    rewards = dict(rewards_of(shared), fresh_pairs=fresh_pair_accuracy(shared, validation))
+    table = study_report.summarize(runs, offline, curves, selection, rewards, profile["iterations"])
     lap("token credit")
     table.update(profile=("quick" if quick else "full"), reproducible=os.environ["RTO_REPRODUCIBLE"] == "1",
                  token_credit=credit, wall_time_s=time.time() - start, phases_s=phases)
     study_report.write(profile["results"], table, curves, runs, kept)
-    published = [*shared.values(), *EVAL_FOLDERS, *PPO_FOLDERS]
+    published = [*shared.values(), *EVAL_FOLDERS, *PPO_FOLDERS, *FRESH_PAIR_FOLDERS]
     annotated = [os.path.join(STORE, "annotate", sets[s]["annotate_key"]) for sets in credit.values() for s in sets]
     artifacts.write(STORE, profile["artifact_list"], published + annotated)
     print(open(os.path.join(profile["results"], "replication.md")).read())
@@ -241,6 +243,38 @@ def rewards_of(shared):
                 simpo_accuracy=manifest_metrics(shared["simpo"])["eval"]["rewards/accuracies"],
                 rm_accuracy=manifest_metrics(shared["rm"])["eval"]["accuracy"],
                 labels_agree_with_gold=labels["agree_with_gold"], pairs=labels["pairs"])
+
+
+def fresh_pair_accuracy(shared, validation):
+    """The DPO model's and the RM's preferences on pairs no reward was trained on: two SFT
+    samples for each validation prompt, labelled as the training pairs are (make-pairs), scored
+    by token-reward-annotate with the DPO reward unclipped (β1 1, so dpo_return is the sum of
+    log π_dpo/π_ref) and the RM score unclamped. Accuracy against the noisy labels and against
+    the gold order (pairs whose gold scores tie left out), beside how often those labels agree
+    with the gold order on the same pairs."""
+    import pyarrow.parquet as pq
+
+    pairs = stage("make-pairs", "--config", f"{CFG}/pairs.yaml", "--model", shared["sft"], "--prompts", validation)
+    scored = stage("token-reward-annotate", "--config", f"{CFG}/annotate.yaml", "--ref", shared["sft"],
+                   "--dpo", shared["dpo"], "--reward-model", shared["rm"], "--data", os.path.join(pairs, "pairs.jsonl"),
+                   "--beta1", 1, "--dpo-clip", 1e9, "--rm-clamp", 1e9)
+    FRESH_PAIR_FOLDERS.extend([pairs, scored])
+    rows = sorted(pq.read_table(os.path.join(scored, "samples.parquet")).to_pylist(), key=lambda r: r["sample_id"])
+    chosen, rejected = rows[0::2], rows[1::2]
+    if any(c["side"] != "chosen" or r["side"] != "rejected" for c, r in zip(chosen, rejected)):
+        raise SystemExit(f"{scored}: samples are not chosen/rejected pairs in order")
+    pairs_ = list(zip(chosen, rejected))
+    untied = [(c, r) for c, r in pairs_ if c["gold_score"] != r["gold_score"]]
+
+    def agree(key, against_gold):
+        subset = untied if against_gold else pairs_
+        hits = [(c[key] > r[key]) == (c["gold_score"] > r["gold_score"] if against_gold else True) for c, r in subset]
+        return sum(hits) / max(len(hits), 1)
+
+    return dict(pairs=len(pairs_), untied=len(untied),
+                labels_agree_with_gold=sum(c["gold_score"] > r["gold_score"] for c, r in untied) / max(len(untied), 1),
+                dpo_vs_labels=agree("dpo_return", False), dpo_vs_gold=agree("dpo_return", True),
+                rm_vs_labels=agree("sentence_reward", False), rm_vs_gold=agree("sentence_reward", True))
 
 
 if __name__ == "__main__":

@@ -228,7 +228,19 @@ def reward_lines(table):
     return ["## Rewards being optimized", "",
             f"Held-out accuracy on the noisy labels ({r['pairs']} pairs; the labels agree with the gold order "
             f"{r['labels_agree_with_gold']:.3f} of the time): DPO {r['dpo_accuracy']:.3f}, SimPO "
-            f"{r['simpo_accuracy']:.3f}, RM {r['rm_accuracy']:.3f}."]
+            f"{r['simpo_accuracy']:.3f}, RM {r['rm_accuracy']:.3f}.", *fresh_pair_lines(r.get("fresh_pairs"))]
+
+
+def fresh_pair_lines(f):
+    """The rewards on pairs of the validation prompts, which no reward was trained on."""
+    if not f:
+        return []
+    return ["", f"On {f['pairs']} fresh pairs (two SFT samples for each validation prompt, labelled the same way; "
+            f"{f['untied']} without a gold tie, where the labels agree with the gold order {f['labels_agree_with_gold']:.3f} "
+            f"of the time):", "",
+            "| reward | accuracy vs the labels | accuracy vs the gold order |", "|---|---|---|",
+            f"| DPO (Σ log π_dpo/π_ref) | {f['dpo_vs_labels']:.3f} | {f['dpo_vs_gold']:.3f} |",
+            f"| RM score | {f['rm_vs_labels']:.3f} | {f['rm_vs_gold']:.3f} |"]
 
 
 def markdown(table):
@@ -236,8 +248,9 @@ def markdown(table):
     head = ["# Replication on the toy task (machine scale)", "",
             f"Profile: {table['profile']}; {table['iterations']} PPO iterations per run; "
             f"{table['runs']['ppo_train']} ppo-train runs ({table['runs']['tuning']} of them tuning). "
-            f"Total wall time: {table['wall_time_s'] / 60:.1f} min ("
-            f"{', '.join(f'{k} {v / 60:.1f}' for k, v in table['phases_s'].items())}). Reproducible mode: {mode}; "
+            f"Wall time of this run: {table['wall_time_s'] / 60:.1f} min ("
+            f"{', '.join(f'{k} {v / 60:.1f}' for k, v in table['phases_s'].items())}; stages already in the store "
+            f"are reused, not recomputed, so a run from scratch takes longer). Reproducible mode: {mode}; "
             "the blake3 of every artifact is in replication.blake3 (`make check-results` compares yours).", "",
             "## Conclusion", "", *conclusion(table), ""]
     body = [*result_lines(table), "", "![gold score vs samples](gold_vs_samples.png)", "", *curve_lines(table), "",
