@@ -30,6 +30,7 @@ import sys
 import time
 
 import artifacts
+import stats
 import study_report
 import token_credit
 import tuning
@@ -260,22 +261,9 @@ def fresh_pair_accuracy(shared, validation):
                    "--beta1", 1, "--dpo-clip", 1e9, "--rm-clamp", 1e9)
     FRESH_PAIR_FOLDERS.extend([pairs, scored])
     rows = sorted(pq.read_table(os.path.join(scored, "samples.parquet")).to_pylist(), key=lambda r: r["sample_id"])
-    chosen, rejected = rows[0::2], rows[1::2]
-    if any(c["side"] != "chosen" or r["side"] != "rejected" for c, r in zip(chosen, rejected)):
+    if any(r["side"] != side for r, side in zip(rows, ["chosen", "rejected"] * len(rows))):
         raise SystemExit(f"{scored}: samples are not chosen/rejected pairs in order")
-    pairs_ = list(zip(chosen, rejected))
-    untied = [(c, r) for c, r in pairs_ if c["gold_score"] != r["gold_score"]]
-
-    def agree(key, against_gold):
-        subset = untied if against_gold else pairs_
-        hits = [(c[key] > r[key]) == (c["gold_score"] > r["gold_score"] if against_gold else True) for c, r in subset]
-        return sum(hits) / max(len(hits), 1)
-
-    return dict(pairs=len(pairs_), untied=len(untied),
-                labels_agree_with_gold=sum(c["gold_score"] > r["gold_score"] for c, r in untied) / max(len(untied), 1),
-                dpo_vs_labels=agree("dpo_return", False), dpo_vs_gold=agree("dpo_return", True),
-                rm_vs_labels=agree("sentence_reward", False), rm_vs_gold=agree("sentence_reward", True))
-
+    return stats.pair_accuracy(list(zip(rows[0::2], rows[1::2])), {"dpo": "dpo_return", "rm": "sentence_reward"})
 
 if __name__ == "__main__":
     main()

@@ -145,3 +145,17 @@ def plateau(xs, ys, last, threshold):
         raise ValueError(f"plateau check over the last {last} points of a {len(xs)}-point curve")
     b, se = slope(xs[-last:], ys[-last:])
     return dict(slope=b, se=se, points=last, threshold=threshold, flattened=b < threshold)
+
+
+def pair_accuracy(pairs, scores):
+    """How often each score in `scores` ({name: row key}) prefers the chosen row of a (chosen,
+    rejected) pair: against the labels (every pair) and against the gold order (`gold_score`;
+    pairs whose gold scores tie left out), with how often the labels agree with the gold order."""
+    untied = [(c, r) for c, r in pairs if c["gold_score"] != r["gold_score"]]
+    share = lambda hits: sum(hits) / max(len(hits), 1)  # noqa: E731
+    out = dict(pairs=len(pairs), untied=len(untied),
+               labels_agree_with_gold=share([c["gold_score"] > r["gold_score"] for c, r in untied]))
+    for name, key in scores.items():
+        out[f"{name}_vs_labels"] = share([c[key] > r[key] for c, r in pairs])
+        out[f"{name}_vs_gold"] = share([(c[key] > r[key]) == (c["gold_score"] > r["gold_score"]) for c, r in untied])
+    return out

@@ -160,6 +160,22 @@ class Verdict(unittest.TestCase):
                       study_report.verdict(self.diff(0.01, 0.05, -0.02, 0.08), "RTO", "PPO"))
 
 
+class PairAccuracy(unittest.TestCase):
+    def test_labels_gold_and_ties(self):
+        row = lambda s, g: {"s": s, "gold_score": g}  # noqa: E731
+        pairs = [
+            (row(1.0, 2.0), row(0.0, 1.0)),   # prefers chosen; gold agrees with the label
+            (row(0.0, 1.0), row(1.0, 2.0)),   # prefers rejected; gold prefers rejected (label wrong)
+            (row(2.0, 3.0), row(1.0, 3.0)),   # gold tie: counts for the labels only
+            (row(0.0, 5.0), row(3.0, 1.0)),   # prefers rejected; gold prefers chosen
+        ]
+        r = stats.pair_accuracy(pairs, {"m": "s"})
+        self.assertEqual((r["pairs"], r["untied"]), (4, 3))
+        self.assertAlmostEqual(r["labels_agree_with_gold"], 2 / 3)  # pairs 1 and 4
+        self.assertAlmostEqual(r["m_vs_labels"], 2 / 4)             # pairs 1 and 3
+        self.assertAlmostEqual(r["m_vs_gold"], 2 / 3)               # pairs 1 and 2
+
+
 class Tuning(unittest.TestCase):
     def test_grids_have_the_same_size_and_fold_beta1(self):
         plain, folded = tuning.grid(False), tuning.grid(True)
