@@ -77,10 +77,10 @@ pub(crate) struct LoraState {
     enabled: AtomicBool,
     dropout: f64,
     seed: AtomicU64,
-    /// The optimizer step and rank the masks are drawn for (`CausalLm::begin_lora_step`), as
-    /// the high bits of the mask index.
-    step: AtomicU64,
-    /// Dropout masks drawn so far in this step: with `step`, the index of the next one in
+    /// The high bits of the mask index: the optimizer step and rank the masks are drawn for
+    /// (`CausalLm::begin_lora_step`).
+    index_base: AtomicU64,
+    /// Dropout masks drawn so far in this step: with `index_base`, the index of the next one in
     /// `Stream::LoraDropout`. Keyed by step, so a run resumed from a checkpoint draws the masks
     /// of the uninterrupted run without the counter being saved.
     draws: AtomicU64,
@@ -92,7 +92,7 @@ impl LoraState {
             enabled: AtomicBool::new(true),
             dropout,
             seed: AtomicU64::new(seed),
-            step: AtomicU64::new(0),
+            index_base: AtomicU64::new(0),
             draws: AtomicU64::new(0),
         }
     }
@@ -100,7 +100,7 @@ impl LoraState {
     /// Mask index = step · 2^32 + rank · 2^24 + draw: 2^24 masks per step and rank (one per
     /// adapted module and micro batch, far fewer), 256 ranks before indices could repeat.
     pub(crate) fn begin_step(&self, step: u64, rank: u64) {
-        self.step.store((step << 32) | ((rank & 0xff) << 24), Ordering::SeqCst);
+        self.index_base.store((step << 32) | ((rank & 0xff) << 24), Ordering::SeqCst);
         self.draws.store(0, Ordering::SeqCst);
     }
 
@@ -122,7 +122,7 @@ impl LoraState {
         if self.dropout == 0.0 || !training {
             return xs.shallow_clone();
         }
-        let index = self.step.load(Ordering::SeqCst) | self.draws.fetch_add(1, Ordering::SeqCst);
+        let index = self.index_base.load(Ordering::SeqCst) | self.draws.fetch_add(1, Ordering::SeqCst);
         let mut rng = SplitMix64::for_stream(self.seed.load(Ordering::SeqCst), Stream::LoraDropout, index);
         let keep = 1.0 - self.dropout;
         let mask: Vec<f32> =

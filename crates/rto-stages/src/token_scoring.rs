@@ -194,8 +194,13 @@ impl ForwardTimes {
     }
 
     pub fn absorb(&mut self, other: &ForwardTimes) {
-        for (name, seconds) in &other.seconds {
-            *self.seconds.entry(name).or_default() += seconds;
+        other.add_into(&mut self.seconds);
+    }
+
+    /// Adds these seconds, model by model, to `totals` (a rollout's running sums).
+    pub fn add_into(&self, totals: &mut BTreeMap<&'static str, f64>) {
+        for (name, seconds) in &self.seconds {
+            *totals.entry(name).or_default() += seconds;
         }
     }
 }

@@ -407,9 +407,7 @@ pub fn collect_batches(
         let forward = ForwardBatch::new(&batch, config.packing, config.pad_id)?;
         let sampled = config.sampler_logprobs.then(|| sampled_outputs(&generation, &batch));
         let scored = score_responses(models, &forward, sampled, config.mode, &config.weights)?;
-        for (model, seconds) in &scored.times.seconds {
-            *stats.forward_s.entry(model).or_default() += seconds;
-        }
+        scored.times.add_into(&mut stats.forward_s);
         let (slots, padded, real) = forward.token_slots();
         let total = &mut stats.token_slots;
         *total = (total.0 + slots, total.1 + padded, total.2 + real);
