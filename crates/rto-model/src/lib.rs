@@ -5,6 +5,7 @@
 //! PPO) live in `rto-algo` and use only the functions exported below.
 
 pub mod adapter;
+pub mod attention;
 pub mod allocator;
 pub mod batch;
 pub mod checkpointing;

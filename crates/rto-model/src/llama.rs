@@ -337,25 +337,8 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k, &v),
             None => (k, v),
         };
-        if len == 1 {
-            return self.o_proj.forward(&self.single_query_attention(&q, &k, &v, mask));
-        }
-        let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, heads != kv_heads);
+        let attn = crate::attention::attend(&q, &k, &v, mask);
         self.o_proj.forward(&attn.transpose(1, 2).reshape([batch, len, heads * self.head_dim]))
-    }
-
-    /// Attention of one query per row (a decode step) as two batched products over the query
-    /// heads grouped by their shared key/value head: no repeated keys and values, and none of
-    /// the blocking that makes the fused CPU kernel slow for a single query (about 2× here).
-    /// Returns [B, 1, heads·head_dim].
-    fn single_query_attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Tensor {
-        let batch = q.size()[0];
-        let group = self.heads / self.kv_heads;
-        let keys = k.size()[2];
-        let q = q.reshape([batch, self.kv_heads, group, self.head_dim]);
-        let scores = q.matmul(&k.transpose(2, 3)) * (self.head_dim as f64).powf(-0.5) + mask.reshape([-1, 1, 1, keys]);
-        let probs = scores.softmax(-1, Kind::Float).to_kind(q.kind());
-        probs.matmul(v).reshape([batch, 1, self.heads * self.head_dim])
     }
 }
 

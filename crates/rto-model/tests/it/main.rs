@@ -1,5 +1,6 @@
 //! The integration tests of rto-model: one test binary (one link, one process) instead of one per file.
 
+mod attention;
 mod checkpointing;
 mod common;
 mod logprobs_and_errors;
