@@ -18,7 +18,12 @@ times trainer.train() (dpo, ppo) or the whole annotate work (tokenization, forwa
 rewards, Parquet write). Both sides use every core (--threads N sets OMP_NUM_THREADS for ours
 and torch.set_num_threads for theirs). Sides alternate, `reps` rounds, medians. Each row also
 carries the CPU-time ratio (child rusage for ours, process_time around the timed work for
-theirs), which moves less than wall time when other jobs share the cores.
+theirs), which moves less than wall time when other jobs share the cores; the PPO row also the
+iteration-loop ratio (ours Σ time/total against their train(), startup excluded on both sides).
+
+Precision: the PPO, RTO and annotate rows run both sides in --precision (default bf16, see
+PRECISION). Rows marked "(ours)" compare two runs of ours: with the speed flags vs without,
+and bf16 vs fp32, so each change's share of the ratio is in the same run.
 
 Standalone: .venv/bin/python bench/bench_stages.py --reps 3
 """
@@ -47,6 +52,14 @@ DPO = dict(batch_size=32, beta=0.1, lr=2e-4, warmup_ratio=0.03, min_lr_ratio=0.1
 PPO = dict(iterations=5, rollout=64, train=64, micro=32, epochs=1, max_new_tokens=64, actor_lr=1e-4,
            kl_coef=0.01, eps_clip=0.2, value_clip=0.2, gamma=1.0, lam=0.95)
 THREADS = os.cpu_count()  # intra-op threads of both sides; --threads changes it
+# The precision of both sides' PPO and annotate rows (--precision). bf16: ours runs --bf16 (bf16
+# weights and matmuls, fp32 master weights and Adam moments, fp32 log-probs); theirs loads the
+# frozen models (reference, reward model, DPO model) in bf16 and runs the trained ones (policy,
+# value model) under CPU autocast to bf16 over fp32 weights, log-softmax in fp32. bf16 is the
+# default because it is the faster for ours on a CPU with AVX-512 BF16 (this one; measured by
+# the rows "PPO bf16 vs fp32" and "annotate bf16 vs fp32"), and the peers get it too. The DPO
+# row stays fp32 on both sides.
+PRECISION = "bf16"
 ANNOTATE = dict(batch_size=64, beta1=0.05, clip=0.05)  # sequences per forward (a pair is two)
 
 
@@ -113,7 +126,8 @@ def theirs(peer, inputs):
     if peer == "ppo":
         env["PYTHONPATH"] = TRL_PPO + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--peer", peer, "--inputs", json.dumps(inputs),
-                          "--threads", str(THREADS), "--iterations", str(PPO["iterations"])],
+                          "--threads", str(THREADS), "--iterations", str(PPO["iterations"]),
+                          "--precision", PRECISION],
                          capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"peer {peer} failed:\n{out.stderr[-3000:]}")
@@ -140,7 +154,17 @@ FAST_PPO = ["--packing-samples", "--sampler-logprobs"]
 FAST_ANNOTATE = ["--packing-samples"]
 
 
-def ppo_args(inp, mode):
+def precision_flags(precision=None):
+    return ["--bf16"] if (precision or PRECISION) == "bf16" else []
+
+
+def frozen_dtype():
+    """The dtype the peers load their frozen models in (see PRECISION)."""
+    import torch
+    return torch.bfloat16 if PRECISION == "bf16" else torch.float32
+
+
+def ppo_args(inp, mode, fast=True, precision=None):
     p = PPO
     args = ["--mode", mode, "--policy", inp["sft"], "--reward-model", inp["rm"], "--prompts", f"{DATA}/rl_prompts.jsonl",
             "--iterations", p["iterations"], "--rollout-batch-size", p["rollout"], "--train-batch-size", p["train"],
@@ -148,17 +172,17 @@ def ppo_args(inp, mode):
             "--actor-lr", p["actor_lr"], "--critic-lr", p["actor_lr"], "--kl-coef", p["kl_coef"],
             "--eps-clip", p["eps_clip"], "--value-clip", p["value_clip"], "--gamma", p["gamma"], "--lambda", p["lam"],
             "--save-rollouts-every", 0, "--checkpoint-every", 0,
-            "--max-prompt-len", MAX_PROMPT, "--max-response-len", MAX_RESPONSE, *FAST_PPO]
+            "--max-prompt-len", MAX_PROMPT, "--max-response-len", MAX_RESPONSE, *(FAST_PPO if fast else []), *precision_flags(precision)]
     if mode != "ppo":
         args += ["--dpo", inp["dpo"]]
     return args
 
 
-def annotate_args(inp):
+def annotate_args(inp, precision=None):
     a = ANNOTATE
     return ["--ref", inp["sft"], "--dpo", inp["dpo"], "--data", inp["pairs"], "--mode", "rto", "--beta1", a["beta1"],
             "--dpo-clip", a["clip"], "--batch-size", a["batch_size"],
-            "--max-prompt-len", MAX_PROMPT, "--max-response-len", MAX_RESPONSE, *FAST_ANNOTATE]
+            "--max-prompt-len", MAX_PROMPT, "--max-response-len", MAX_RESPONSE, *FAST_ANNOTATE, *precision_flags(precision)]
 
 
 # ---------------------------------------------------------------- the peers (child processes)
@@ -211,7 +235,8 @@ def peer_dpo(inp):
                        use_cpu=True, bf16=False, fp16=False, dataloader_num_workers=0, seed=42)
     trainer = PreTokenized(model=model, args=config, train_dataset=data, processing_class=tok)
     start, cpu = time.perf_counter(), time.process_time()
-    trainer.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=PRECISION == "bf16"):
+        trainer.train()
     secs = time.perf_counter() - start
     cpu = time.process_time() - cpu
     shutil.rmtree(out, ignore_errors=True)
@@ -238,8 +263,8 @@ def peer_ppo(inp):
             break
     data = Dataset.from_list(prompts)
     policy = AutoModelForCausalLM.from_pretrained(inp["sft"], dtype=torch.float32)
-    reference = AutoModelForCausalLM.from_pretrained(inp["sft"], dtype=torch.float32)
-    reward = AutoModelForSequenceClassification.from_pretrained(inp["rm"], dtype=torch.float32, num_labels=1)
+    reference = AutoModelForCausalLM.from_pretrained(inp["sft"], dtype=frozen_dtype())
+    reward = AutoModelForSequenceClassification.from_pretrained(inp["rm"], dtype=frozen_dtype(), num_labels=1)
     value = AutoModelForSequenceClassification.from_pretrained(inp["rm"], dtype=torch.float32, num_labels=1)
     out = tempfile.mkdtemp()
     config = PPOConfig(output_dir=out, per_device_train_batch_size=p["micro"],
@@ -254,7 +279,8 @@ def peer_ppo(inp):
     trainer = PPOTrainer(args=config, processing_class=tok, model=policy, ref_model=reference, reward_model=reward,
                          value_model=value, train_dataset=data, eval_dataset=data)
     start, cpu = time.perf_counter(), time.process_time()
-    trainer.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=PRECISION == "bf16"):
+        trainer.train()
     secs = time.perf_counter() - start
     cpu = time.process_time() - cpu
     shutil.rmtree(out, ignore_errors=True)
@@ -270,8 +296,8 @@ def peer_annotate(inp):
     import torch
     from transformers import AutoModelForCausalLM
 
-    ref = AutoModelForCausalLM.from_pretrained(inp["sft"], dtype=torch.float32).eval()
-    dpo = AutoModelForCausalLM.from_pretrained(inp["dpo"], dtype=torch.float32).eval()
+    ref = AutoModelForCausalLM.from_pretrained(inp["sft"], dtype=frozen_dtype()).eval()
+    dpo = AutoModelForCausalLM.from_pretrained(inp["dpo"], dtype=frozen_dtype()).eval()
     tok = tokenizer_of(inp["sft"])
     a, pad = ANNOTATE, tok.pad_token_id
     out = tempfile.mkdtemp()
@@ -294,7 +320,7 @@ def peer_annotate(inp):
             for model in (ref, dpo):
                 hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
                 logits = model.lm_head(hidden[:, plen - 1:-1])  # the head on response positions only
-                lps.append(torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1))
+                lps.append(torch.gather(logits.float().log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1))
             reward = (a["beta1"] * (lps[1] - lps[0])).clamp(-a["clip"], a["clip"])
             for row, (pair, side, _, resp) in enumerate(chunk):
                 n = len(resp)
@@ -325,18 +351,29 @@ def response_tokens(inp):
 def rows(reps: int) -> list:
     inp = prepare()
     tokens, pairs = response_tokens(inp)
-    runs = {k: ([], []) for k in ("dpo", "ppo", "rto", "annotate")}  # (ours, theirs) result dicts
+    # (ours, theirs) result dicts; the *_plain and *_fp32 keys are ours only: the same run without
+    # the speed flags, and in fp32 (when the rows run in bf16), to say what each one moved.
+    keys = ("dpo", "ppo", "rto", "annotate", "ppo_plain", "ppo_fp32", "annotate_fp32")
+    runs = {k: ([], []) for k in keys}
     for _ in range(reps):  # alternate: each round runs every pair, ours then theirs
         runs["dpo"][0].append(ours("dpo-train", dpo_args(inp)))
         runs["dpo"][1].append(theirs("dpo", inp))
         runs["ppo"][0].append(ours("ppo-train", ppo_args(inp, "ppo")))
         runs["ppo"][1].append(theirs("ppo", inp))
         runs["rto"][0].append(ours("ppo-train", ppo_args(inp, "rto")))
+        runs["ppo_plain"][0].append(ours("ppo-train", ppo_args(inp, "ppo", fast=False)))
+        if PRECISION != "fp32":
+            runs["ppo_fp32"][0].append(ours("ppo-train", ppo_args(inp, "ppo", precision="fp32")))
+            runs["annotate_fp32"][0].append(ours("token-reward-annotate", annotate_args(inp, precision="fp32")))
         runs["annotate"][0].append(ours("token-reward-annotate", annotate_args(inp)))
         runs["annotate"][1].append(theirs("annotate", inp))
     med = {k: tuple(statistics.median(r[what] for r in side) if side else None for side in v for what in ("secs", "cpu"))
            for k, v in runs.items()}  # k -> (ours wall, ours cpu, theirs wall, theirs cpu)
     med["rto"] = med["rto"][:2] + med["ppo"][:2]
+    med["ppo_plain"] = med["ppo"][:2] + med["ppo_plain"][:2]  # ours fast vs ours plain
+    if PRECISION != "fp32":
+        med["ppo_fp32"] = med["ppo"][:2] + med["ppo_fp32"][:2]
+        med["annotate_fp32"] = med["annotate"][:2] + med["annotate_fp32"][:2]
     info = {k: v[1][-1] for k, v in runs.items() if v[1]}
     n = PPO["iterations"]
 
@@ -353,6 +390,12 @@ def rows(reps: int) -> list:
                      f"{med_of('scoring_padding_share'):.2f}")
         return "; ".join(parts)
 
+    def loop_ratio():
+        """Ours Σ time/total (the iteration loop, as their train() times it: no process start
+        and no model loading on either side) against their train()."""
+        loop = statistics.median(r["time/total"] for r in runs["ppo"][0])
+        return f"iteration-loop ratio {med['ppo'][2] / loop:.2f}x ({loop:.1f}s vs {med['ppo'][2]:.1f}s)"
+
     def row(key, bench, unit, work, peer_name, note):
         w = med[key]
         return dict(bench=bench, unit=unit, rto=work / w[0], peer=work / w[2], ratio=w[2] / w[0],
@@ -362,31 +405,46 @@ def rows(reps: int) -> list:
                     runs={"ours": [r["secs"] for r in runs[key][0]],
                           "theirs": [r["secs"] for r in (runs[key][1] or runs["ppo"][0])]})
 
+    ours_rows = [
+        row("ppo_plain", f"PPO with {' '.join(FAST_PPO)} vs without, {n} it", "it/s", n,
+            "ppo-train --mode ppo without them (ours)", f"without: {split('ppo_plain')}"),
+    ]
+    if PRECISION != "fp32":
+        ours_rows += [
+            row("ppo_fp32", f"PPO {PRECISION} vs fp32, {n} it", "it/s", n, "ppo-train --mode ppo in fp32 (ours)",
+                f"fp32: {split('ppo_fp32')}"),
+            row("annotate_fp32", f"annotate {PRECISION} vs fp32", "tok/s", tokens,
+                "token-reward-annotate in fp32 (ours)", "both with --packing-samples"),
+        ]
     return [
         row("dpo", f"DPO epoch, {pairs} pairs, batch {DPO['batch_size']}", "pairs/s", pairs,
             f"TRL {info['dpo']['trl']} DPOTrainer",
             f"ours dpo-ref-logps + dpo binary wall; theirs train() ({info['dpo']['steps']} steps)"),
         row("ppo", f"PPO, {n} it of {PPO['rollout']} x {PPO['max_new_tokens']} tok", "it/s", n,
             f"TRL {info['ppo']['trl']} PPOTrainer",
-            f"ours ppo-train --mode ppo {' '.join(FAST_PPO)} binary wall ({split('ppo')}); theirs train()"),
+            f"ours ppo-train --mode ppo {' '.join(FAST_PPO + precision_flags())} binary wall ({split('ppo')}); "
+            f"theirs train(); {loop_ratio()}"),
         row("rto", f"RTO mode vs PPO mode, {n} it", "it/s", n, "ppo-train --mode ppo (ours)",
             f"the DPO model's extra forward ({split('rto')})"),
         row("annotate", f"annotate, {2 * pairs} seqs, batch {ANNOTATE['batch_size']}", "tok/s", tokens,
             "PyTorch/transformers script", f"{tokens} response tokens; ours binary wall; theirs the script's work"),
+        *ours_rows,
     ]
 
 
 def main():
+    global THREADS, PRECISION
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads, both sides")
     parser.add_argument("--iterations", type=int, default=PPO["iterations"], help="PPO iterations")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default=PRECISION,
+                        help="both sides' precision in the PPO, RTO and annotate rows (see PRECISION)")
     parser.add_argument("--peer", choices=["dpo", "ppo", "annotate"], help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global THREADS
-    THREADS = args.threads
+    THREADS, PRECISION = args.threads, args.precision
     PPO["iterations"] = args.iterations
     import torch
     torch.set_num_threads(THREADS)
