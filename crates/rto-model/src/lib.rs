@@ -5,8 +5,8 @@
 //! PPO) live in `rto-algo` and use only the functions exported below.
 
 pub mod adapter;
-pub mod attention;
 pub mod allocator;
+pub mod attention;
 pub mod batch;
 pub mod checkpointing;
 pub mod config;

@@ -65,15 +65,7 @@ pub fn plan_memory(
     // A missing input is the error to see, not a plan followed by it.
     spec.check_inputs_exist()?;
     let stage = spec.stage.as_str();
-    let mut plan = MemoryPlan::default();
-    plan.add_runtime(memory::current_rss_bytes().unwrap_or(0));
-    for model in models {
-        // Every model of a stage runs in the stage's precision.
-        plan.add_model(&PlannedModel { precision: precision(common), ..model.clone() });
-    }
-    if let Some(extra) = extra {
-        plan.lines.extend(extra.lines.iter().cloned());
-    }
+    let plan = build_plan(common, models, extra);
     eprintln!("{}", plan.render(stage));
     match budget(common)? {
         Some(budget) => {
@@ -87,6 +79,19 @@ pub fn plan_memory(
     Ok(!common.dry_run)
 }
 
+/// The plan of `models` (each in the stage's precision), the process's runtime and `extra`.
+pub fn build_plan(common: &CommonArgs, models: &[PlannedModel], extra: Option<&MemoryPlan>) -> MemoryPlan {
+    let mut plan = MemoryPlan::default();
+    plan.add_runtime(memory::current_rss_bytes().unwrap_or(0));
+    for model in models {
+        plan.add_model(&PlannedModel { precision: precision(common), ..model.clone() });
+    }
+    if let Some(extra) = extra {
+        plan.lines.extend(extra.lines.iter().cloned());
+    }
+    plan
+}
+
 /// What one stage's plan is checked against: `available` bytes that `ranks` processes of this
 /// launch share, each holding the plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +102,11 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// Whether the budget holds `ranks` copies of a plan of `plan_total` bytes.
+    pub fn holds(&self, plan_total: u64) -> bool {
+        plan_total * self.ranks.max(1) <= self.available
+    }
+
     /// The check in one line: per GPU, or the node's ranks times the plan against its RAM.
     pub fn describe(&self, plan_total: u64) -> String {
         let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;

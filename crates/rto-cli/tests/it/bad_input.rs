@@ -570,6 +570,15 @@ fn cases() -> Vec<Case> {
             expect: &["micro_batch_size 3", "must divide train_batch_size 4"],
         },
         Case {
+            name: "ppo forward batch not a multiple of the generation batch",
+            bin: "ppo-train",
+            args: |c| {
+                let flags = ["--generation-batch-size", "2", "--local-rollout-forward-batch-size", "3"];
+                c.ppo_args(&[&["--prompts", &s(&c.prompts)], &flags[..]].concat())
+            },
+            expect: &["--local-rollout-forward-batch-size 3", "multiple of the generation batch (2 prompts", "e.g. 2"],
+        },
+        Case {
             name: "ppo group estimator with one response per prompt",
             bin: "ppo-train",
             args: |c| c.ppo_args(&["--prompts", &s(&c.prompts), "--advantage-estimator", "grpo"]),

@@ -166,6 +166,46 @@ fn the_papers_full_ppo_and_rto_fit_8_gpus_with_zero_1_and_not_without() {
     }
 }
 
+/// The LoRA RTO stage on one 80 GiB GPU: the plan names the largest scoring forward batch
+/// it allows (a multiple of the config's generation batch of 8 prompts, above it: the frozen
+/// forwards are not held to the KV cache's batch), a dry run at that size fits, and one
+/// generation batch more is refused with the largest named in the error.
+#[test]
+fn the_plan_names_the_largest_rollout_forward_batch_and_means_it() {
+    let dir = paper_folder();
+    let config = "paper-llama3-8b-lora.yaml";
+    let rto = section(dir.path(), config, "rto");
+    let inputs = ["--dpo", SFT, "--reward-model", RM_BASE];
+    let run = dry_run(dir.path(), "ppo-train", &rto, 1, &inputs);
+    assert!(run.ok, "{}", run.stderr);
+    let marker =
+        "the largest --local-rollout-forward-batch-size this plan allows on each rank's GPU (--plan-memory-gib 80) is ";
+    let line = run.stderr.lines().find(|l| l.contains(marker)).unwrap_or_else(|| panic!("{}", run.stderr));
+    let largest: usize = line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    eprintln!("{line}");
+    assert!(largest > 8 && largest.is_multiple_of(8), "{line}");
+    let at = |n: usize| {
+        dry_run(
+            dir.path(),
+            "ppo-train",
+            &rto,
+            1,
+            &[&inputs[..], &["--local-rollout-forward-batch-size", &n.to_string()]].concat(),
+        )
+    };
+    let fits = at(largest);
+    assert!(fits.ok && fits.total_gib() <= 80.0 && fits.total_gib() > run.total_gib(), "{}", fits.stderr);
+    let over = at(largest + 8);
+    assert!(!over.ok, "{} prompts per forward fit too:\n{}", largest + 8, over.stderr);
+    assert!(
+        over.error().contains(&format!(
+            "--local-rollout-forward-batch-size {largest} (with this --generation-batch-size) is the largest"
+        )),
+        "{}",
+        over.error()
+    );
+}
+
 /// pipelines/paper-llama3-8b-lora.yaml: the DPO model an adapter over the SFT base (stood in
 /// for by an adapter_config.json naming it), the 8B actor's adapters r = 16 on the seven
 /// projections (1 310 720 parameters a layer: 41.9 M), the reference and the DPO model on the

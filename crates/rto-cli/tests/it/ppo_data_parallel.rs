@@ -107,6 +107,15 @@ fn ppo_train_gae_on_two_ranks_equals_one_process_within_tolerance() {
     one_vs_two(GAE, 5e-7, "ppo-train gae");
 }
 
+/// Forwards of two generation batches each (--local-rollout-forward-batch-size): ranks share
+/// the rollout by them, and the samples and tables are still the single process's.
+#[test]
+fn ppo_train_with_forward_batches_of_two_generation_batches_on_two_ranks_equals_one_process() {
+    let grouped =
+        ["--rollout-batch-size", "8", "--generation-batch-size", "2", "--local-rollout-forward-batch-size", "4"];
+    one_vs_two(&grouped, 5e-7, "ppo-train gae, forward batches of 4");
+}
+
 /// No critic: measured 7.5e-9 after four iterations; the bound is ~4× that.
 #[test]
 fn ppo_train_grpo_on_two_ranks_equals_one_process_within_tolerance() {

@@ -239,6 +239,14 @@ pub struct PpoSettings {
     /// rollout / ranks keeps every rank generating.
     #[arg(long, default_value_t = 0)]
     pub generation_batch_size: usize,
+    /// Prompts per scoring forward (reference, DPO, reward model, critic, old log-probs: the
+    /// no-grad forwards of the rollout; TRL's name): a multiple of the generation batch, so
+    /// the forwards need not be as small as the KV cache makes the generate calls. 0 = the
+    /// generation batch. The memory plan prints the largest value it allows. Ranks share a
+    /// rollout by these batches. In the key when set.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub local_rollout_forward_batch_size: usize,
     /// Passes over each rollout.
     #[arg(long, default_value_t = 1)]
     pub ppo_epochs: usize,
@@ -307,6 +315,15 @@ impl PpoSettings {
         }
     }
 
+    /// Prompts per scoring forward: --local-rollout-forward-batch-size, else the generation
+    /// batch; never more than the rollout.
+    pub fn forward_batch(&self) -> usize {
+        match self.local_rollout_forward_batch_size {
+            0 => self.generation_batch(),
+            n => n.min(self.rollout_batch_size),
+        }
+    }
+
     pub fn max_new_tokens(&self) -> usize {
         self.max_new_tokens.unwrap_or(self.limits.max_response_len)
     }
@@ -341,6 +358,7 @@ impl PpoSettings {
         );
         self.check_samples_per_prompt()?;
         self.check_batches(train, micro)?;
+        self.check_forward_batch()?;
         ensure!(
             self.iterations != Some(0) && self.max_samples != Some(0),
             "iterations and max_samples must be at least 1"
@@ -388,6 +406,24 @@ impl PpoSettings {
         );
         Ok(())
     }
+}
+
+impl PpoSettings {
+    /// A scoring forward holds whole generation batches (the samples stay a single process's).
+    fn check_forward_batch(&self) -> Result<()> {
+        let (forward, generation) = (self.local_rollout_forward_batch_size, self.generation_batch());
+        let whole = forward == 0 || forward >= self.rollout_batch_size || forward.is_multiple_of(generation);
+        ensure!(
+            whole,
+            "--local-rollout-forward-batch-size {forward} must be a multiple of the generation batch ({generation} prompts, --generation-batch-size): set it to e.g. {}",
+            (forward / generation).max(1) * generation
+        );
+        Ok(())
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The largest divisor of `n` that is at most `limit` (at least 1): the fix an error suggests.
@@ -496,11 +532,12 @@ impl Inputs {
 
 /// The models of a PPO/RTO run for the memory plan: the actor and (for GAE) the critic trained
 /// on micro batches, and the frozen reference (the initial policy), DPO and reward models
-/// scoring a generation batch; plus the KV cache of sampling that batch.
-fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>, MemoryPlan)> {
+/// scoring a forward batch; plus the KV cache of sampling a generation batch.
+fn planned_models(args: &PpoArgs, inputs: &Inputs, forward_batch: usize) -> Result<(Vec<PlannedModel>, MemoryPlan)> {
     let s = &args.settings;
     let tokens = s.limits.max_prompt_len + s.max_new_tokens();
-    let (train_rows, scoring_rows) = (s.micro_batch(), s.generation_batch() * s.n_samples_per_prompt);
+    let (train_rows, scoring_rows) = (s.micro_batch(), forward_batch * s.n_samples_per_prompt);
+    let generation_rows = s.generation_batch() * s.n_samples_per_prompt;
     let checkpointing = args.trained.gradient_checkpointing;
     let shards = crate::dist::optimizer::planned_shards(s.zero_stage, stage::plan_world_size(&args.common)?);
     // Every LM forward of ppo-train runs its head on the response columns only.
@@ -547,8 +584,32 @@ fn planned_models(args: &PpoArgs, inputs: &Inputs) -> Result<(Vec<PlannedModel>,
         models.push(stage::planned_frozen("reward model", rm, Head::Score, Some(donor), scoring_rows, tokens)?);
     }
     let mut kv_cache = MemoryPlan::default();
-    kv_cache.add_kv_cache(&models[0].config, scoring_rows as u64, tokens as u64, stage::precision(&args.common));
+    kv_cache.add_kv_cache(&models[0].config, generation_rows as u64, tokens as u64, stage::precision(&args.common));
     Ok((models, kv_cache))
+}
+
+/// The largest forward batch (a multiple of the generation batch, at most the rollout) whose
+/// plan the device holds, when there is a budget to check against: what the plan suggests for
+/// --local-rollout-forward-batch-size. The plan grows with the batch, so a bisection finds it.
+fn largest_forward_batch(args: &PpoArgs, inputs: &Inputs) -> Result<Option<(usize, String)>> {
+    let Some(budget) = stage::budget(&args.common)? else { return Ok(None) };
+    let s = &args.settings;
+    let (generation, rollout) = (s.generation_batch(), s.rollout_batch_size);
+    let batch = |multiple: usize| (multiple * generation).min(rollout);
+    let fits = |multiple: usize| -> Result<bool> {
+        let (models, kv_cache) = planned_models(args, inputs, batch(multiple))?;
+        Ok(budget.holds(stage::build_plan(&args.common, &models, Some(&kv_cache)).total()))
+    };
+    let (mut low, mut high) = (0, rollout.div_ceil(generation)); // fits(low) (or low = 0), search up to high
+    while low < high {
+        let mid = (low + high).div_ceil(2);
+        if fits(mid)? {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    Ok((low > 0).then(|| (batch(low), budget.device)))
 }
 
 /// What enters the cache key: the settings, and the judge's name when one is plugged in.
@@ -585,8 +646,19 @@ pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Resul
         (Some(path), _) => eprintln!("ppo: --eval-every is 0, so {} is not used", path.display()),
         _ => {}
     }
-    let (models, kv_cache) = planned_models(&args, &inputs)?;
-    if !stage::plan_memory(&args.common, &spec, &models, Some(&kv_cache))? {
+    let forward_batch = args.settings.forward_batch();
+    let (models, kv_cache) = planned_models(&args, &inputs, forward_batch)?;
+    let largest = largest_forward_batch(&args, &inputs)?;
+    let planned = stage::plan_memory(&args.common, &spec, &models, Some(&kv_cache)).map_err(|err| match &largest {
+        Some((n, _)) if *n < forward_batch => err.context(format!(
+            "--local-rollout-forward-batch-size {n} (with this --generation-batch-size) is the largest the plan allows"
+        )),
+        _ => err,
+    })?;
+    if let Some((n, device)) = largest {
+        eprintln!("ppo: the largest --local-rollout-forward-batch-size this plan allows on {device} is {n} prompts (now {forward_batch})");
+    }
+    if !planned {
         return Ok(());
     }
     let group = crate::dist::group(&args.common.device)?;

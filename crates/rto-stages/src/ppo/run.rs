@@ -149,14 +149,14 @@ fn encode_prompts(
     Ok((prompts, stats))
 }
 
-/// Ranks share a rollout by whole generation batches (so the samples are a single
-/// process's): with fewer batches than ranks, some only train. Said once, by rank 0.
+/// Ranks share a rollout by whole forward batches (of whole generation batches, so the samples
+/// are a single process's): with fewer batches than ranks, some only train. Said once, by rank 0.
 fn warn_idle_ranks(settings: &PpoSettings, group: &ProcessGroup) {
-    let (prompts, size, world) = (settings.rollout_batch_size, settings.generation_batch(), group.world_size());
+    let (prompts, size, world) = (settings.rollout_batch_size, settings.forward_batch(), group.world_size());
     let batches = prompts.div_ceil(size);
     if group.is_main() && batches < world {
         eprintln!(
-            "ppo: --generation-batch-size {size} makes {batches} generation batch(es) of the {prompts} prompts for {world} ranks, so ranks {batches}.. generate nothing; set --generation-batch-size to at most {} to use every rank",
+            "ppo: batches of {size} prompts (--generation-batch-size, --local-rollout-forward-batch-size) make {batches} of the {prompts} prompts for {world} ranks, so ranks {batches}.. generate nothing; set both to at most {} to use every rank",
             prompts.div_ceil(world)
         );
     }
@@ -313,6 +313,7 @@ impl<'a> PpoRun<'a> {
         RolloutConfig {
             sampling,
             generation_batch: s.generation_batch(),
+            forward_batch: s.forward_batch(),
             samples_per_prompt: s.n_samples_per_prompt,
             mode: s.reward.mode(),
             weights,
@@ -437,12 +438,12 @@ impl<'a> PpoRun<'a> {
         Ok(record)
     }
 
-    /// This rank's generation batches of an iteration (its `dist::share`; all of them in one
+    /// This rank's forward batches of an iteration (its `dist::share`; all of them in one
     /// process) and the rollout samples they make.
     fn my_batches(&self, config: &RolloutConfig) -> (Range<usize>, Range<usize>) {
         let prompts = self.args.settings.rollout_batch_size;
-        let batches = dist::my_share(self.group, rollout::generation_batches(prompts, config));
-        let samples = |batch: usize| (batch * config.generation_batch.max(1)).min(prompts) * config.samples_per_prompt;
+        let batches = dist::my_share(self.group, rollout::forward_batches(prompts, config));
+        let samples = |batch: usize| (batch * config.forward_batch.max(1)).min(prompts) * config.samples_per_prompt;
         let mine = samples(batches.start)..samples(batches.end);
         (batches, mine)
     }

@@ -327,6 +327,11 @@ impl RolloutStats {
         m
     }
 
+    /// How many forward batches these stats sum (a rank's share, or the whole rollout).
+    pub fn forward_batches(&self) -> usize {
+        self.batches.len()
+    }
+
     pub fn kl_per_sample(&self) -> f64 {
         self.total.kl / self.total.samples.max(1.0)
     }
@@ -336,8 +341,11 @@ impl RolloutStats {
 pub struct RolloutConfig {
     /// Sampling settings; the seed is replaced per generation batch (see [`batch_seed`]).
     pub sampling: SamplingConfig,
-    /// Prompts per generate call and per scoring forward.
+    /// Prompts per generate call.
     pub generation_batch: usize,
+    /// Prompts per scoring forward: a multiple of `generation_batch` (or the whole rollout).
+    /// The unit ranks share a rollout by.
+    pub forward_batch: usize,
     /// Responses per prompt (K): each prompt fills K consecutive rows of its generate call,
     /// so the K responses to prompt p are samples p·K .. p·K + K − 1 of the rollout. The
     /// sampler draws one uniform per row and step, so the K rows sample independently; with
@@ -359,9 +367,10 @@ pub fn batch_seed(seed: u64, index: usize) -> u64 {
     seed_for(seed, Stream::Sampling, index as u64)
 }
 
-/// How many generation batches a rollout of `prompts` prompts makes (the unit ranks share).
-pub fn generation_batches(prompts: usize, config: &RolloutConfig) -> usize {
-    prompts.div_ceil(config.generation_batch.max(1))
+/// How many scoring forwards a rollout of `prompts` prompts makes (the unit ranks share; each
+/// holds whole generation batches).
+pub fn forward_batches(prompts: usize, config: &RolloutConfig) -> usize {
+    prompts.div_ceil(config.forward_batch.max(1))
 }
 
 /// Generates and prices `config.samples_per_prompt` responses to each of `prompts`; hands them
@@ -373,14 +382,14 @@ pub fn collect(
     table: Option<&mut RolloutTable>,
     judge: Option<&dyn ResponseJudge>,
 ) -> Result<(Experience, RolloutStats)> {
-    let batches = 0..generation_batches(prompts.len(), config);
+    let batches = 0..forward_batches(prompts.len(), config);
     collect_batches(models, prompts, config, batches, table, judge)
 }
 
-/// [`collect`] for the generation batches `batches` of `prompts` only (a rank's
-/// [`crate::dist::share`]). Each batch is the one a single process forms, with its sampling
-/// seed from its index in the rollout, so the ranks' samples together are a single process's;
-/// the returned buffer holds every prompt and this call's samples.
+/// [`collect`] for the forward batches `batches` of `prompts` only (a rank's
+/// [`crate::dist::share`]). Each is the one a single process forms, and each of its generation
+/// batches samples with the seed of its index in the rollout, so the ranks' samples together
+/// are a single process's; the returned buffer holds every prompt and this call's samples.
 pub fn collect_batches(
     models: &RolloutModels,
     prompts: Vec<EncodedPrompt>,
@@ -390,7 +399,7 @@ pub fn collect_batches(
     judge: Option<&dyn ResponseJudge>,
 ) -> Result<(Experience, RolloutStats)> {
     let device = models.policy.device();
-    let (k, size) = (config.samples_per_prompt.max(1), config.generation_batch.max(1));
+    let (k, size) = (config.samples_per_prompt.max(1), config.forward_batch.max(1));
     let mut stats = RolloutStats::default();
     let mut samples = Vec::with_capacity(batches.len() * size * k);
     for index in batches {
@@ -399,8 +408,7 @@ pub fn collect_batches(
         let rows: Vec<&EncodedPrompt> = chunk.iter().flat_map(|p| std::iter::repeat_n(p, k)).collect();
         let ids: Vec<Vec<i64>> = rows.iter().map(|p| p.ids.clone()).collect();
         let clock = Instant::now();
-        let sampling = SamplingConfig { seed: batch_seed(config.seed, index), ..config.sampling.clone() };
-        let generation = generate(models.policy, &ids, &sampling, config.pad_id)?;
+        let generation = generate_forward_batch(models.policy, chunk, first, config)?;
         stats.generation_s += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         let batch = generation.to_batch(&ids, config.pad_id, device)?;
@@ -446,6 +454,28 @@ pub fn collect_batches(
         stats.scoring_s += clock.elapsed().as_secs_f64();
     }
     Ok((Experience { prompts, samples, samples_per_prompt: k }, stats))
+}
+
+/// The responses to `chunk` (prompts `first..` of the rollout, K rows each), sampled in
+/// generation batches, each with the seed of its index in the rollout.
+fn generate_forward_batch(
+    policy: &CausalLm,
+    chunk: &[EncodedPrompt],
+    first: usize,
+    config: &RolloutConfig,
+) -> Result<Generation> {
+    let (k, size) = (config.samples_per_prompt.max(1), config.generation_batch.max(1));
+    let mut all = Generation { responses: vec![], finished: vec![], logprobs: vec![], entropies: vec![] };
+    for (offset, prompts) in (0..).step_by(size).zip(chunk.chunks(size)) {
+        let ids: Vec<Vec<i64>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.ids.clone(), k)).collect();
+        let seed = batch_seed(config.seed, (first + offset) / size);
+        let part = generate(policy, &ids, &SamplingConfig { seed, ..config.sampling.clone() }, config.pad_id)?;
+        all.responses.extend(part.responses);
+        all.finished.extend(part.finished);
+        all.logprobs.extend(part.logprobs);
+        all.entropies.extend(part.entropies);
+    }
+    Ok(all)
 }
 
 /// Σ of each row of `t` [B, R] on the host (the sentence reward sits on one token per row).

@@ -142,6 +142,7 @@ fn rollout_config(sampling: SamplingConfig, samples_per_prompt: usize) -> Rollou
     RolloutConfig {
         sampling,
         generation_batch: 4,
+        forward_batch: 4,
         samples_per_prompt,
         mode: RewardMode::Rto,
         weights: RewardWeights::default(),
@@ -247,5 +248,33 @@ fn k_responses_per_prompt_form_groups_in_the_rollout_and_its_table() {
         assert_eq!(advantages, want[i][..tokens.len()], "sample {i}");
         let outcome = experience.samples[i].outcome;
         assert_eq!(tokens.last().unwrap().sentence_reward, Some(outcome), "sample {i}: outcome = last sentence reward");
+    }
+}
+
+#[test]
+fn a_forward_batch_of_several_generation_batches_samples_and_scores_what_one_at_a_time_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load(dir.path());
+    let sampling = SamplingConfig { max_new_tokens: 6, stop_ids: vec![EOS], ..SamplingConfig::default() };
+    // 10 prompts × K 2 in generation batches of 4 prompts (4, 4, 2): one forward per generation
+    // batch, against forwards of 8 prompts (two generation batches, then the last one).
+    let one_at_a_time = rollout_config(sampling.clone(), 2);
+    let grouped = RolloutConfig { forward_batch: 8, ..rollout_config(sampling, 2) };
+    let (a, stats_a) = collect(&loaded.models(), prompts(10), &one_at_a_time, None, None).unwrap();
+    let (b, stats_b) = collect(&loaded.models(), prompts(10), &grouped, None, None).unwrap();
+    assert_eq!((stats_a.forward_batches(), stats_b.forward_batches()), (3, 2), "forwards per rollout");
+    assert_eq!(a.samples.len(), 20);
+    let close = |x: &[f32], y: &[f32]| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1e-5);
+    for (i, (x, y)) in a.samples.iter().zip(&b.samples).enumerate() {
+        // Each generation batch keeps the seed of its index: the very same tokens.
+        assert_eq!((x.prompt, &x.response, x.finished), (y.prompt, &y.response, y.finished), "sample {i}");
+        assert!(close(&x.rewards, &y.rewards), "sample {i}: rewards {:?} vs {:?}", x.rewards, y.rewards);
+        assert!(close(&x.values, &y.values), "sample {i}: values");
+        assert!(close(&x.logp_old, &y.logp_old), "sample {i}: old log-probs");
+    }
+    // The metrics are the same sums (of 2 instead of 3 batches).
+    let (ma, mb) = (stats_a.metrics(), stats_b.metrics());
+    for key in ["reward", "kl", "entropy", "response_length"] {
+        assert!((ma[key] - mb[key]).abs() <= 1e-5, "{key}: {} vs {}", ma[key], mb[key]);
     }
 }
