@@ -6,18 +6,19 @@
 //! the query heads grouped by their shared key/value head. [`attend`] picks the faster one:
 //! the products where the fused CPU kernel's blocking is wasted, the fused kernel otherwise.
 //!
-//! Measured on this project's 2-core AVX-512 CPU (torch 2.11, 2 threads, forward + backward
-//! of [B, H, 112, D] in bf16): the fused backward is 1.6–2.2× slower than the products for
-//! head dims 32–128, because its 512-key blocks are mostly empty at 112 keys; at 256 keys the
-//! two are equal, and by 512 the fused kernel is 1.8× faster. In fp32 the fused kernel is as
-//! fast or faster at every length, and a single query (a decode step) is 2× faster as
+//! Measured on this project's 2-core AVX-512 CPU (torch 2.11, 2 threads, [B, H, T, D] in
+//! bf16): at 112 keys the fused backward is 1.6–2.2× slower than the products for head dims
+//! 32–128 (its 512-key blocks are mostly empty), and even the no-grad forward is 1.5× slower
+//! (2.79 vs 1.88 ms at [32, 4, 112, 32]); at 256 keys the fused kernel is 3× faster in the
+//! forward and as fast in forward + backward, by 512 faster in both. In fp32 the fused kernel
+//! is as fast or faster at every length, and a single query (a decode step) is 2× faster as
 //! products in either precision. The products hold the [T, S] scores (fp32) for the backward,
 //! so they are used only where S is short and the memory they take is small.
 
 use tch::{Device, Kind, Tensor};
 
-/// Keys up to which a reduced-precision CPU forward that will be differentiated uses the
-/// products (see the module doc: the fused backward's crossover is near 256).
+/// Keys up to which a reduced-precision CPU forward uses the products (see the module doc:
+/// the crossover lies between 112 and 256).
 const PRODUCTS_MAX_KEYS: i64 = 128;
 
 /// softmax(q·kᵀ/√d + mask)·v for q [B, heads, T, D], k and v [B, kv_heads, S, D] (heads a
@@ -31,10 +32,10 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Tensor {
     Tensor::scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, None, grouped)
 }
 
-/// Whether the fused kernel's backward is the slow one here: a CPU forward in bf16 or fp16
-/// whose output will be differentiated, over at most [`PRODUCTS_MAX_KEYS`] keys.
+/// Whether the fused kernel is the slow one here: a CPU forward in bf16 or fp16 over at most
+/// [`PRODUCTS_MAX_KEYS`] keys.
 fn products_are_faster(q: &Tensor, keys: i64) -> bool {
-    q.device() == Device::Cpu && q.kind() != Kind::Float && q.requires_grad() && keys <= PRODUCTS_MAX_KEYS
+    q.device() == Device::Cpu && q.kind() != Kind::Float && keys <= PRODUCTS_MAX_KEYS
 }
 
 /// The attention as two batched products over the query heads grouped by their key/value
