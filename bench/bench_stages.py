@@ -60,6 +60,7 @@ THREADS = os.cpu_count()  # intra-op threads of both sides; --threads changes it
 # the rows "PPO bf16 vs fp32" and "annotate bf16 vs fp32"), and the peers get it too. The DPO
 # row stays fp32 on both sides.
 PRECISION = "bf16"
+OURS_ROUNDS = 7  # rounds of the ours-only PPO comparisons (RTO mode, speed flags, fp32)
 ANNOTATE = dict(batch_size=64, beta1=0.05, clip=0.05)  # sequences per forward (a pair is two)
 
 
@@ -353,27 +354,34 @@ def rows(reps: int) -> list:
     tokens, pairs = response_tokens(inp)
     # (ours, theirs) result dicts; the *_plain and *_fp32 keys are ours only: the same run without
     # the speed flags, and in fp32 (when the rows run in bf16), to say what each one moved.
-    keys = ("dpo", "ppo", "rto", "annotate", "ppo_plain", "ppo_fp32", "annotate_fp32")
+    keys = ("dpo", "ppo", "rto", "annotate", "ppo_self", "ppo_plain", "ppo_fp32", "annotate_fp32")
     runs = {k: ([], []) for k in keys}
     for _ in range(reps):  # alternate: each round runs every pair, ours then theirs
         runs["dpo"][0].append(ours("dpo-train", dpo_args(inp)))
         runs["dpo"][1].append(theirs("dpo", inp))
         runs["ppo"][0].append(ours("ppo-train", ppo_args(inp, "ppo")))
         runs["ppo"][1].append(theirs("ppo", inp))
+        if PRECISION != "fp32":
+            runs["annotate_fp32"][0].append(ours("token-reward-annotate", annotate_args(inp, precision="fp32")))
+        runs["annotate"][0].append(ours("token-reward-annotate", annotate_args(inp)))
+        runs["annotate"][1].append(theirs("annotate", inp))
+    # The ours-only PPO comparisons are cheap, and RTO's extra forward is ~5 % of an iteration,
+    # the size of the run-to-run spread: they get OURS_ROUNDS interleaved rounds of their own,
+    # against their own PPO-mode runs (ppo_self).
+    for _ in range(max(reps, OURS_ROUNDS)):
+        runs["ppo_self"][0].append(ours("ppo-train", ppo_args(inp, "ppo")))
         runs["rto"][0].append(ours("ppo-train", ppo_args(inp, "rto")))
         runs["ppo_plain"][0].append(ours("ppo-train", ppo_args(inp, "ppo", fast=False)))
         if PRECISION != "fp32":
             runs["ppo_fp32"][0].append(ours("ppo-train", ppo_args(inp, "ppo", precision="fp32")))
-            runs["annotate_fp32"][0].append(ours("token-reward-annotate", annotate_args(inp, precision="fp32")))
-        runs["annotate"][0].append(ours("token-reward-annotate", annotate_args(inp)))
-        runs["annotate"][1].append(theirs("annotate", inp))
     med = {k: tuple(statistics.median(r[what] for r in side) if side else None for side in v for what in ("secs", "cpu"))
            for k, v in runs.items()}  # k -> (ours wall, ours cpu, theirs wall, theirs cpu)
-    med["rto"] = med["rto"][:2] + med["ppo"][:2]
-    med["ppo_plain"] = med["ppo"][:2] + med["ppo_plain"][:2]  # ours fast vs ours plain
+    # The ours-only rows: (the row's "rto" side, its "peer" side), both runs of ours.
+    sides = {"rto": ("rto", "ppo_self"), "ppo_plain": ("ppo_self", "ppo_plain")}
     if PRECISION != "fp32":
-        med["ppo_fp32"] = med["ppo"][:2] + med["ppo_fp32"][:2]
-        med["annotate_fp32"] = med["annotate"][:2] + med["annotate_fp32"][:2]
+        sides.update(ppo_fp32=("ppo_self", "ppo_fp32"), annotate_fp32=("annotate", "annotate_fp32"))
+    for key, (a, b) in sides.items():
+        med[key] = med[a][:2] + med[b][:2]
     info = {k: v[1][-1] for k, v in runs.items() if v[1]}
     n = PPO["iterations"]
 
@@ -402,8 +410,9 @@ def rows(reps: int) -> list:
                     peer_name=peer_name, cpu_ratio=w[3] / w[1],
                     note=f"{note}; wall {w[0]:.1f}s vs {w[2]:.1f}s, CPU {w[1]:.1f}s vs {w[3]:.1f}s "
                          f"(CPU-time ratio {w[3] / w[1]:.2f}x)",
-                    runs={"ours": [r["secs"] for r in runs[key][0]],
-                          "theirs": [r["secs"] for r in (runs[key][1] or runs["ppo"][0])]})
+                    runs={side: [r["secs"] for r in runs[k][0]] for side, k in zip(("ours", "theirs"), sides[key])}
+                    if key in sides else {"ours": [r["secs"] for r in runs[key][0]],
+                                          "theirs": [r["secs"] for r in runs[key][1]]})
 
     ours_rows = [
         row("ppo_plain", f"PPO with {' '.join(FAST_PPO)} vs without, {n} it", "it/s", n,
@@ -425,7 +434,9 @@ def rows(reps: int) -> list:
             f"ours ppo-train --mode ppo {' '.join(FAST_PPO + precision_flags())} binary wall ({split('ppo')}); "
             f"theirs train(); {loop_ratio()}"),
         row("rto", f"RTO mode vs PPO mode, {n} it", "it/s", n, "ppo-train --mode ppo (ours)",
-            f"the DPO model's extra forward ({split('rto')})"),
+            f"the DPO model's extra forward ({split('rto')}); iteration-loop ratio "
+            f"{statistics.median(r['time/total'] for r in runs['ppo_self'][0]) / statistics.median(r['time/total'] for r in runs['rto'][0]):.2f}x; "
+            f"{len(runs['rto'][0])} rounds"),
         row("annotate", f"annotate, {2 * pairs} seqs, batch {ANNOTATE['batch_size']}", "tok/s", tokens,
             "PyTorch/transformers script", f"{tokens} response tokens; ours binary wall; theirs the script's work"),
         *ours_rows,
