@@ -236,8 +236,7 @@ def peer_dpo(inp):
                        use_cpu=True, bf16=False, fp16=False, dataloader_num_workers=0, seed=42)
     trainer = PreTokenized(model=model, args=config, train_dataset=data, processing_class=tok)
     start, cpu = time.perf_counter(), time.process_time()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=PRECISION == "bf16"):
-        trainer.train()
+    trainer.train()  # fp32, as ours in this row (--precision is for the PPO, RTO and annotate rows)
     secs = time.perf_counter() - start
     cpu = time.process_time() - cpu
     shutil.rmtree(out, ignore_errors=True)
