@@ -27,9 +27,10 @@ RTO_GLOO_INCLUDE = "$gloo_include"
 target = "$triple"
 
 [target.$triple]
-# rpath: binaries and tests find libtorch without LD_LIBRARY_PATH.
-# --no-as-needed keeps libtorch_cuda.so linked, or CUDA is invisible on a GPU machine.
-rustflags = ["-C", "link-arg=-Wl,-rpath,$lib", "-C", "link-arg=-L$lib", "-C", "link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed"]
+# rpath: binaries and tests find libtorch without LD_LIBRARY_PATH. libtorch_cuda.so is not
+# linked (the linker's --as-needed drops it: no symbol of ours is in it): --device cuda loads
+# it at run time (rto_model::cuda_library), so a CPU process does not pay for CUDA's libraries.
+rustflags = ["-C", "link-arg=-Wl,-rpath,$lib", "-C", "link-arg=-L$lib"]
 TOML
 mv "$tmp" "$out"
 echo "wrote $out (libtorch $version at $torch_dir)"

@@ -1,20 +1,12 @@
 //! Free memory of a CUDA device, for the memory plan's check before any model is loaded.
 //!
-//! tch has no query for it, so this asks the CUDA runtime that libtorch_cuda already loaded
-//! (`cudaMemGetInfo`), found with `dlopen(RTLD_NOLOAD)`: nothing new is loaded, and on a
+//! tch has no query for it, so this asks the CUDA runtime that libtorch_cuda (loaded by
+//! [`crate::cuda_library`]) already loaded (`cudaMemGetInfo`), found with `dlopen(RTLD_NOLOAD)`: nothing new is loaded, and on a
 //! machine without CUDA the answer is simply `None`. Unverified on a GPU in this repository's
 //! CI (no device there); `tools/gpu-check.sh` is where a device run checks it.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
-
-extern "C" {
-    fn dlopen(filename: *const c_char, flags: c_int) -> *mut c_void;
-    fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
-}
-
-// From <dlfcn.h> (glibc).
-const RTLD_LAZY: c_int = 0x0001;
-const RTLD_NOLOAD: c_int = 0x0004;
+use crate::cuda_library::{dlopen, dlsym, RTLD_LAZY, RTLD_NOLOAD};
+use std::ffi::{c_int, CStr};
 
 /// The CUDA runtime sonames the torch wheels ship (cu13 for torch 2.11, cu12 before).
 const CUDART: [&CStr; 3] = [c"libcudart.so.13", c"libcudart.so.12", c"libcudart.so"];

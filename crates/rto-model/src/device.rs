@@ -18,6 +18,8 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         },
     };
     if let Device::Cuda(index) = device {
+        // Before libtorch is first asked about CUDA: it keeps the answer (see cuda_library).
+        crate::cuda_library::load_libtorch_cuda().with_context(|| format!("--device {spec}"))?;
         let count = tch::Cuda::device_count();
         if spec.trim() == "cuda" && index > 0 && index as i64 >= count {
             bail!("--device cuda: this is local rank {index} and libtorch sees {count} CUDA device(s): launch at most one rank per GPU (torchrun --nproc-per-node {count})");

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod batch;
 pub mod checkpointing;
 pub mod config;
+pub mod cuda_library;
 pub mod cuda_memory;
 pub mod device;
 pub mod kv_cache;

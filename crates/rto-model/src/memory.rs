@@ -329,18 +329,24 @@ impl MemoryPlan {
     /// (the ranks of one CPU node share its RAM; on CUDA each rank has its own GPU: 1). The
     /// error names the largest lines, the ones worth cutting.
     pub fn check_fits_ranks(&self, stage: &str, available: u64, device: &str, ranks: u64) -> anyhow::Result<()> {
+        if self.fits_ranks(available, ranks) {
+            return Ok(());
+        }
         let needed = self.total() * ranks.max(1);
         let gib = |bytes: u64| bytes as f64 / (MIB * 1024.0);
         let per_rank =
             if ranks > 1 { format!(" ({ranks} ranks × {:.1} GiB)", gib(self.total())) } else { String::new() };
-        anyhow::ensure!(
-            needed <= available,
+        anyhow::bail!(
             "{stage}: the memory plan needs {:.1} GiB{per_rank} but {device} has {:.1} GiB available; largest lines: {}: use a smaller --micro-batch-size or shorter --max-prompt-len/--max-response-len, --bf16, --gradient-checkpointing, --zero-stage 1 over more ranks or --lora-rank (training stages), or a smaller model; --dry-run prints the plan without loading anything",
             gib(needed),
             gib(available),
             self.largest_lines(3)
-        );
-        Ok(())
+        )
+    }
+
+    /// Whether `available` bytes hold `ranks` copies of this plan (see [`Self::check_fits_ranks`]).
+    pub fn fits_ranks(&self, available: u64, ranks: u64) -> bool {
+        self.total() * ranks.max(1) <= available
     }
 
     /// The `n` largest lines, largest first, as `what (X GiB)` joined by `; `.

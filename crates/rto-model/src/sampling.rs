@@ -53,7 +53,7 @@ impl SamplingConfig {
 }
 
 /// What a generation call produced, per row.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Generation {
     /// Generated tokens of each row, the stop token included when one was emitted.
     pub responses: Vec<Vec<i64>>,
@@ -68,6 +68,14 @@ pub struct Generation {
 }
 
 impl Generation {
+    /// Appends `other`'s rows after this one's (generation batches into a forward batch).
+    pub fn append(&mut self, other: Generation) {
+        self.responses.extend(other.responses);
+        self.finished.extend(other.finished);
+        self.logprobs.extend(other.logprobs);
+        self.entropies.extend(other.entropies);
+    }
+
     /// The prompts and responses in the shared batch layout, ready for scoring forwards.
     /// Rows that produced nothing get one pad token so the layout stays valid (masked out).
     pub fn to_batch(&self, prompts: &[Vec<i64>], pad_id: i64, device: tch::Device) -> Result<SequenceBatch> {
@@ -79,7 +87,7 @@ impl Generation {
 pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig, pad_id: i64) -> Result<Generation> {
     config.validate()?;
     if prompts.is_empty() {
-        return Ok(Generation { responses: vec![], finished: vec![], logprobs: vec![], entropies: vec![] });
+        return Ok(Generation::default());
     }
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         bail!("prompt {i} is empty");

@@ -62,12 +62,24 @@ pub fn plan_memory(
     models: &[PlannedModel],
     extra: Option<&MemoryPlan>,
 ) -> Result<bool> {
+    plan_memory_against(common, spec, models, extra, budget(common)?)
+}
+
+/// [`plan_memory`] against a [`budget`] the caller has already read (ppo-train sizes its
+/// forward batch against the same figure).
+pub fn plan_memory_against(
+    common: &CommonArgs,
+    spec: &StageSpec,
+    models: &[PlannedModel],
+    extra: Option<&MemoryPlan>,
+    budget: Option<Budget>,
+) -> Result<bool> {
     // A missing input is the error to see, not a plan followed by it.
     spec.check_inputs_exist()?;
     let stage = spec.stage.as_str();
     let plan = build_plan(common, models, extra);
     eprintln!("{}", plan.render(stage));
-    match budget(common)? {
+    match budget {
         Some(budget) => {
             eprintln!("{stage}: {}", budget.describe(plan.total()));
             plan.check_fits_ranks(stage, budget.available, &budget.device, budget.ranks)?;
@@ -102,9 +114,9 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Whether the budget holds `ranks` copies of a plan of `plan_total` bytes.
-    pub fn holds(&self, plan_total: u64) -> bool {
-        plan_total * self.ranks.max(1) <= self.available
+    /// Whether the budget holds `ranks` copies of `plan`.
+    pub fn holds(&self, plan: &MemoryPlan) -> bool {
+        plan.fits_ranks(self.available, self.ranks)
     }
 
     /// The check in one line: per GPU, or the node's ranks times the plan against its RAM.

@@ -3,6 +3,7 @@
 mod attention;
 mod checkpointing;
 mod common;
+mod cuda_library;
 mod logprobs_and_errors;
 mod lora;
 mod memory;

@@ -405,9 +405,7 @@ impl PpoSettings {
         );
         Ok(())
     }
-}
 
-impl PpoSettings {
     /// A scoring forward holds whole generation batches (the samples stay a single process's).
     fn check_forward_batch(&self) -> Result<()> {
         let (forward, generation) = (self.local_rollout_forward_batch_size, self.generation_batch());
@@ -565,12 +563,18 @@ pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Resul
     }
     let forward_batch = args.settings.forward_batch();
     let (models, kv_cache) = plan::planned_models(&args, &inputs, forward_batch)?;
-    let largest = plan::largest_forward_batch(&args, &inputs)?;
-    let planned = stage::plan_memory(&args.common, &spec, &models, Some(&kv_cache)).map_err(|err| match &largest {
-        Some((n, _)) if *n < forward_batch => err.context(format!(
-            "--local-rollout-forward-batch-size {n} (with this --generation-batch-size) is the largest the plan allows"
-        )),
-        _ => err,
+    let budget = stage::budget(&args.common)?;
+    let largest = match &budget {
+        Some(budget) => plan::largest_forward_batch(&args, &inputs, budget)?.map(|n| (n, budget.device.clone())),
+        None => None,
+    };
+    let planned = stage::plan_memory_against(&args.common, &spec, &models, Some(&kv_cache), budget).map_err(|err| {
+        match &largest {
+            Some((n, _)) if *n < forward_batch => err.context(format!(
+                "--local-rollout-forward-batch-size {n} (with this --generation-batch-size) is the largest the plan allows"
+            )),
+            _ => err,
+        }
     })?;
     if let Some((n, device)) = largest {
         eprintln!("ppo: the largest --local-rollout-forward-batch-size this plan allows on {device} is {n} prompts (now {forward_batch})");

@@ -2,7 +2,7 @@
 //! rollout forward batch a budget allows.
 
 use super::{Inputs, PpoArgs};
-use crate::stage;
+use crate::stage::{self, Budget};
 use anyhow::Result;
 use rto_model::memory::{MemoryPlan, PlannedModel, Role};
 use rto_model::Head;
@@ -71,16 +71,16 @@ pub(super) fn planned_models(
 }
 
 /// The largest forward batch (a multiple of the generation batch, at most the rollout) whose
-/// plan the device holds, when there is a budget to check against: what the plan suggests for
-/// --local-rollout-forward-batch-size. The plan grows with the batch, so a bisection finds it.
-pub(super) fn largest_forward_batch(args: &PpoArgs, inputs: &Inputs) -> Result<Option<(usize, String)>> {
-    let Some(budget) = stage::budget(&args.common)? else { return Ok(None) };
+/// plan `budget` holds: what the plan suggests for --local-rollout-forward-batch-size. The plan
+/// grows with the batch, so a bisection finds it (a few config.json reads per step).
+/// `None` when not even one generation batch fits.
+pub(super) fn largest_forward_batch(args: &PpoArgs, inputs: &Inputs, budget: &Budget) -> Result<Option<usize>> {
     let s = &args.settings;
     let (generation, rollout) = (s.generation_batch(), s.rollout_batch_size);
     let batch = |multiple: usize| (multiple * generation).min(rollout);
     let fits = |multiple: usize| -> Result<bool> {
         let (models, kv_cache) = planned_models(args, inputs, batch(multiple))?;
-        Ok(budget.holds(stage::build_plan(&args.common, &models, Some(&kv_cache)).total()))
+        Ok(budget.holds(&stage::build_plan(&args.common, &models, Some(&kv_cache))))
     };
     let (mut low, mut high) = (0, rollout.div_ceil(generation)); // fits(low) (or low = 0), search up to high
     while low < high {
@@ -91,5 +91,5 @@ pub(super) fn largest_forward_batch(args: &PpoArgs, inputs: &Inputs) -> Result<O
             high = mid - 1;
         }
     }
-    Ok((low > 0).then(|| (batch(low), budget.device)))
+    Ok((low > 0).then(|| batch(low)))
 }

@@ -408,7 +408,7 @@ pub fn collect_batches(
         let rows: Vec<&EncodedPrompt> = chunk.iter().flat_map(|p| std::iter::repeat_n(p, k)).collect();
         let ids: Vec<Vec<i64>> = rows.iter().map(|p| p.ids.clone()).collect();
         let clock = Instant::now();
-        let generation = generate_forward_batch(models.policy, chunk, first, config)?;
+        let generation = generate_forward_batch(models.policy, &ids, first, config)?;
         stats.generation_s += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         let batch = generation.to_batch(&ids, config.pad_id, device)?;
@@ -421,14 +421,7 @@ pub fn collect_batches(
         *total = (total.0 + slots, total.1 + padded, total.2 + real);
         let mut tally = Tally::default();
         tally.add_batch(&scored, &batch, &generation.finished);
-        let lengths = &batch.response_lengths;
-        let logp_old = host_rows(scored.scores.logp_policy.as_ref().context("policy log-probs")?, lengths)?;
-        let rewards = host_rows(&scored.scores.rewards.reward, lengths)?;
-        let outcome = row_sums(&scored.scores.rewards.sentence_reward)?;
-        let values = match &scored.values {
-            Some(v) => host_rows(v, lengths)?,
-            None => vec![vec![]; rows.len()],
-        };
+        let host = HostRows::of(&scored, &batch.response_lengths)?;
         let judged = judge_chunk(judge, models.tokenizer, &rows, &generation.responses)?;
         if let Some(scores) = &judged {
             add(&mut tally.judge, scores.iter().sum());
@@ -437,43 +430,67 @@ pub fn collect_batches(
         if let Some(table) = table.as_deref_mut() {
             table.push(&scored, &rows, &generation.responses, judged.as_deref())?;
         }
-        let per_row = generation.responses.into_iter().zip(generation.finished).zip(logp_old).zip(rewards);
-        for (row, ((((response, finished), logp_old), rewards), values)) in per_row.zip(values).enumerate() {
-            samples.push(Sample {
+        samples.extend(host.into_samples(generation, first, k));
+        stats.scoring_s += clock.elapsed().as_secs_f64();
+    }
+    Ok((Experience { prompts, samples, samples_per_prompt: k }, stats))
+}
+
+/// A scored forward batch's per-row outputs on the host, each row cut to its response.
+struct HostRows {
+    logp_old: Vec<Vec<f32>>,
+    rewards: Vec<Vec<f32>>,
+    /// Empty rows without a critic.
+    values: Vec<Vec<f32>>,
+    outcome: Vec<f32>,
+}
+
+impl HostRows {
+    fn of(scored: &ScoredBatch, lengths: &[i64]) -> Result<HostRows> {
+        Ok(HostRows {
+            logp_old: host_rows(scored.scores.logp_policy.as_ref().context("policy log-probs")?, lengths)?,
+            rewards: host_rows(&scored.scores.rewards.reward, lengths)?,
+            values: match &scored.values {
+                Some(v) => host_rows(v, lengths)?,
+                None => vec![vec![]; lengths.len()],
+            },
+            outcome: row_sums(&scored.scores.rewards.sentence_reward)?,
+        })
+    }
+
+    /// The samples of a forward batch whose first prompt is prompt `first` (K rows each).
+    fn into_samples(self, generation: Generation, first: usize, k: usize) -> impl Iterator<Item = Sample> {
+        let per_row = generation.responses.into_iter().zip(generation.finished).zip(self.logp_old).zip(self.rewards);
+        per_row.zip(self.values).zip(self.outcome).enumerate().map(
+            move |(row, (((((response, finished), logp_old), rewards), values), outcome))| Sample {
                 prompt: first + row / k,
                 response,
                 finished,
                 logp_old,
                 values,
                 rewards,
-                outcome: outcome[row],
+                outcome,
                 advantages: vec![],
                 returns: vec![],
-            });
-        }
-        stats.scoring_s += clock.elapsed().as_secs_f64();
+            },
+        )
     }
-    Ok((Experience { prompts, samples, samples_per_prompt: k }, stats))
 }
 
-/// The responses to `chunk` (prompts `first..` of the rollout, K rows each), sampled in
-/// generation batches, each with the seed of its index in the rollout.
+/// The responses to `ids` (the K rows of each prompt of a forward batch whose first prompt is
+/// prompt `first` of the rollout), sampled in generation batches, each with the seed of its
+/// index in the rollout.
 fn generate_forward_batch(
     policy: &CausalLm,
-    chunk: &[EncodedPrompt],
+    ids: &[Vec<i64>],
     first: usize,
     config: &RolloutConfig,
 ) -> Result<Generation> {
     let (k, size) = (config.samples_per_prompt.max(1), config.generation_batch.max(1));
-    let mut all = Generation { responses: vec![], finished: vec![], logprobs: vec![], entropies: vec![] };
-    for (offset, prompts) in (0..).step_by(size).zip(chunk.chunks(size)) {
-        let ids: Vec<Vec<i64>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.ids.clone(), k)).collect();
+    let mut all = Generation::default();
+    for (offset, rows) in (0..).step_by(size).zip(ids.chunks(size * k)) {
         let seed = batch_seed(config.seed, (first + offset) / size);
-        let part = generate(policy, &ids, &SamplingConfig { seed, ..config.sampling.clone() }, config.pad_id)?;
-        all.responses.extend(part.responses);
-        all.finished.extend(part.finished);
-        all.logprobs.extend(part.logprobs);
-        all.entropies.extend(part.entropies);
+        all.append(generate(policy, rows, &SamplingConfig { seed, ..config.sampling.clone() }, config.pad_id)?);
     }
     Ok(all)
 }

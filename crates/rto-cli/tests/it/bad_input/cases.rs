@@ -1,171 +1,26 @@
-//! Bad input gets one clear error and leaves the store as it was (DESIGN.md §6, issue 9 part 1).
-//!
-//! One table of cases over every binary; each case builds its arguments against a private copy
-//! of the fixture's store (so "unchanged" covers the inputs already there too), runs the real
-//! binary and checks: non-zero exit, exactly one `error:` line, no panic or backtrace, the
-//! expected substrings (file / field / row and the fix), and an identical store snapshot.
-//! Every case runs; the failure lists all failing cases at once.
+//! The bad-input cases, a table per binary (see `super`): each names the binary, builds its
+//! arguments against a [`super::Ctx`] and lists what the one error line must say.
 
-use crate::support;
-
+use super::{s, set, Case};
 use crate::support::files::{
     edit_checkpoint, int_prompt_parquet, pairs_parquet_with_score, truncate_half, with_f32_cell,
 };
-use crate::support::{copy_dir, fixture, snapshot, snapshot_diff, ANNOTATE_FLAGS, GEN_FLAGS, PREF_FLAGS, SFT_FLAGS};
+use crate::support::{copy_dir, GEN_FLAGS, SFT_FLAGS};
 use std::fs;
-use std::path::{Path, PathBuf};
-
-/// Everything a case's argument builder may point at: copies of the fixture's artifacts in a
-/// private store, and a scratch folder (outside the store) for the broken inputs.
-struct Ctx {
-    dir: PathBuf,
-    store: PathBuf,
-    sft: PathBuf,
-    dpo: PathBuf,
-    rm: PathBuf,
-    pairs_file: PathBuf,
-    annotate: PathBuf,
-    sft_data: PathBuf,
-    prompts: PathBuf,
-    model_config: PathBuf,
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
-}
-
-impl Ctx {
-    fn new(dir: &Path) -> Ctx {
-        let f = fixture();
-        let store = dir.join("store");
-        copy_dir(&f.store, &store);
-        let moved = |p: &Path| store.join(p.strip_prefix(&f.store).unwrap());
-        let inputs = dir.join("inputs");
-        fs::create_dir_all(&inputs).unwrap();
-        Ctx {
-            dir: inputs,
-            sft: moved(&f.sft),
-            dpo: moved(&f.dpo),
-            rm: moved(&f.rm),
-            pairs_file: moved(&f.pairs_file),
-            annotate: moved(&f.annotate),
-            sft_data: f.sft_data.clone(),
-            prompts: f.prompts.clone(),
-            model_config: f.model_config.clone(),
-            store,
-        }
-    }
-
-    /// Writes a scratch input file and returns its path.
-    fn file(&self, name: &str, content: impl AsRef<[u8]>) -> String {
-        let p = self.dir.join(name);
-        fs::write(&p, content).unwrap();
-        s(&p)
-    }
-
-    /// A user-supplied copy of a model folder (no manifest: not a store artifact), edited by `f`.
-    fn model_copy(&self, src: &Path, name: &str, f: impl FnOnce(&Path)) -> String {
-        let dest = self.dir.join(name);
-        copy_dir(src, &dest);
-        fs::remove_file(dest.join("manifest.json")).unwrap();
-        f(&dest);
-        s(&dest)
-    }
-
-    /// `flags` + `--store <private store>` + `rest`.
-    fn args(&self, flags: &[&str], rest: &[&str]) -> Vec<String> {
-        let mut v: Vec<String> = flags.iter().map(|x| x.to_string()).collect();
-        v.extend(["--store".to_string(), s(&self.store)]);
-        v.extend(rest.iter().map(|x| x.to_string()));
-        v
-    }
-
-    fn sft_args(&self, rest: &[&str]) -> Vec<String> {
-        let mut v = vec![
-            "--init-config".to_string(),
-            s(&self.model_config),
-            "--tokenizer".into(),
-            s(&support::repo_root().join("data/toy")),
-        ];
-        v.extend(self.args(SFT_FLAGS, rest));
-        v
-    }
-
-    fn pref_args(&self, rest: &[&str]) -> Vec<String> {
-        let mut v = vec!["--model".to_string(), s(&self.sft)];
-        v.extend(self.args(PREF_FLAGS, rest));
-        v
-    }
-
-    fn annotate_args(&self, rest: &[&str]) -> Vec<String> {
-        let mut v =
-            vec!["--ref".to_string(), s(&self.sft), "--dpo".into(), s(&self.dpo), "--reward-model".into(), s(&self.rm)];
-        v.extend(self.args(ANNOTATE_FLAGS, rest));
-        v
-    }
-
-    fn ppo_args(&self, rest: &[&str]) -> Vec<String> {
-        let mut v = vec![
-            "--policy".to_string(),
-            s(&self.sft),
-            "--dpo".into(),
-            s(&self.dpo),
-            "--reward-model".into(),
-            s(&self.rm),
-            "--judge".into(),
-            "toy".into(),
-            "--rollout-batch-size".into(),
-            "4".into(),
-            "--train-batch-size".into(),
-            "4".into(),
-            "--iterations".into(),
-            "1".into(),
-            "--max-new-tokens".into(),
-            "8".into(),
-        ];
-        v.extend(self.args(&[], rest));
-        v
-    }
-
-    fn eval_args(&self, rest: &[&str]) -> Vec<String> {
-        let mut v = vec![
-            "--model".to_string(),
-            s(&self.dpo),
-            "--baseline".into(),
-            s(&self.sft),
-            "--max-new-tokens".into(),
-            "8".into(),
-            "--num-prompts".into(),
-            "4".into(),
-        ];
-        v.extend(self.args(&[], rest));
-        v
-    }
-}
-
-/// `args` with the value after `flag` replaced (clap rejects a flag given twice).
-fn set(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
-    let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} not in {args:?}"));
-    args[i + 1] = value.to_string();
-    args
-}
-
-struct Case {
-    name: &'static str,
-    bin: &'static str,
-    args: fn(&Ctx) -> Vec<String>,
-    /// Substrings of stderr: what is wrong (file, field, row) and the fix.
-    expect: &'static [&'static str],
-}
 
 const SFT_ROW: &str =
     r#"{"prompt":"give me 8 words about the farm","response":"the cat sleeps near the red barn now"}"#;
 const PAIR_ROW: &str =
     r#"{"prompt":"give me 8 words about the farm","chosen":"the cat sleeps near the red barn now","rejected":"cat"}"#;
 
-fn cases() -> Vec<Case> {
+/// Every case, binary by binary.
+pub(super) fn cases() -> Vec<Case> {
+    [sft(), make_pairs(), dpo(), rm(), lora(), annotate(), ppo(), eval(), sample()].into_iter().flatten().collect()
+}
+
+/// sft-train's cases.
+fn sft() -> Vec<Case> {
     vec![
-        // ---- sft-train
         Case {
             name: "sft missing data file",
             bin: "sft-train",
@@ -306,7 +161,12 @@ fn cases() -> Vec<Case> {
             },
             expect: &["model.embed_tokens.weight", "256"],
         },
-        // ---- make-pairs
+    ]
+}
+
+/// make-pairs's cases.
+fn make_pairs() -> Vec<Case> {
+    vec![
         Case {
             name: "pairs missing prompts file",
             bin: "make-pairs",
@@ -354,7 +214,12 @@ fn cases() -> Vec<Case> {
             args: |c| c.args(GEN_FLAGS, &["--model", &s(&c.sft), "--prompts", &s(&c.prompts), "--temperature=-1"]),
             expect: &["temperature must be positive (got -1)", "greedy"],
         },
-        // ---- dpo-train
+    ]
+}
+
+/// dpo-train's cases.
+fn dpo() -> Vec<Case> {
+    vec![
         Case {
             name: "dpo negative beta",
             bin: "dpo-train",
@@ -401,7 +266,12 @@ fn cases() -> Vec<Case> {
             },
             expect: &["inf.parquet", "row 2", "score_chosen", "not a finite number"],
         },
-        // ---- rm-train
+    ]
+}
+
+/// rm-train's cases.
+fn rm() -> Vec<Case> {
+    vec![
         Case {
             name: "rm empty pairs file",
             bin: "rm-train",
@@ -467,7 +337,12 @@ fn cases() -> Vec<Case> {
             args: |c| c.pref_args(&["--data", &s(&c.pairs_file), "--learning-rate=-0.001"]),
             expect: &["--learning-rate", "> 0, got -0.001"],
         },
-        // ---- LoRA (issue 15)
+    ]
+}
+
+/// The LoRA flags' cases (issue 15).
+fn lora() -> Vec<Case> {
+    vec![
         Case {
             name: "lora alpha without rank",
             bin: "dpo-train",
@@ -501,7 +376,12 @@ fn cases() -> Vec<Case> {
             },
             expect: &["dpo model", "adapter/config.json", "(32, ", "(64, ", "does not belong to this base"],
         },
-        // ---- token-reward-annotate
+    ]
+}
+
+/// token-reward-annotate's cases.
+fn annotate() -> Vec<Case> {
+    vec![
         Case {
             name: "annotate clip 0 and beta1 0",
             bin: "token-reward-annotate",
@@ -562,7 +442,12 @@ fn cases() -> Vec<Case> {
             },
             expect: &["tokens.parquet", "not a readable Parquet file"],
         },
-        // ---- ppo-train
+    ]
+}
+
+/// ppo-train's cases.
+fn ppo() -> Vec<Case> {
+    vec![
         Case {
             name: "ppo train batch not divisible by micro batch",
             bin: "ppo-train",
@@ -625,7 +510,12 @@ fn cases() -> Vec<Case> {
             args: |c| set(c.ppo_args(&["--prompts", &s(&c.prompts)]), "--judge", "gpt5"),
             expect: &["gpt5", "toy"],
         },
-        // ---- rto-eval
+    ]
+}
+
+/// rto-eval's cases.
+fn eval() -> Vec<Case> {
+    vec![
         Case {
             name: "eval unknown judge",
             bin: "rto-eval",
@@ -662,7 +552,12 @@ fn cases() -> Vec<Case> {
             args: |c| c.eval_args(&["--prompts", &s(&c.prompts), "--judge", "toy", "--max-prompt-len", "1"]),
             expect: &["prompts.jsonl", "no usable prompts", "raise --max-prompt-len"],
         },
-        // ---- rto-sample
+    ]
+}
+
+/// rto-sample's cases.
+fn sample() -> Vec<Case> {
+    vec![
         Case {
             name: "sample missing model folder",
             bin: "rto-sample",
@@ -683,87 +578,4 @@ fn cases() -> Vec<Case> {
             expect: &["lm_head.weight"],
         },
     ]
-}
-
-/// Everything wrong with one case's run, or None when it behaved.
-fn check(case: &Case) -> Option<String> {
-    let tmp = support::scratch();
-    let ctx = Ctx::new(tmp.path());
-    let args = (case.args)(&ctx);
-    let before = snapshot(&ctx.store);
-    let out = support::run(case.bin, &args);
-    let after = snapshot(&ctx.store);
-    let mut problems = Vec::new();
-    if out.status.success() {
-        problems.push("exited 0".to_string());
-    }
-    let err = &out.stderr;
-    for bad in ["panicked", "stack backtrace", "Caused by", "RUST_BACKTRACE"] {
-        if err.contains(bad) {
-            problems.push(format!("stderr contains `{bad}`"));
-        }
-    }
-    // clap refuses a repeated flag before any validation runs: such a case tests nothing.
-    if err.contains("cannot be used multiple times") {
-        problems.push("the case passes a flag twice (use `set`)".to_string());
-    }
-    let error_lines = err.lines().filter(|l| l.starts_with("error")).count();
-    if error_lines != 1 {
-        problems.push(format!("{error_lines} `error` lines instead of one"));
-    }
-    for want in case.expect {
-        if !err.contains(want) {
-            problems.push(format!("stderr lacks `{want}`"));
-        }
-    }
-    let diff = snapshot_diff(&before, &after);
-    if !diff.is_empty() {
-        problems.push(format!("store changed: {}", diff.join(", ")));
-    }
-    (!problems.is_empty()).then(|| {
-        format!(
-            "[{}] {}: {}\n    args: {}\n    stderr: {}",
-            case.bin,
-            case.name,
-            problems.join("; "),
-            args.join(" "),
-            err.trim().replace('\n', "\n            ")
-        )
-    })
-}
-
-#[test]
-fn bad_input_gets_one_clear_error_and_leaves_the_store_unchanged() {
-    let cases = cases();
-    assert!(cases.len() >= 30, "the issue asks for at least 30 cases");
-    let bins: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.bin).collect();
-    assert_eq!(bins.len(), 8, "every binary has cases: {bins:?}");
-    let failures: Vec<String> = cases.iter().filter_map(check).collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} bad-input cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
-}
-
-/// Users often run with RUST_BACKTRACE=1 set globally: the error must still be one line (a
-/// `fn main() -> Result` would print a Debug chain and a backtrace here).
-#[test]
-fn errors_stay_one_line_with_rust_backtrace_set() {
-    let tmp = support::scratch();
-    let ctx = Ctx::new(tmp.path());
-    let args = ctx.pref_args(&["--data", &format!("{}/absent.jsonl", s(&ctx.dir))]);
-    let out = std::process::Command::new(support::bin("rm-train"))
-        .args(&args)
-        .env("RUST_BACKTRACE", "1")
-        .env("RUST_LIB_BACKTRACE", "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
-    assert!(lines[0].starts_with("error: ") && lines[0].contains("absent.jsonl"), "{stderr}");
 }
