@@ -1,8 +1,9 @@
 //! Free memory of a CUDA device, for the memory plan's check before any model is loaded.
 //!
-//! tch has no query for it, so this asks the CUDA runtime that libtorch_cuda (loaded by
-//! [`crate::cuda_library`]) already loaded (`cudaMemGetInfo`), found with `dlopen(RTLD_NOLOAD)`: nothing new is loaded, and on a
-//! machine without CUDA the answer is simply `None`. Unverified on a GPU in this repository's
+//! tch has no query for it, so this asks the CUDA runtime (`cudaMemGetInfo`) that
+//! libtorch_cuda brought in when [`crate::cuda_library`] loaded it, found with
+//! `dlopen(RTLD_NOLOAD)`: nothing new is loaded, and on a machine without CUDA the answer is
+//! simply `None`. Unverified on a GPU in this repository's
 //! CI (no device there); `tools/gpu-check.sh` is where a device run checks it.
 
 use crate::cuda_library::{dlopen, dlsym, RTLD_LAZY, RTLD_NOLOAD};

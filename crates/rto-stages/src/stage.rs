@@ -62,7 +62,7 @@ pub fn plan_memory(
     models: &[PlannedModel],
     extra: Option<&MemoryPlan>,
 ) -> Result<bool> {
-    plan_memory_against(common, spec, models, extra, budget(common)?)
+    plan_memory_against(common, spec, models, extra, budget(common)?.as_ref())
 }
 
 /// [`plan_memory`] against a [`budget`] the caller has already read (ppo-train sizes its
@@ -72,7 +72,7 @@ pub fn plan_memory_against(
     spec: &StageSpec,
     models: &[PlannedModel],
     extra: Option<&MemoryPlan>,
-    budget: Option<Budget>,
+    budget: Option<&Budget>,
 ) -> Result<bool> {
     // A missing input is the error to see, not a plan followed by it.
     spec.check_inputs_exist()?;

@@ -564,20 +564,19 @@ pub fn cli_with_judge(args: PpoArgs, judge: Option<&dyn ResponseJudge>) -> Resul
     let forward_batch = args.settings.forward_batch();
     let (models, kv_cache) = plan::planned_models(&args, &inputs, forward_batch)?;
     let budget = stage::budget(&args.common)?;
-    let largest = match &budget {
-        Some(budget) => plan::largest_forward_batch(&args, &inputs, budget)?.map(|n| (n, budget.device.clone())),
-        None => None,
-    };
-    let planned = stage::plan_memory_against(&args.common, &spec, &models, Some(&kv_cache), budget).map_err(|err| {
-        match &largest {
-            Some((n, _)) if *n < forward_batch => err.context(format!(
+    let largest = budget.as_ref().map(|b| plan::largest_forward_batch(&args, &inputs, b)).transpose()?.flatten();
+    let planned = stage::plan_memory_against(&args.common, &spec, &models, Some(&kv_cache), budget.as_ref())
+        .map_err(|err| match largest {
+            Some(n) if n < forward_batch => err.context(format!(
                 "--local-rollout-forward-batch-size {n} (with this --generation-batch-size) is the largest the plan allows"
             )),
             _ => err,
-        }
-    })?;
-    if let Some((n, device)) = largest {
-        eprintln!("ppo: the largest --local-rollout-forward-batch-size this plan allows on {device} is {n} prompts (now {forward_batch})");
+        })?;
+    if let (Some(n), Some(budget)) = (largest, &budget) {
+        eprintln!(
+            "ppo: the largest --local-rollout-forward-batch-size this plan allows on {} is {n} prompts (now {forward_batch})",
+            budget.device
+        );
     }
     if !planned {
         return Ok(());
