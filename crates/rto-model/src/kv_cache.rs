@@ -2,6 +2,13 @@
 //!
 //! Buffers are allocated once at full length and filled in place: growing them with `cat` at
 //! every step would copy the whole cache per token.
+//!
+//! A decode step normally attends over the keys cached so far, so every step has a new shape.
+//! With [`KvCache::with_fixed_decode_width`] a single-token step attends over the whole buffer
+//! instead (the caller's bias blocks the positions not written yet), so every step of a
+//! generation has one shape: oneDNN, which serves reduced-precision CPU matmuls, compiles a
+//! kernel per new shape (see `sampling::fixed_decode_width`), and a captured CUDA graph needs
+//! fixed shapes too.
 
 use tch::Tensor;
 
@@ -11,6 +18,8 @@ pub struct KvCache {
     values: Vec<Tensor>,
     len: usize,
     capacity: usize,
+    /// Single-token appends return the whole buffer rather than the filled part.
+    fixed_decode_width: bool,
 }
 
 impl KvCache {
@@ -25,7 +34,23 @@ impl KvCache {
     ) -> Self {
         let shape = [batch, kv_heads, capacity as i64, head_dim];
         let alloc = || (0..layers).map(|_| Tensor::zeros(shape, options)).collect::<Vec<_>>();
-        Self { keys: alloc(), values: alloc(), len: 0, capacity }
+        Self { keys: alloc(), values: alloc(), len: 0, capacity, fixed_decode_width: false }
+    }
+
+    /// Makes every single-token step attend over all `capacity` positions (see the module doc);
+    /// the attention bias of such a step must then cover all of them and block the unwritten.
+    pub fn with_fixed_decode_width(mut self, on: bool) -> Self {
+        self.fixed_decode_width = on;
+        self
+    }
+
+    /// How many key positions a forward of `new` tokens appended now attends over.
+    pub fn visible_after(&self, new: usize) -> usize {
+        if self.fixed_decode_width && new == 1 {
+            self.capacity
+        } else {
+            self.len + new
+        }
     }
 
     /// Tokens already cached (the same for every layer).
@@ -42,14 +67,16 @@ impl KvCache {
     }
 
     /// Writes this step's keys/values for `layer` after the cached ones and returns views over
-    /// everything cached so far, new entries included.
+    /// the positions to attend over ([`Self::visible_after`]): everything cached so far, new
+    /// entries included, or the whole buffer for a fixed-width decode step.
     pub(crate) fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
         let new = k.size()[2];
         let end = self.len as i64 + new;
         assert!(end as usize <= self.capacity, "KV cache overflow: {end} > {}", self.capacity);
         self.keys[layer].narrow(2, self.len as i64, new).copy_(k);
         self.values[layer].narrow(2, self.len as i64, new).copy_(v);
-        (self.keys[layer].narrow(2, 0, end), self.values[layer].narrow(2, 0, end))
+        let visible = self.visible_after(new as usize) as i64;
+        (self.keys[layer].narrow(2, 0, visible), self.values[layer].narrow(2, 0, visible))
     }
 
     /// Called once per forward, after every layer appended.

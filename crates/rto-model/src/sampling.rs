@@ -85,6 +85,20 @@ impl Generation {
 
 /// Samples continuations of `prompts` (token ids, unpadded) from `model`.
 pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig, pad_id: i64) -> Result<Generation> {
+    let fixed = fixed_decode_width(model.vs.kind(), model.device());
+    generate_with_decode_width(model, prompts, config, pad_id, fixed)
+}
+
+/// [`generate`] with the decode steps' attention width chosen by the caller: over the whole KV
+/// cache (`fixed`, one shape for every step) or over the filled part. Both give the same
+/// tokens and log-probs up to rounding; tests compare them.
+pub fn generate_with_decode_width(
+    model: &CausalLm,
+    prompts: &[Vec<i64>],
+    config: &SamplingConfig,
+    pad_id: i64,
+    fixed: bool,
+) -> Result<Generation> {
     config.validate()?;
     if prompts.is_empty() {
         return Ok(Generation::default());
@@ -115,8 +129,12 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
         width + config.max_new_tokens,
         cfg.head_dim(),
         (kind, device),
-    );
+    )
+    .with_fixed_decode_width(fixed);
     let decode_bias = decode_attention_bias(&attention_mask, config.max_new_tokens, kind);
+    // Row t blocks the generated positions after step t: what a fixed-width step adds to the
+    // bias, since it sees the whole cache (one [new, prompt + new] table, a row per step).
+    let unwritten = unwritten_positions_bias(width, config.max_new_tokens, kind, device);
     let mut responses: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
     let mut finished = vec![false; prompts.len()];
     let mut step_logprobs: Vec<Tensor> = Vec::with_capacity(config.max_new_tokens);
@@ -156,7 +174,12 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
             } else {
                 tokens.view([batch, 1])
             };
-            let bias = decode_bias.narrow(3, 0, cache.len() as i64 + 1);
+            let visible = cache.visible_after(1) as i64;
+            let bias = if visible == cache.capacity() as i64 {
+                &decode_bias + unwritten.get(step as i64)
+            } else {
+                decode_bias.narrow(3, 0, visible)
+            };
             let step_positions = &last_prompt_positions + (step as i64 + 1);
             let hidden = model.decoder.forward_with_bias(&step_ids, &bias, &step_positions, Some(&mut cache));
             logits = model.logits(&hidden.squeeze_dim(1));
@@ -169,6 +192,26 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig,
     };
     let (logprobs, entropies) = (per_row(&step_logprobs)?, per_row(&step_entropies)?);
     Ok(Generation { responses, finished, logprobs, entropies })
+}
+
+/// Whether decode steps attend over the whole KV cache (fixed shapes, see `kv_cache`): on a
+/// CPU in reduced precision, where oneDNN serves the attention products and compiles kernels
+/// for every new shape. Measured on the bench's PPO command line (bf16, 5 iterations of 64
+/// steps): 125 kernel compilations, 83 ms, came from the growing decode shapes. In fp32 the
+/// products go to the BLAS, which compiles nothing, and the shorter rows are cheaper.
+pub fn fixed_decode_width(kind: Kind, device: tch::Device) -> bool {
+    device == tch::Device::Cpu && kind != Kind::Float
+}
+
+/// [new, 1, 1, prompt + new]: in row t, every generated position after step t blocked (the
+/// dtype's most negative value), the rest zero. Step t (0-based, its token the t-th new one)
+/// adds row t to the decode bias.
+fn unwritten_positions_bias(prompt: usize, new_tokens: usize, kind: Kind, device: tch::Device) -> Tensor {
+    let total = (prompt + new_tokens) as i64;
+    let keys = Tensor::arange(total, (Kind::Int64, device)).view([1, -1]);
+    let last_visible = Tensor::arange(new_tokens as i64, (Kind::Int64, device)).view([-1, 1]) + prompt as i64;
+    let blocked = keys.gt_tensor(&last_visible);
+    (blocked.to_kind(kind) * crate::llama::blocked_value(kind)).view([new_tokens as i64, 1, 1, total])
 }
 
 /// The attention bias of every decode step at once, [B, 1, 1, prompt + new]: prompt padding is

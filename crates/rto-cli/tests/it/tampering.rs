@@ -6,37 +6,27 @@
 use crate::support;
 
 use crate::support::files::{flip_middle_byte, truncate_half};
-use crate::support::{copy_dir, fixture, snapshot, snapshot_diff, ANNOTATE_FLAGS, PREF_FLAGS};
+use crate::support::{fixture, snapshot, snapshot_diff, StoreCopy, ANNOTATE_FLAGS, PREF_FLAGS};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// A private copy of the fixture's store and its artifacts' paths inside the copy.
+/// A private copy of the fixture's store (its artifacts' paths through `Deref`), removed on drop.
 struct Copy {
     _tmp: tempfile::TempDir,
-    store: PathBuf,
-    sft: PathBuf,
-    dpo: PathBuf,
-    rm: PathBuf,
-    pairs_file: PathBuf,
-    annotate: PathBuf,
+    stored: StoreCopy,
+}
+
+impl std::ops::Deref for Copy {
+    type Target = StoreCopy;
+    fn deref(&self) -> &StoreCopy {
+        &self.stored
+    }
 }
 
 impl Copy {
     fn new() -> Copy {
-        let f = fixture();
         let tmp = support::scratch();
-        let store = tmp.path().join("store");
-        copy_dir(&f.store, &store);
-        let moved = |p: &Path| store.join(p.strip_prefix(&f.store).unwrap());
-        Copy {
-            sft: moved(&f.sft),
-            dpo: moved(&f.dpo),
-            rm: moved(&f.rm),
-            pairs_file: moved(&f.pairs_file),
-            annotate: moved(&f.annotate),
-            store,
-            _tmp: tmp,
-        }
+        Copy { stored: StoreCopy::at(tmp.path().join("store")), _tmp: tmp }
     }
 
     /// The exact flags the fixture ran a stage with, pointed at this copy (paths never enter

@@ -327,3 +327,31 @@ fn sampled_logprobs_equal_a_full_forward_under_the_unmodified_distribution() {
     assert!(worst <= 1e-5, "sampled vs full-forward log-probs differ by {worst:e}");
     assert!(worst_entropy <= 1e-5, "sampled vs full-forward entropies differ by {worst_entropy:e}");
 }
+
+/// Decode steps over the whole KV cache (fixed shapes; the unwritten positions blocked by the
+/// bias) sample what steps over the filled part sample: the same tokens, and log-probs and
+/// entropies within 1e-6 in fp32 and within bf16 rounding in bf16 (where `generate` picks the
+/// fixed width on a CPU).
+#[test]
+fn fixed_width_decode_samples_what_growing_width_decode_samples() {
+    let hf = hf_model("llama-gqa");
+    let prompts: Vec<Vec<i64>> = vec![vec![5, 17, 33, 8, 91, 44], vec![21, 3, 77], vec![88, 14, 56, 4, 9]];
+    let config =
+        SamplingConfig { max_new_tokens: 12, temperature: 0.9, stop_ids: vec![2], seed: 3, ..Default::default() };
+    for (kind, tolerance) in [(Kind::Float, 1e-6f32), (Kind::BFloat16, 2e-2)] {
+        let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, kind).unwrap();
+        let run = |fixed| rto_model::sampling::generate_with_decode_width(&model, &prompts, &config, 0, fixed).unwrap();
+        let (growing, fixed) = (run(false), run(true));
+        assert_eq!(fixed.responses, growing.responses, "{kind:?}: sampled tokens");
+        assert!(growing.responses.iter().all(|r| r.len() > 3), "{kind:?}: the rows decode several steps");
+        let worst = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+            a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+        };
+        let logprob_gap = worst(&fixed.logprobs, &growing.logprobs);
+        let entropy_gap = worst(&fixed.entropies, &growing.entropies);
+        assert!(logprob_gap <= tolerance, "{kind:?}: log-probs differ by {logprob_gap:e}");
+        assert!(entropy_gap <= tolerance, "{kind:?}: entropies differ by {entropy_gap:e}");
+    }
+    assert!(rto_model::sampling::fixed_decode_width(Kind::BFloat16, Device::Cpu));
+    assert!(!rto_model::sampling::fixed_decode_width(Kind::Float, Device::Cpu));
+}

@@ -8,23 +8,26 @@
 
 use crate::support;
 
-use crate::support::{copy_dir, fixture, snapshot, snapshot_diff, ANNOTATE_FLAGS, PREF_FLAGS, SFT_FLAGS};
+use crate::support::{copy_dir, fixture, snapshot, snapshot_diff, StoreCopy, ANNOTATE_FLAGS, PREF_FLAGS, SFT_FLAGS};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Everything a case's argument builder may point at: copies of the fixture's artifacts in a
-/// private store, and a scratch folder (outside the store) for the broken inputs.
+/// private store (reached through `Deref`), and a scratch folder (outside the store) for the
+/// broken inputs.
 struct Ctx {
     dir: PathBuf,
-    store: PathBuf,
-    sft: PathBuf,
-    dpo: PathBuf,
-    rm: PathBuf,
-    pairs_file: PathBuf,
-    annotate: PathBuf,
+    stored: StoreCopy,
     sft_data: PathBuf,
     prompts: PathBuf,
     model_config: PathBuf,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = StoreCopy;
+    fn deref(&self) -> &StoreCopy {
+        &self.stored
+    }
 }
 
 fn s(p: &Path) -> String {
@@ -34,22 +37,14 @@ fn s(p: &Path) -> String {
 impl Ctx {
     fn new(dir: &Path) -> Ctx {
         let f = fixture();
-        let store = dir.join("store");
-        copy_dir(&f.store, &store);
-        let moved = |p: &Path| store.join(p.strip_prefix(&f.store).unwrap());
         let inputs = dir.join("inputs");
         fs::create_dir_all(&inputs).unwrap();
         Ctx {
             dir: inputs,
-            sft: moved(&f.sft),
-            dpo: moved(&f.dpo),
-            rm: moved(&f.rm),
-            pairs_file: moved(&f.pairs_file),
-            annotate: moved(&f.annotate),
+            stored: StoreCopy::at(dir.join("store")),
             sft_data: f.sft_data.clone(),
             prompts: f.prompts.clone(),
             model_config: f.model_config.clone(),
-            store,
         }
     }
 

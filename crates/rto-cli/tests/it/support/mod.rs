@@ -278,6 +278,35 @@ fn build_fixture() -> Fixture {
     Fixture { dir, store, model_config, tokenizer, sft_data, prompts, sft, pairs, pairs_file, dpo, rm, annotate }
 }
 
+/// A private copy of the fixture's store with the fixture's artifacts re-rooted inside it, for
+/// tests that damage inputs or check that a store stays unchanged. Paths never enter keys, so
+/// stages run against the copy meet the fixture's cache entries.
+pub struct StoreCopy {
+    pub store: PathBuf,
+    pub sft: PathBuf,
+    pub dpo: PathBuf,
+    pub rm: PathBuf,
+    pub pairs_file: PathBuf,
+    pub annotate: PathBuf,
+}
+
+impl StoreCopy {
+    /// Copies the fixture's store to `store` (which must not exist yet).
+    pub fn at(store: PathBuf) -> StoreCopy {
+        let f = fixture();
+        copy_dir(&f.store, &store);
+        let moved = |p: &Path| store.join(p.strip_prefix(&f.store).unwrap());
+        StoreCopy {
+            sft: moved(&f.sft),
+            dpo: moved(&f.dpo),
+            rm: moved(&f.rm),
+            pairs_file: moved(&f.pairs_file),
+            annotate: moved(&f.annotate),
+            store,
+        }
+    }
+}
+
 /// Copies a folder (flat or nested) to `dest`, e.g. to tamper with a model folder without
 /// touching the fixture's store.
 pub fn copy_dir(src: &Path, dest: &Path) {
