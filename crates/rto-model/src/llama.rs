@@ -106,6 +106,16 @@ fn apply_rotary(xs: &Tensor, cos: &Tensor, signed_sin: &Tensor) -> Tensor {
     xs * cos + xs.roll([half].as_slice(), [3].as_slice()) * signed_sin
 }
 
+/// The first `first` and the next `second` entries of `xs` along `dim`, as views. One split op
+/// whose backward is one concatenation: two `narrow`s would each back-propagate a zero-filled
+/// gradient of the whole tensor, summed afterwards (measured: 5 % of a bf16 PPO update's
+/// main-thread samples in `slice_backward`).
+fn split_pair(xs: &Tensor, dim: i64, first: i64, second: i64) -> (Tensor, Tensor) {
+    let mut parts = xs.split_with_sizes([first, second].as_slice(), dim);
+    let second = parts.pop().expect("split_with_sizes returns one tensor per size");
+    (parts.pop().expect("split_with_sizes returns one tensor per size"), second)
+}
+
 /// Where one Hugging Face tensor lives inside a fused variable: rows offset..offset+len.
 #[derive(Debug, Clone)]
 pub struct FusedPart {
@@ -329,10 +339,10 @@ impl Attention {
         let (heads, kv_heads) = (self.heads, self.kv_heads);
         let qkv = self.qkv_proj.forward(xs).view([batch, len, heads + 2 * kv_heads, self.head_dim]).transpose(1, 2);
         // q and k share the rotation: one rotary application over their heads together.
-        let qk = apply_rotary(&qkv.narrow(1, 0, heads + kv_heads), &rope.0, &rope.1);
-        let q = qk.narrow(1, 0, heads);
-        let k = qk.narrow(1, heads, kv_heads);
-        let v = qkv.narrow(1, heads + kv_heads, kv_heads);
+        // Splits rather than narrows: the same views, but the backward concatenates the parts'
+        // gradients instead of zero-filling a full-size gradient per part and summing them.
+        let (qk, v) = split_pair(&qkv, 1, heads + kv_heads, kv_heads);
+        let (q, k) = split_pair(&apply_rotary(&qk, &rope.0, &rope.1), 1, heads, kv_heads);
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k, &v),
             None => (k, v),
@@ -361,8 +371,7 @@ impl Mlp {
 
     fn forward(&self, xs: &Tensor) -> Tensor {
         let gate_up = self.gate_up_proj.forward(xs);
-        let gate = gate_up.narrow(-1, 0, self.intermediate);
-        let up = gate_up.narrow(-1, self.intermediate, self.intermediate);
+        let (gate, up) = split_pair(&gate_up, -1, self.intermediate, self.intermediate);
         self.down_proj.forward(&(gate.silu() * up))
     }
 }
