@@ -13,6 +13,7 @@ pub mod config;
 pub mod cuda_library;
 pub mod cuda_memory;
 pub mod device;
+pub mod grad_mode;
 pub mod kv_cache;
 pub mod llama;
 pub mod lora;

@@ -179,7 +179,7 @@ impl Adapter {
     /// requires grad (grad mode on, A trainable). These are the training forwards, where PEFT's
     /// modules are in train mode (dropout on).
     pub(crate) fn builds_graph(&self) -> bool {
-        self.state.enabled() && self.a.narrow(0, 0, 0).requires_grad()
+        self.state.enabled() && crate::grad_mode::records_op(&[&self.a])
     }
 
     /// scale · B·A [out, in] in fp32: what merging adds to the base weight.

@@ -355,3 +355,24 @@ fn fixed_width_decode_samples_what_growing_width_decode_samples() {
     assert!(rto_model::sampling::fixed_decode_width(Kind::BFloat16, Device::Cpu));
     assert!(!rto_model::sampling::fixed_decode_width(Kind::Float, Device::Cpu));
 }
+
+/// The no-graph bf16 RmsNorm (its product written straight into the bf16 result) gives the
+/// bytes the graph-building path gives: logits of a bf16 forward under `no_grad` equal, bit for
+/// bit, those of the same forward recorded for a backward.
+#[test]
+fn bf16_forward_without_a_graph_equals_the_recorded_forward_bitwise() {
+    let hf = hf_model("llama-gqa");
+    let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::BFloat16).unwrap();
+    let (ids, mask) = padded_batch();
+    let (ids, mask) = (to_tensor(&ids), to_tensor(&mask));
+    assert!(rto_model::grad_mode::enabled());
+    let recorded = model.forward_logits(&ids, &mask);
+    assert!(recorded.requires_grad(), "the forward in grad mode builds a graph");
+    let plain = tch::no_grad(|| {
+        assert!(!rto_model::grad_mode::enabled());
+        model.forward_logits(&ids, &mask)
+    });
+    assert!(rto_model::grad_mode::enabled(), "no_grad restores the mode");
+    assert!(!plain.requires_grad());
+    assert!(plain.equal(&recorded.detach()), "no-graph and recorded bf16 logits differ");
+}
