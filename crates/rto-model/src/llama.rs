@@ -584,8 +584,13 @@ pub fn attention_bias(attention_mask: &Tensor, len: i64, past: usize, kind: Kind
     let queries = Tensor::arange(len, (Kind::Int64, device)).view([-1, 1]) + past as i64;
     let causal = keys.le_tensor(&queries).view([1, 1, len, total]);
     let not_pad = attention_mask.ne(0).view([-1, 1, 1, total]);
-    let allowed = causal.logical_and(&not_pad);
-    allowed.logical_not().to_kind(kind) * blocked_value(kind)
+    blocked_bias(&causal.logical_and(&not_pad).logical_not(), kind)
+}
+
+/// An additive attention bias in `kind` from a boolean tensor of blocked entries: zero where
+/// attention is allowed, [`blocked_value`] where `blocked` is true.
+pub fn blocked_bias(blocked: &Tensor, kind: Kind) -> Tensor {
+    blocked.to_kind(kind) * blocked_value(kind)
 }
 
 /// The additive bias of a blocked attention entry: the dtype's most negative finite value.

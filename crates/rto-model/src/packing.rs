@@ -12,7 +12,7 @@
 //! same tensors; they agree within float rounding (the GEMMs see other shapes).
 
 use crate::batch::{token_logprobs, SequenceBatch, TokenOutputs};
-use crate::llama::blocked_value;
+use crate::llama::blocked_bias;
 use crate::model::CausalLm;
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
@@ -146,8 +146,7 @@ impl PackedBatch {
         let keys = Tensor::arange(c, (Kind::Int64, device)).view([1, -1]);
         let queries = Tensor::arange(c, (Kind::Int64, device)).view([-1, 1]);
         let causal = keys.le_tensor(&queries).view([1, 1, c, c]);
-        let allowed = same.logical_and(&real).logical_and(&causal);
-        allowed.logical_not().to_kind(kind) * blocked_value(kind)
+        blocked_bias(&same.logical_and(&real).logical_and(&causal).logical_not(), kind)
     }
 
     /// Final hidden states, flattened: [N·C, H].
