@@ -45,7 +45,7 @@ impl KvCache {
     }
 
     /// How many key positions a forward of `new` tokens appended now attends over.
-    pub fn visible_after(&self, new: usize) -> usize {
+    fn visible_after(&self, new: usize) -> usize {
         if self.fixed_decode_width && new == 1 {
             self.capacity
         } else {

@@ -134,7 +134,7 @@ pub fn generate_with_decode_width(
     let decode_bias = decode_attention_bias(&attention_mask, config.max_new_tokens, kind);
     // Row t blocks the generated positions after step t: what a fixed-width step adds to the
     // bias, since it sees the whole cache (one [new, prompt + new] table, a row per step).
-    let unwritten = unwritten_positions_bias(width, config.max_new_tokens, kind, device);
+    let unwritten = fixed.then(|| unwritten_positions_bias(width, config.max_new_tokens, kind, device));
     let mut responses: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
     let mut finished = vec![false; prompts.len()];
     let mut step_logprobs: Vec<Tensor> = Vec::with_capacity(config.max_new_tokens);
@@ -174,11 +174,9 @@ pub fn generate_with_decode_width(
             } else {
                 tokens.view([batch, 1])
             };
-            let visible = cache.visible_after(1) as i64;
-            let bias = if visible == cache.capacity() as i64 {
-                &decode_bias + unwritten.get(step as i64)
-            } else {
-                decode_bias.narrow(3, 0, visible)
+            let bias = match &unwritten {
+                Some(rows) => &decode_bias + rows.get(step as i64),
+                None => decode_bias.narrow(3, 0, cache.len() as i64 + 1),
             };
             let step_positions = &last_prompt_positions + (step as i64 + 1);
             let hidden = model.decoder.forward_with_bias(&step_ids, &bias, &step_positions, Some(&mut cache));
@@ -211,7 +209,7 @@ fn unwritten_positions_bias(prompt: usize, new_tokens: usize, kind: Kind, device
     let keys = Tensor::arange(total, (Kind::Int64, device)).view([1, -1]);
     let last_visible = Tensor::arange(new_tokens as i64, (Kind::Int64, device)).view([-1, 1]) + prompt as i64;
     let blocked = keys.gt_tensor(&last_visible);
-    (blocked.to_kind(kind) * crate::llama::blocked_value(kind)).view([new_tokens as i64, 1, 1, total])
+    crate::llama::blocked_bias(&blocked, kind).view([new_tokens as i64, 1, 1, total])
 }
 
 /// The attention bias of every decode step at once, [B, 1, 1, prompt + new]: prompt padding is
@@ -221,7 +219,7 @@ fn decode_attention_bias(prompt_mask: &Tensor, new_tokens: usize, kind: Kind) ->
     let batch = prompt_mask.size()[0];
     let generated = Tensor::ones([batch, new_tokens as i64], (Kind::Int64, prompt_mask.device()));
     let visible = Tensor::cat(&[prompt_mask, &generated], 1);
-    (visible.eq(0).to_kind(kind) * crate::llama::blocked_value(kind)).view([batch, 1, 1, -1])
+    crate::llama::blocked_bias(&visible.eq(0), kind).view([batch, 1, 1, -1])
 }
 
 fn left_pad(prompts: &[Vec<i64>], pad_id: i64, width: usize) -> (Vec<i64>, Vec<i64>) {
