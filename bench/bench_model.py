@@ -218,8 +218,10 @@ def main():
         for row in scaling_rows():
             rows.append((f"{row['bench']} ({row['unit']})", row["rto"], row["peer"], row["peer_name"], row["note"]))
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}; "
-          f"device {args.device}, size {args.size}, generation dtype {args.dtype}")
+    import bench_stages
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores of {bench_stages.cpu_model()} (bf16 instructions: "
+          f"{'yes' if bench_stages.native_bf16() else 'no'}), {gpu}, torch {torch.__version__}; device {args.device}, "
+          f"size {args.size}, generation dtype {args.dtype}, stage rows in {bench_stages.PRECISION}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"{'bench':<52} {'rto':>10} {'peer':>10} {'ratio':>7}  peer")
     for name, a, b, peer_name, *note in rows:

@@ -21,9 +21,10 @@ carries the CPU-time ratio (child rusage for ours, process_time around the timed
 theirs), which moves less than wall time when other jobs share the cores; the PPO row also the
 iteration-loop ratio (ours Σ time/total against their train(), startup excluded on both sides).
 
-Precision: the PPO, RTO and annotate rows run both sides in --precision (default bf16, see
-PRECISION). Rows marked "(ours)" compare two runs of ours: with the speed flags vs without,
-and bf16 vs fp32, so each change's share of the ratio is in the same run.
+Precision: the PPO, RTO and annotate rows run both sides in --precision (default: bf16 on a
+CPU with bf16 instructions, fp32 elsewhere; see PRECISION). Rows marked "(ours)" compare two
+runs of ours: with the speed flags vs without, and the bench's precision vs the other one, so
+each change's share of the ratio is in the same run.
 
 Standalone: .venv/bin/python bench/bench_stages.py --reps 3
 """
@@ -55,12 +56,34 @@ THREADS = os.cpu_count()  # intra-op threads of both sides; --threads changes it
 # The precision of both sides' PPO and annotate rows (--precision). bf16: ours runs --bf16 (bf16
 # weights and matmuls, fp32 master weights and Adam moments, fp32 log-probs); theirs loads the
 # frozen models (reference, reward model, DPO model) in bf16 and runs the trained ones (policy,
-# value model) under CPU autocast to bf16 over fp32 weights, log-softmax in fp32. bf16 is the
-# default because it is the faster for ours on a CPU with AVX-512 BF16 (this one; measured by
-# the rows "PPO bf16 vs fp32" and "annotate bf16 vs fp32"), and the peers get it too. The DPO
-# row stays fp32 on both sides.
-PRECISION = "bf16"
-OURS_ROUNDS = 7  # rounds of the ours-only PPO comparisons (RTO mode, speed flags, fp32)
+# value model) under CPU autocast to bf16 over fp32 weights, log-softmax in fp32. The default is
+# the precision that is the faster for ours on this CPU, and the peers get it too: bf16 where the
+# CPU has bf16 instructions (AVX-512 BF16 or AMX: measured 1.24x PPO and 1.46x annotate over
+# fp32 on a Xeon with AVX-512 BF16, 2026-12-03), fp32 where libtorch must emulate bf16 (measured
+# 10x slower than fp32 on an AMD EPYC with AVX2, the same day). The rows "PPO A vs B" and
+# "annotate A vs B" measure the other precision in the same run. The DPO row is fp32 on both sides.
+def native_bf16():
+    """Whether the CPU has bf16 instructions (rto_model::precision::cpu_has_native_bf16's rule)."""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith(("flags", "Features")))
+    except (OSError, StopIteration):
+        return False
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(flags.split(":", 1)[-1].split()))
+
+
+def cpu_model():
+    try:
+        return next(l for l in open("/proc/cpuinfo") if l.startswith("model name")).split(":", 1)[1].strip()
+    except (OSError, StopIteration):
+        return "an unknown CPU"
+
+
+PRECISION = "bf16" if native_bf16() else "fp32"
+OURS_ROUNDS = 7  # rounds of the ours-only PPO comparisons (RTO mode, speed flags)
+
+
+def other_precision():
+    return "fp32" if PRECISION == "bf16" else "bf16"
 ANNOTATE = dict(batch_size=64, beta1=0.05, clip=0.05)  # sequences per forward (a pair is two)
 
 
@@ -351,17 +374,19 @@ def response_tokens(inp):
 def rows(reps: int) -> list:
     inp = prepare()
     tokens, pairs = response_tokens(inp)
-    # (ours, theirs) result dicts; the *_plain and *_fp32 keys are ours only: the same run without
-    # the speed flags, and in fp32 (when the rows run in bf16), to say what each one moved.
-    keys = ("dpo", "ppo", "rto", "annotate", "ppo_self", "ppo_plain", "ppo_fp32", "annotate_fp32")
+    # (ours, theirs) result dicts; the *_plain and *_other keys are ours only: the same run without
+    # the speed flags, and in the other precision, to say what each one moved.
+    other = other_precision()
+    keys = ("dpo", "ppo", "rto", "annotate", "ppo_self", "ppo_plain", "ppo_other", "annotate_other")
     runs = {k: ([], []) for k in keys}
     for _ in range(reps):  # alternate: each round runs every pair, ours then theirs
         runs["dpo"][0].append(ours("dpo-train", dpo_args(inp)))
         runs["dpo"][1].append(theirs("dpo", inp))
         runs["ppo"][0].append(ours("ppo-train", ppo_args(inp, "ppo")))
         runs["ppo"][1].append(theirs("ppo", inp))
-        if PRECISION != "fp32":
-            runs["annotate_fp32"][0].append(ours("token-reward-annotate", annotate_args(inp, precision="fp32")))
+        # `reps` rounds, not OURS_ROUNDS: where bf16 is emulated these runs are 10x longer.
+        runs["ppo_other"][0].append(ours("ppo-train", ppo_args(inp, "ppo", precision=other)))
+        runs["annotate_other"][0].append(ours("token-reward-annotate", annotate_args(inp, precision=other)))
         runs["annotate"][0].append(ours("token-reward-annotate", annotate_args(inp)))
         runs["annotate"][1].append(theirs("annotate", inp))
     # The ours-only PPO comparisons are cheap, and RTO's extra forward is ~5 % of an iteration,
@@ -371,14 +396,11 @@ def rows(reps: int) -> list:
         runs["ppo_self"][0].append(ours("ppo-train", ppo_args(inp, "ppo")))
         runs["rto"][0].append(ours("ppo-train", ppo_args(inp, "rto")))
         runs["ppo_plain"][0].append(ours("ppo-train", ppo_args(inp, "ppo", fast=False)))
-        if PRECISION != "fp32":
-            runs["ppo_fp32"][0].append(ours("ppo-train", ppo_args(inp, "ppo", precision="fp32")))
     med = {k: tuple(statistics.median(r[what] for r in side) if side else None for side in v for what in ("secs", "cpu"))
            for k, v in runs.items()}  # k -> (ours wall, ours cpu, theirs wall, theirs cpu)
     # The ours-only rows: (the row's "rto" side, its "peer" side), both runs of ours.
-    sides = {"rto": ("rto", "ppo_self"), "ppo_plain": ("ppo_self", "ppo_plain")}
-    if PRECISION != "fp32":
-        sides.update(ppo_fp32=("ppo_self", "ppo_fp32"), annotate_fp32=("annotate", "annotate_fp32"))
+    sides = {"rto": ("rto", "ppo_self"), "ppo_plain": ("ppo_self", "ppo_plain"),
+             "ppo_other": ("ppo_self", "ppo_other"), "annotate_other": ("annotate", "annotate_other")}
     for key, (a, b) in sides.items():
         med[key] = med[a][:2] + med[b][:2]
     info = {k: v[1][-1] for k, v in runs.items() if v[1]}
@@ -416,14 +438,11 @@ def rows(reps: int) -> list:
     ours_rows = [
         row("ppo_plain", f"PPO with {' '.join(FAST_PPO)} vs without, {n} it", "it/s", n,
             "ppo-train --mode ppo without them (ours)", f"without: {split('ppo_plain')}"),
+        row("ppo_other", f"PPO {PRECISION} vs {other}, {n} it", "it/s", n, f"ppo-train --mode ppo in {other} (ours)",
+            f"{other}: {split('ppo_other')}; {len(runs['ppo_other'][0])} rounds"),
+        row("annotate_other", f"annotate {PRECISION} vs {other}", "tok/s", tokens,
+            f"token-reward-annotate in {other} (ours)", "both with --packing-samples"),
     ]
-    if PRECISION != "fp32":
-        ours_rows += [
-            row("ppo_fp32", f"PPO {PRECISION} vs fp32, {n} it", "it/s", n, "ppo-train --mode ppo in fp32 (ours)",
-                f"fp32: {split('ppo_fp32')}"),
-            row("annotate_fp32", f"annotate {PRECISION} vs fp32", "tok/s", tokens,
-                "token-reward-annotate in fp32 (ours)", "both with --packing-samples"),
-        ]
     return [
         row("dpo", f"DPO epoch, {pairs} pairs, batch {DPO['batch_size']}", "pairs/s", pairs,
             f"TRL {info['dpo']['trl']} DPOTrainer",
@@ -450,7 +469,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads, both sides")
     parser.add_argument("--iterations", type=int, default=PPO["iterations"], help="PPO iterations")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=PRECISION,
-                        help="both sides' precision in the PPO, RTO and annotate rows (see PRECISION)")
+                        help="both sides' precision in the PPO, RTO and annotate rows (see PRECISION; "
+                             f"this CPU's default: {PRECISION})")
     parser.add_argument("--peer", choices=["dpo", "ppo", "annotate"], help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -467,8 +487,8 @@ def main():
     print(f"{'bench':<40} {'rto':>9} {'peer':>9} {'ratio':>7}  {'unit':<8} peer / note")
     for r in table:
         print(f"{r['bench']:<40} {r['rto']:>9.4g} {r['peer']:>9.4g} {r['ratio']:>6.2f}x  {r['unit']:<8} {r['peer_name']}; {r['note']}")
-    print(f"({args.reps} rounds, medians; {THREADS} threads each side; {os.cpu_count()} cores; "
-          f"load average {os.getloadavg()[0]:.1f} at the end; {time.perf_counter() - start:.0f}s)")
+    print(f"({args.reps} rounds, medians; {THREADS} threads each side; {os.cpu_count()} cores of {cpu_model()}; "
+          f"{PRECISION} (bf16 instructions: {'yes' if native_bf16() else 'no'}); load average {os.getloadavg()[0]:.1f} at the end; {time.perf_counter() - start:.0f}s)")
     if args.json:
         json.dump(table, open(args.json, "w"), indent=1)
 

@@ -196,9 +196,15 @@ fn launch() -> Result<Option<rto_dist::Launch>> {
     rto_dist::Launch::from_env().context("reading the launch environment (torchrun or Slurm)")
 }
 
-/// The precision of `--bf16`: the dtype every model of the stage is loaded and run in.
+/// The precision of `--bf16`: the dtype every model of the stage is loaded and run in. Warns
+/// once per process when bf16 would run emulated on this CPU.
 pub fn precision(common: &CommonArgs) -> Precision {
-    Precision::from_bf16_flag(common.bf16)
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let precision = Precision::from_bf16_flag(common.bf16);
+    if let Some(warning) = rto_model::precision::emulated_bf16_warning(precision, common.device.trim() == "cpu") {
+        WARNED.call_once(|| eprintln!("warning: {warning}"));
+    }
+    precision
 }
 
 /// The dtype a training stage saves its model in: `--save-dtype`, or for `auto` the dtype the
