@@ -58,12 +58,13 @@ THREADS = os.cpu_count()  # intra-op threads of both sides; --threads changes it
 # frozen models (reference, reward model, DPO model) in bf16 and runs the trained ones (policy,
 # value model) under CPU autocast to bf16 over fp32 weights, log-softmax in fp32. The default is
 # the precision that is the faster for ours on this CPU, and the peers get it too: bf16 where the
-# CPU has bf16 instructions (AVX-512 BF16 or AMX: measured 1.24x PPO and 1.46x annotate over
-# fp32 on a Xeon with AVX-512 BF16, 2026-12-03), fp32 where libtorch must emulate bf16 (measured
-# 10x slower than fp32 on an AMD EPYC with AVX2, the same day). The rows "PPO A vs B" and
-# "annotate A vs B" measure the other precision in the same run. The DPO row is fp32 on both sides.
+# CPU has bf16 instructions (AVX-512 BF16, AMX; measured 1.24x PPO and 1.46x annotate over fp32
+# on a 2-core AMD EPYC with AVX-512 BF16, 2026-12-03), fp32 elsewhere (on a 2-core AMD EPYC
+# with AVX2 only, libtorch's bf16 matmuls fall back to unblocked loops: 9-10x slower than fp32,
+# the same day; rto_model::precision::Bf16Matmuls). The rows "PPO A vs B" and "annotate A vs B"
+# measure the other precision in the same run. The DPO row is fp32 on both sides.
 def native_bf16():
-    """Whether the CPU has bf16 instructions (rto_model::precision::cpu_has_native_bf16's rule)."""
+    """Whether the CPU has bf16 instructions (rto_model::precision::Bf16Matmuls::Native)."""
     try:
         flags = next(l for l in open("/proc/cpuinfo") if l.startswith(("flags", "Features")))
     except (OSError, StopIteration):
