@@ -63,28 +63,26 @@ THREADS = os.cpu_count()  # intra-op threads of both sides; --threads changes it
 # with AVX2 only, libtorch's bf16 matmuls fall back to unblocked loops: 9-10x slower than fp32,
 # the same day; rto_model::precision::Bf16Matmuls). The rows "PPO A vs B" and "annotate A vs B"
 # measure the other precision in the same run. The DPO row is fp32 on both sides.
+def cpuinfo_value(*keys):
+    """The value of the first /proc/cpuinfo line starting with one of `keys` ("" if none)."""
+    try:
+        line = next(l for l in open("/proc/cpuinfo") if l.startswith(keys))
+    except (OSError, StopIteration):
+        return ""
+    return line.split(":", 1)[-1].strip()
+
+
 def native_bf16():
     """Whether the CPU has bf16 instructions (rto_model::precision::Bf16Matmuls::Native)."""
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith(("flags", "Features")))
-    except (OSError, StopIteration):
-        return False
-    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(flags.split(":", 1)[-1].split()))
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(cpuinfo_value("flags", "Features").split()))
 
 
 def cpu_model():
-    try:
-        return next(l for l in open("/proc/cpuinfo") if l.startswith("model name")).split(":", 1)[1].strip()
-    except (OSError, StopIteration):
-        return "an unknown CPU"
+    return cpuinfo_value("model name") or "an unknown CPU"
 
 
 PRECISION = "bf16" if native_bf16() else "fp32"
 OURS_ROUNDS = 7  # rounds of the ours-only PPO comparisons (RTO mode, speed flags)
-
-
-def other_precision():
-    return "fp32" if PRECISION == "bf16" else "bf16"
 ANNOTATE = dict(batch_size=64, beta1=0.05, clip=0.05)  # sequences per forward (a pair is two)
 
 
@@ -364,6 +362,10 @@ def peer_annotate(inp):
     return dict(secs=secs, cpu=cpu, tokens=tokens, sequences=len(seqs))
 
 
+def other_precision():
+    return "fp32" if PRECISION == "bf16" else "bf16"
+
+
 def response_tokens(inp):
     """Response tokens (chosen + rejected, EOS included) of the usable pairs: the annotate work."""
     pairs = encode_pairs(tokenizer_of(inp["sft"]), inp["pairs"])
@@ -385,7 +387,7 @@ def rows(reps: int) -> list:
         runs["dpo"][1].append(theirs("dpo", inp))
         runs["ppo"][0].append(ours("ppo-train", ppo_args(inp, "ppo")))
         runs["ppo"][1].append(theirs("ppo", inp))
-        # `reps` rounds, not OURS_ROUNDS: where bf16 is emulated these runs are 10x longer.
+        # `reps` rounds, not OURS_ROUNDS: where bf16 matmuls fall back to loops these runs are 10x longer.
         runs["ppo_other"][0].append(ours("ppo-train", ppo_args(inp, "ppo", precision=other)))
         runs["annotate_other"][0].append(ours("token-reward-annotate", annotate_args(inp, precision=other)))
         runs["annotate"][0].append(ours("token-reward-annotate", annotate_args(inp)))

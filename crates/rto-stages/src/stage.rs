@@ -199,11 +199,14 @@ fn launch() -> Result<Option<rto_dist::Launch>> {
 /// The precision of `--bf16`: the dtype every model of the stage is loaded and run in. Warns
 /// once per process when bf16 matmuls would fall back to libtorch's slow loops on this CPU.
 pub fn precision(common: &CommonArgs) -> Precision {
-    static WARNED: std::sync::Once = std::sync::Once::new();
+    // A stage asks several times with the same flags: /proc/cpuinfo is read on the first only.
+    static CHECKED: std::sync::Once = std::sync::Once::new();
     let precision = Precision::from_bf16_flag(common.bf16);
-    if let Some(warning) = rto_model::precision::slow_bf16_warning(precision, common.device.trim() == "cpu") {
-        WARNED.call_once(|| eprintln!("warning: {warning}"));
-    }
+    CHECKED.call_once(|| {
+        if let Some(warning) = rto_model::precision::slow_bf16_warning(precision, common.device.trim() == "cpu") {
+            eprintln!("warning: {warning}");
+        }
+    });
     precision
 }
 
