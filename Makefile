@@ -13,7 +13,7 @@ GLOO_DIR := .deps/gloo
 GLOO_HEADERS := $(GLOO_DIR)/usr/include/gloo/context.h
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup build lint test demo replicate replicate-quick check-results bench bench-scale bench-pins clean-runs
+.PHONY: all setup build lint test demo replicate replicate-quick check-results bench bench-scale bench-pins build-cuda clean-runs
 
 all: build
 
@@ -46,6 +46,19 @@ setup: $(VENV)/.ready $(CARGO_CONFIG) $(GLOO_HEADERS)
 
 build: setup
 	cargo build --release
+
+# The GPU build, for a lent GPU machine (README "GPU"; not part of `make test`): CUDA graphs
+# (rto-cuda/graphs) and NCCL (rto-dist/nccl) compile against CUDA headers that the torch wheel's
+# cu13 runtime lacks; these two header-only wheels, of that runtime's release, provide them. Its
+# own target folder, so the CPU build stays as it is (its binaries do not load CUDA's libraries).
+CUDA_HEADERS := $(VENV)/.cuda-headers
+$(CUDA_HEADERS): $(VENV)/.ready
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps \
+		nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
+	touch $@
+
+build-cuda: setup $(CUDA_HEADERS)
+	cargo build --release --target-dir target/cuda --features rto-cuda/graphs,rto-dist/nccl
 
 # The gate `make test` starts with: the tree as rustfmt.toml formats it, and no clippy warning.
 lint: setup

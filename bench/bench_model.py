@@ -141,7 +141,7 @@ class TorchDpoStep:
         return self.ids.numel()
 
 
-def ours(what, reps):
+def ours(what, reps, extra=()):
     # Let this process's OpenMP workers stop spinning (they busy-wait after torch work) so they
     # do not steal the cores the subprocess is about to use.
     time.sleep(1.0)
@@ -149,7 +149,7 @@ def ours(what, reps):
     shape = {"generate": ["--batch", str(ARGS.gen_batch), "--prompt-len", str(ARGS.prompt_len),
                           "--new-tokens", str(ARGS.new_tokens), "--dtype", ARGS.dtype],
              "dpo-step": ["--pairs", str(ARGS.pairs), "--seq-len", str(ARGS.seq_len)]}[what]
-    out = subprocess.run([BENCH_BIN, what, *common, *shape], check=True, capture_output=True, text=True)
+    out = subprocess.run([BENCH_BIN, what, *common, *shape, *extra], check=True, capture_output=True, text=True)
     return [json.loads(line)["tokens_per_s"] for line in out.stdout.splitlines() if line.startswith("{")]
 
 
@@ -193,6 +193,9 @@ def main():
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--no-stages", action="store_true", help="only the model-core rows")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="also time our generation with its decode steps replayed from a CUDA graph "
+                             "(a build with `make build-cuda`), in the same rounds")
     parser.add_argument("--no-scaling", action="store_true", help="no 2-ranks-vs-1 rows")
     ARGS = args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
@@ -202,12 +205,21 @@ def main():
         ("generate (tok/s)", "generate", theirs_generate, "transformers generate"),
         ("dpo_step (tok/s)", "dpo-step", theirs_dpo, "PyTorch eager"),
     ]:
-        a, b = [], []
+        a, b, graphed = [], [], []
+        with_graph = args.cuda_graph and mine == "generate"
         for _ in range(args.reps):  # alternate rounds so drift in machine load hits both sides
             a += ours(mine, 3)
             b += peer(3)
+            if with_graph:
+                graphed += ours(mine, 3, ["--cuda-graph"])
         rows.append((name, statistics.median(a), statistics.median(b), peer_name))
-    for (name, rto, peer, _), flops in zip(list(rows), [generate_flops_per_token(args), dpo_flops_per_token(args)]):
+        if with_graph:
+            rows.append(("generate, CUDA graph (tok/s)", statistics.median(graphed), statistics.median(b), peer_name))
+            rows.append(("generate: CUDA graph vs eager (tok/s)", statistics.median(graphed), statistics.median(a),
+                         "ours without --cuda-graph"))
+    flops_per_token = {"generate (tok/s)": generate_flops_per_token(args), "dpo_step (tok/s)": dpo_flops_per_token(args)}
+    for name, rto, peer, _ in [r for r in rows if r[0] in flops_per_token]:
+        flops = flops_per_token[name]
         rows.append((f"MFU {name.split()[0]} (%)", 100 * rto * flops / peak, 100 * peer * flops / peak,
                      f"same FLOPs at the peer's speed; peak {peak / 1e9:.0f} GFLOP/s"))
     if not args.no_stages and args.device == "cpu":

@@ -45,11 +45,11 @@ pub fn generation(
     prompt_len: usize,
     new_tokens: usize,
     device: Device,
-    kind: Kind,
+    (kind, cuda_graph): (Kind, bool),
 ) -> Result<f64> {
     let model = CausalLm::random(config, Head::LanguageModel, device, kind, 0)?;
     let prompts = random_tokens(batch, prompt_len, model.config.vocab_size, 1);
-    let config = SamplingConfig { max_new_tokens: new_tokens, seed: 2, ..Default::default() };
+    let config = SamplingConfig { max_new_tokens: new_tokens, seed: 2, cuda_graph, ..Default::default() };
     if device.is_cuda() {
         generate(&model, &prompts[..2], &SamplingConfig { max_new_tokens: 2, ..config.clone() }, 0)?;
         tch::Cuda::synchronize(device_index(device) as i64);

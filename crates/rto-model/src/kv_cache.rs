@@ -9,6 +9,11 @@
 //! generation has one shape: oneDNN, which serves reduced-precision CPU matmuls, compiles a
 //! kernel per new shape (see `sampling::fixed_decode_width`), and a captured CUDA graph needs
 //! fixed shapes too.
+//!
+//! A CUDA graph also fixes where a step writes: the replay writes where the captured step
+//! wrote. With [`KvCache::with_write_slot`] single-token appends write at the position a
+//! device tensor holds ([`KvCache::sync_write_slot`] sets it before each step) instead of at an
+//! offset baked into a view (see `decode_graph`).
 
 use tch::Tensor;
 
@@ -20,6 +25,8 @@ pub struct KvCache {
     capacity: usize,
     /// Single-token appends return the whole buffer rather than the filled part.
     fixed_decode_width: bool,
+    /// [1] i64 on the cache's device: where single-token appends write, when set.
+    write_slot: Option<Tensor>,
 }
 
 impl KvCache {
@@ -34,7 +41,31 @@ impl KvCache {
     ) -> Self {
         let shape = [batch, kv_heads, capacity as i64, head_dim];
         let alloc = || (0..layers).map(|_| Tensor::zeros(shape, options)).collect::<Vec<_>>();
-        Self { keys: alloc(), values: alloc(), len: 0, capacity, fixed_decode_width: false }
+        Self { keys: alloc(), values: alloc(), len: 0, capacity, fixed_decode_width: false, write_slot: None }
+    }
+
+    /// Makes single-token appends write at the position held by a device tensor (see the
+    /// module doc), for steps whose kernels are replayed from a CUDA graph. Implies the fixed
+    /// decode width: a replayed step cannot change shape either.
+    pub fn with_write_slot(mut self) -> Self {
+        let device = self.keys.first().map_or(tch::Device::Cpu, Tensor::device);
+        self.write_slot = Some(Tensor::zeros([1], (tch::Kind::Int64, device)));
+        self.fixed_decode_width = true;
+        self
+    }
+
+    /// Points the write slot at the next free position (a device-side fill, queued like any
+    /// op): called before every single-token step of a cache made [`Self::with_write_slot`].
+    pub fn sync_write_slot(&mut self) {
+        if let Some(slot) = &mut self.write_slot {
+            let _ = slot.fill_(self.len as i64);
+        }
+    }
+
+    /// Sets the count of cached tokens: a captured step advanced it without writing anything.
+    pub(crate) fn set_len(&mut self, len: usize) {
+        assert!(len <= self.capacity, "KV cache length {len} > capacity {}", self.capacity);
+        self.len = len;
     }
 
     /// Makes every single-token step attend over all `capacity` positions (see the module doc);
@@ -73,8 +104,16 @@ impl KvCache {
         let new = k.size()[2];
         let end = self.len as i64 + new;
         assert!(end as usize <= self.capacity, "KV cache overflow: {end} > {}", self.capacity);
-        self.keys[layer].narrow(2, self.len as i64, new).copy_(k);
-        self.values[layer].narrow(2, self.len as i64, new).copy_(v);
+        match (&self.write_slot, new) {
+            (Some(slot), 1) => {
+                let _ = self.keys[layer].index_copy_(2, slot, k);
+                let _ = self.values[layer].index_copy_(2, slot, v);
+            }
+            _ => {
+                self.keys[layer].narrow(2, self.len as i64, new).copy_(k);
+                self.values[layer].narrow(2, self.len as i64, new).copy_(v);
+            }
+        }
         let visible = self.visible_after(new as usize) as i64;
         (self.keys[layer].narrow(2, 0, visible), self.values[layer].narrow(2, 0, visible))
     }

@@ -12,6 +12,7 @@ pub mod checkpointing;
 pub mod config;
 pub mod cuda_library;
 pub mod cuda_memory;
+pub mod decode_graph;
 pub mod device;
 pub mod grad_mode;
 pub mod kv_cache;

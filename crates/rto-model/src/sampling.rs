@@ -2,6 +2,7 @@
 //! token per step for the whole batch, rows dropping out as they emit a stop token.
 
 use crate::batch::SequenceBatch;
+use crate::decode_graph::{check_cuda_graph, DecodeMode, DecodeStep};
 use crate::kv_cache::KvCache;
 use crate::llama::positions_from_mask;
 use crate::model::CausalLm;
@@ -25,11 +26,23 @@ pub struct SamplingConfig {
     /// seed and the logits alone, not on anything else the process did, and are the same on
     /// every device.
     pub seed: u64,
+    /// Replay the decode steps from a CUDA graph captured at the first one (`--cuda-graph`;
+    /// CUDA only, in a build with `rto-cuda/graphs`; see `decode_graph`).
+    pub cuda_graph: bool,
 }
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        Self { max_new_tokens: 64, temperature: 1.0, top_p: 1.0, top_k: 0, greedy: false, stop_ids: vec![], seed: 0 }
+        Self {
+            max_new_tokens: 64,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            greedy: false,
+            stop_ids: vec![],
+            seed: 0,
+            cuda_graph: false,
+        }
     }
 }
 
@@ -85,21 +98,31 @@ impl Generation {
 
 /// Samples continuations of `prompts` (token ids, unpadded) from `model`.
 pub fn generate(model: &CausalLm, prompts: &[Vec<i64>], config: &SamplingConfig, pad_id: i64) -> Result<Generation> {
-    let fixed = fixed_decode_width(model.vs.kind(), model.device());
-    generate_with_decode_width(model, prompts, config, pad_id, fixed)
+    let mode = if config.cuda_graph {
+        DecodeMode::Buffered { capture: true }
+    } else if fixed_decode_width(model.vs.kind(), model.device()) {
+        DecodeMode::Fixed
+    } else {
+        DecodeMode::Growing
+    };
+    generate_with_decode(model, prompts, config, pad_id, mode)
 }
 
-/// [`generate`] with the decode steps' attention width chosen by the caller: over the whole KV
-/// cache (`fixed`, one shape for every step) or over the filled part. Both give the same
-/// tokens and log-probs up to rounding; tests compare them.
-pub fn generate_with_decode_width(
+/// [`generate`] with the decode steps run as the caller says ([`DecodeMode`]): attention over
+/// the filled part of the KV cache or over all of it, and from buffers a CUDA graph can
+/// replay. Every mode gives the same tokens, and log-probs up to rounding; tests compare them.
+pub fn generate_with_decode(
     model: &CausalLm,
     prompts: &[Vec<i64>],
     config: &SamplingConfig,
     pad_id: i64,
-    fixed: bool,
+    mode: DecodeMode,
 ) -> Result<Generation> {
     config.validate()?;
+    if mode == (DecodeMode::Buffered { capture: true }) {
+        check_cuda_graph(model.device())?;
+    }
+    let fixed = mode != DecodeMode::Growing;
     if prompts.is_empty() {
         return Ok(Generation::default());
     }
@@ -131,6 +154,9 @@ pub fn generate_with_decode_width(
         (kind, device),
     )
     .with_fixed_decode_width(fixed);
+    if let DecodeMode::Buffered { .. } = mode {
+        cache = cache.with_write_slot();
+    }
     let decode_bias = decode_attention_bias(&attention_mask, config.max_new_tokens, kind);
     // Row t blocks the generated positions after step t: what a fixed-width step adds to the
     // bias, since it sees the whole cache (one [new, prompt + new] table, a row per step).
@@ -144,6 +170,7 @@ pub fn generate_with_decode_width(
         let hidden = model.decoder.forward(&input_ids, &attention_mask, &positions, Some(&mut cache));
         let last_prompt_positions = positions.narrow(1, width as i64 - 1, 1);
         let mut logits = model.logits(&hidden.narrow(1, width as i64 - 1, 1)).squeeze_dim(1);
+        let mut decode = DecodeStep::new(mode, &last_prompt_positions, &decode_bias);
         for step in 0..config.max_new_tokens {
             let step_logits = logits.to_kind(Kind::Float);
             let tokens = pick_tokens(&step_logits, config, &mut uniforms);
@@ -179,8 +206,7 @@ pub fn generate_with_decode_width(
                 None => decode_bias.narrow(3, 0, cache.len() as i64 + 1),
             };
             let step_positions = &last_prompt_positions + (step as i64 + 1);
-            let hidden = model.decoder.forward_with_bias(&step_ids, &bias, &step_positions, Some(&mut cache));
-            logits = model.logits(&hidden.squeeze_dim(1));
+            logits = decode.run(model, &mut cache, &step_ids, &step_positions, &bias)?;
         }
         Ok(())
     })?;

@@ -43,6 +43,12 @@ pub struct GenerationSettings {
     /// Argmax decoding instead of sampling.
     #[arg(long)]
     pub greedy: bool,
+    /// Replay each generate call's decode steps from a CUDA graph captured at its first step
+    /// (as vLLM and SGLang do): one launch per step instead of a few hundred. CUDA only, in a
+    /// build with CUDA graphs (`make build-cuda`). In the key when set.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cuda_graph: bool,
     /// Evaluate on the first N prompts only (0 = all).
     #[arg(long, default_value_t = 0)]
     pub num_prompts: usize,
@@ -67,6 +73,7 @@ impl GenerationSettings {
             greedy: self.greedy,
             stop_ids,
             seed,
+            cuda_graph: self.cuda_graph,
             ..Default::default()
         }
     }
@@ -108,6 +115,9 @@ fn generate_all(
     work: &Work,
 ) -> Result<Value> {
     let device = parse_device(&common.device)?;
+    if settings.cuda_graph {
+        rto_model::decode_graph::check_cuda_graph(device)?;
+    }
     let tokenizer = TextTokenizer::from_dir(model_dir)?;
     let model = rto_model::adapter::load(model_dir, Head::LanguageModel, device, stage::precision(common).kind())?;
     tokenizer.check_fits(model.config.vocab_size, model_dir)?;

@@ -32,6 +32,9 @@ enum What {
         prompt_len: usize,
         #[arg(long, default_value_t = 64)]
         new_tokens: usize,
+        /// Replay the decode steps from a CUDA graph (a build with `make build-cuda`).
+        #[arg(long)]
+        cuda_graph: bool,
     },
     /// Max |CPU − device| response log-prob on a checkpoint folder.
     Parity {
@@ -61,13 +64,14 @@ fn run() -> Result<()> {
         other => anyhow::bail!("--size {other:?}: expected bench or large"),
     };
     match args.what {
-        What::Generate { batch, prompt_len, new_tokens } => {
-            generation(config.clone(), 2, prompt_len, 4, device, kind)?; // warm-up: thread pools, allocator
+        What::Generate { batch, prompt_len, new_tokens, cuda_graph } => {
+            let how = (kind, cuda_graph);
+            generation(config.clone(), 2, prompt_len, 4, device, how)?; // warm-up: thread pools, allocator
             for _ in 0..args.reps {
-                let tps = generation(config.clone(), batch, prompt_len, new_tokens, device, kind)?;
+                let tps = generation(config.clone(), batch, prompt_len, new_tokens, device, how)?;
                 println!(
                     "{}",
-                    serde_json::json!({"bench": "generate", "impl": "rto", "tokens_per_s": tps, "device": args.device, "size": args.size, "dtype": args.dtype})
+                    serde_json::json!({"bench": "generate", "impl": "rto", "tokens_per_s": tps, "device": args.device, "size": args.size, "dtype": args.dtype, "cuda_graph": cuda_graph})
                 );
             }
         }

@@ -33,6 +33,9 @@ struct Args {
     seed: u64,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Replay the decode steps from a CUDA graph (CUDA only; a build with `make build-cuda`).
+    #[arg(long)]
+    cuda_graph: bool,
 }
 
 fn main() {
@@ -50,6 +53,7 @@ fn run() -> Result<()> {
         greedy: args.greedy,
         seed: args.seed,
         stop_ids: vec![],
+        cuda_graph: args.cuda_graph,
     };
     let (model, tokenizer) = match &args.model {
         Some(dir) => {

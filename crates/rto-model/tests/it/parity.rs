@@ -1,6 +1,7 @@
 //! Our model against transformers on the same tiny random checkpoints.
 
 use crate::common::*;
+use rto_model::decode_graph::DecodeMode;
 use rto_model::kv_cache::KvCache;
 use rto_model::llama::positions_from_mask;
 use rto_model::{generate, CausalLm, Head, SamplingConfig};
@@ -340,8 +341,8 @@ fn fixed_width_decode_samples_what_growing_width_decode_samples() {
         SamplingConfig { max_new_tokens: 12, temperature: 0.9, stop_ids: vec![2], seed: 3, ..Default::default() };
     for (kind, tolerance) in [(Kind::Float, 1e-6f32), (Kind::BFloat16, 2e-2)] {
         let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, kind).unwrap();
-        let run = |fixed| rto_model::sampling::generate_with_decode_width(&model, &prompts, &config, 0, fixed).unwrap();
-        let (growing, fixed) = (run(false), run(true));
+        let run = |mode| rto_model::sampling::generate_with_decode(&model, &prompts, &config, 0, mode).unwrap();
+        let (growing, fixed) = (run(DecodeMode::Growing), run(DecodeMode::Fixed));
         assert_eq!(fixed.responses, growing.responses, "{kind:?}: sampled tokens");
         assert!(growing.responses.iter().all(|r| r.len() > 3), "{kind:?}: the rows decode several steps");
         let worst = |a: &[Vec<f32>], b: &[Vec<f32>]| {
@@ -354,6 +355,76 @@ fn fixed_width_decode_samples_what_growing_width_decode_samples() {
     }
     assert!(rto_model::sampling::fixed_decode_width(Kind::BFloat16, Device::Cpu));
     assert!(!rto_model::sampling::fixed_decode_width(Kind::Float, Device::Cpu));
+}
+
+/// The decode step a CUDA graph replays (inputs copied into buffers made once per call, KV
+/// writes at a device-held slot, attention over the whole cache), run eagerly, samples the
+/// same tokens with the same log-probs and entropies, bit for bit, as the plain fixed-width
+/// step: the buffers change where the numbers live, not what is computed. Rows stop at
+/// different steps, so finished rows' pad steps go through the buffers too.
+#[test]
+fn buffered_decode_step_samples_what_the_fixed_width_step_samples_bit_for_bit() {
+    let hf = hf_model("llama-gqa");
+    let prompts: Vec<Vec<i64>> = vec![vec![5, 17, 33, 8, 91, 44], vec![21, 3, 77], vec![88, 14, 56, 4, 9]];
+    let config =
+        SamplingConfig { max_new_tokens: 12, temperature: 0.9, stop_ids: vec![2], seed: 3, ..Default::default() };
+    for kind in [Kind::Float, Kind::BFloat16] {
+        let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, kind).unwrap();
+        let run = |mode| rto_model::sampling::generate_with_decode(&model, &prompts, &config, 0, mode).unwrap();
+        let (fixed, buffered) = (run(DecodeMode::Fixed), run(DecodeMode::Buffered { capture: false }));
+        assert_eq!(buffered.responses, fixed.responses, "{kind:?}: sampled tokens");
+        assert_eq!(buffered.finished, fixed.finished, "{kind:?}: stop flags");
+        let lengths: Vec<usize> = fixed.responses.iter().map(Vec::len).collect();
+        assert!(lengths.iter().all(|&n| n > 3), "{kind:?}: every row decodes several steps: {lengths:?}");
+        let bits = |rows: &[Vec<f32>]| rows.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&buffered.logprobs), bits(&fixed.logprobs), "{kind:?}: log-probs");
+        assert_eq!(bits(&buffered.entropies), bits(&fixed.entropies), "{kind:?}: entropies");
+    }
+}
+
+/// `--cuda-graph` on a CPU model is refused before anything is sampled, with what it needs.
+#[test]
+fn cuda_graph_sampling_on_a_cpu_model_is_refused_with_the_reason() {
+    let hf = hf_model("llama-gqa");
+    let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, Kind::Float).unwrap();
+    let config = SamplingConfig { max_new_tokens: 4, cuda_graph: true, ..Default::default() };
+    let err = generate(&model, &[vec![5, 17, 33]], &config, 0).unwrap_err().to_string();
+    assert!(err.contains("--cuda-graph needs a CUDA device (--device cuda)"), "{err}");
+}
+
+/// On a GPU, in a build with CUDA graphs: the replayed decode steps sample what the same
+/// buffered steps run eagerly sample (tokens equal, log-probs within 1e-6: the kernels are the
+/// captured ones, the same). Elsewhere it says why it did not run.
+#[test]
+fn cuda_graph_replay_samples_what_the_eager_buffered_step_samples() {
+    if !tch::Cuda::is_available() || !rto_cuda::AVAILABLE {
+        eprintln!(
+            "skipped: needs a GPU and a build with rto-cuda/graphs (CUDA available: {}, graphs built: {})",
+            tch::Cuda::is_available(),
+            rto_cuda::AVAILABLE
+        );
+        return;
+    }
+    let hf = hf_model("llama-gqa");
+    let device = rto_model::parse_device("cuda").unwrap();
+    let prompts: Vec<Vec<i64>> = vec![vec![5, 17, 33, 8, 91, 44], vec![21, 3, 77], vec![88, 14, 56, 4, 9]];
+    let config =
+        SamplingConfig { max_new_tokens: 12, temperature: 0.9, stop_ids: vec![2], seed: 3, ..Default::default() };
+    let model = CausalLm::load(hf.path(), Head::LanguageModel, device, Kind::Float).unwrap();
+    let run = |capture| {
+        rto_model::sampling::generate_with_decode(&model, &prompts, &config, 0, DecodeMode::Buffered { capture })
+            .unwrap()
+    };
+    let (eager, replayed) = (run(false), run(true));
+    assert_eq!(replayed.responses, eager.responses, "sampled tokens");
+    let gap = eager
+        .logprobs
+        .iter()
+        .flatten()
+        .zip(replayed.logprobs.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(gap <= 1e-6, "log-probs differ by {gap:e}");
 }
 
 /// The no-graph bf16 RmsNorm (its product written straight into the bf16 result) gives the

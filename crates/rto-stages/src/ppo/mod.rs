@@ -266,6 +266,12 @@ pub struct PpoSettings {
     /// 0 = no top-k filtering.
     #[arg(long, default_value_t = 0)]
     pub top_k: i64,
+    /// Replay each generate call's decode steps from a CUDA graph captured at its first step
+    /// (as vLLM and SGLang do): one launch per step instead of a few hundred. CUDA only, in a
+    /// build with CUDA graphs (`make build-cuda`). In the key when set.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cuda_graph: bool,
     /// Write the rollouts of every N-th iteration (and the first and last). 0 = never.
     #[arg(long, default_value_t = 10)]
     pub save_rollouts_every: usize,

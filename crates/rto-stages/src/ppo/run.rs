@@ -185,6 +185,9 @@ impl<'a> PpoRun<'a> {
     ) -> Result<(Self, DatasetStats)> {
         let s = &args.settings;
         let device = parse_device(&args.common.device)?;
+        if args.settings.cuda_graph {
+            rto_model::decode_graph::check_cuda_graph(device)?;
+        }
         let tokenizer = TextTokenizer::from_dir(&args.policy)?;
         let kind = crate::stage::precision(&args.common).kind();
         let policy = rto_model::adapter::load(&args.policy, Head::LanguageModel, device, kind)?;
@@ -308,6 +311,7 @@ impl<'a> PpoRun<'a> {
             greedy: false,
             stop_ids: self.tokenizer.eos_id.into_iter().collect(),
             seed: 0,
+            cuda_graph: s.cuda_graph,
         };
         let seed = seed_for(self.args.common.seed, Stream::Rollout, iteration as u64);
         RolloutConfig {
