@@ -5,6 +5,7 @@
 
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <cstdlib>
@@ -20,6 +21,9 @@ struct Graph {
   at::cuda::CUDAGraph graph;
   std::optional<c10::cuda::CUDAStream> side;
   std::optional<c10::cuda::CUDAStream> caller;
+  // The current device before enter_side_stream: capture_begin captures the current device's
+  // current stream, so the graph's device is made current meanwhile.
+  c10::DeviceIndex previous_device = -1;
 };
 
 template <typename F>
@@ -53,6 +57,8 @@ void* rto_cuda_graph_new(int device, char** error) {
 int rto_cuda_graph_enter_side_stream(void* graph, char** error) {
   return guarded(error, [&] {
     Graph* g = as_graph(graph);
+    g->previous_device = c10::cuda::current_device();
+    c10::cuda::set_device(g->device);
     auto caller = c10::cuda::getCurrentCUDAStream(g->device);
     auto side = c10::cuda::getStreamFromPool(false, g->device);
     c10::cuda::CUDAEvent ready;
@@ -68,12 +74,17 @@ int rto_cuda_graph_enter_side_stream(void* graph, char** error) {
 int rto_cuda_graph_leave_side_stream(void* graph, char** error) {
   return guarded(error, [&] {
     Graph* g = as_graph(graph);
-    if (!g->side || !g->caller) return;
-    c10::cuda::CUDAEvent done;
-    done.record(*g->side);
-    done.block(*g->caller);
-    c10::cuda::setCurrentCUDAStream(*g->caller);
-    g->side.reset();
+    if (g->side && g->caller) {
+      c10::cuda::CUDAEvent done;
+      done.record(*g->side);
+      done.block(*g->caller);
+      c10::cuda::setCurrentCUDAStream(*g->caller);
+      g->side.reset();
+    }
+    if (g->previous_device >= 0) {
+      c10::cuda::set_device(g->previous_device);
+      g->previous_device = -1;
+    }
   });
 }
 

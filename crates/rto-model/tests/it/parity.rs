@@ -329,6 +329,13 @@ fn sampled_logprobs_equal_a_full_forward_under_the_unmodified_distribution() {
     assert!(worst_entropy <= 1e-5, "sampled vs full-forward entropies differ by {worst_entropy:e}");
 }
 
+/// Three prompts of different lengths, sampled at temperature 0.9 with a stop token: rows stop
+/// at different steps, so finished rows decode pads for a while.
+fn decode_case() -> (Vec<Vec<i64>>, SamplingConfig) {
+    let prompts = vec![vec![5, 17, 33, 8, 91, 44], vec![21, 3, 77], vec![88, 14, 56, 4, 9]];
+    (prompts, SamplingConfig { max_new_tokens: 12, temperature: 0.9, stop_ids: vec![2], seed: 3, ..Default::default() })
+}
+
 /// Decode steps over the whole KV cache (fixed shapes; the unwritten positions blocked by the
 /// bias) sample what steps over the filled part sample: the same tokens, and log-probs and
 /// entropies within 1e-6 in fp32 and within bf16 rounding in bf16 (where `generate` picks the
@@ -336,9 +343,7 @@ fn sampled_logprobs_equal_a_full_forward_under_the_unmodified_distribution() {
 #[test]
 fn fixed_width_decode_samples_what_growing_width_decode_samples() {
     let hf = hf_model("llama-gqa");
-    let prompts: Vec<Vec<i64>> = vec![vec![5, 17, 33, 8, 91, 44], vec![21, 3, 77], vec![88, 14, 56, 4, 9]];
-    let config =
-        SamplingConfig { max_new_tokens: 12, temperature: 0.9, stop_ids: vec![2], seed: 3, ..Default::default() };
+    let (prompts, config) = decode_case();
     for (kind, tolerance) in [(Kind::Float, 1e-6f32), (Kind::BFloat16, 2e-2)] {
         let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, kind).unwrap();
         let run = |mode| rto_model::sampling::generate_with_decode(&model, &prompts, &config, 0, mode).unwrap();
@@ -365,9 +370,7 @@ fn fixed_width_decode_samples_what_growing_width_decode_samples() {
 #[test]
 fn buffered_decode_step_samples_what_the_fixed_width_step_samples_bit_for_bit() {
     let hf = hf_model("llama-gqa");
-    let prompts: Vec<Vec<i64>> = vec![vec![5, 17, 33, 8, 91, 44], vec![21, 3, 77], vec![88, 14, 56, 4, 9]];
-    let config =
-        SamplingConfig { max_new_tokens: 12, temperature: 0.9, stop_ids: vec![2], seed: 3, ..Default::default() };
+    let (prompts, config) = decode_case();
     for kind in [Kind::Float, Kind::BFloat16] {
         let model = CausalLm::load(hf.path(), Head::LanguageModel, Device::Cpu, kind).unwrap();
         let run = |mode| rto_model::sampling::generate_with_decode(&model, &prompts, &config, 0, mode).unwrap();
@@ -407,9 +410,7 @@ fn cuda_graph_replay_samples_what_the_eager_buffered_step_samples() {
     }
     let hf = hf_model("llama-gqa");
     let device = rto_model::parse_device("cuda").unwrap();
-    let prompts: Vec<Vec<i64>> = vec![vec![5, 17, 33, 8, 91, 44], vec![21, 3, 77], vec![88, 14, 56, 4, 9]];
-    let config =
-        SamplingConfig { max_new_tokens: 12, temperature: 0.9, stop_ids: vec![2], seed: 3, ..Default::default() };
+    let (prompts, config) = decode_case();
     let model = CausalLm::load(hf.path(), Head::LanguageModel, device, Kind::Float).unwrap();
     let run = |capture| {
         rto_model::sampling::generate_with_decode(&model, &prompts, &config, 0, DecodeMode::Buffered { capture })
