@@ -505,6 +505,12 @@ fn ppo() -> Vec<Case> {
             expect: &["beta1 must be a finite number ≥ 0, got -1"],
         },
         Case {
+            name: "ppo CUDA graph on the CPU",
+            bin: "ppo-train",
+            args: |c| c.ppo_args(&["--prompts", &s(&c.prompts), "--cuda-graph"]),
+            expect: &["--cuda-graph needs a CUDA device (--device cuda)", "this run's device is cpu"],
+        },
+        Case {
             name: "ppo unknown judge",
             bin: "ppo-train",
             args: |c| set(c.ppo_args(&["--prompts", &s(&c.prompts)]), "--judge", "gpt5"),
@@ -545,6 +551,12 @@ fn eval() -> Vec<Case> {
             bin: "rto-eval",
             args: |c| c.eval_args(&["--prompts", &s(&c.prompts), "--judge", "toy", "--top-p", "1.5"]),
             expect: &["top_p must be in (0, 1], got 1.5"],
+        },
+        Case {
+            name: "eval CUDA graph on the CPU",
+            bin: "rto-eval",
+            args: |c| c.eval_args(&["--prompts", &s(&c.prompts), "--judge", "toy", "--cuda-graph"]),
+            expect: &["--cuda-graph needs a CUDA device (--device cuda)", "this run's device is cpu"],
         },
         Case {
             name: "eval prompts longer than every limit",
