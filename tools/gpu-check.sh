@@ -26,6 +26,8 @@ if [ $graphs = yes ]; then
     graph=$($bin/rto-sample --random-init --device cuda --max-new-tokens 48 $how --cuda-graph)
     if [ "$eager" = "$graph" ]; then echo "same tokens ($how)"; else echo "DIFFERENT ($how)"; diff <(echo "$eager") <(echo "$graph"); fi
   done
+  $bin/rto-bench graph-parity --device cuda
+  $bin/rto-bench graph-parity --device cuda --size large --dtype bf16
   graph_rows=--cuda-graph
 else
   echo "== no CUDA graph lines: $bin was not built by make build-cuda"

@@ -61,6 +61,28 @@ pub fn generation(
     Ok(tokens as f64 / secs)
 }
 
+/// How far decode steps replayed from a CUDA graph are from the same buffered steps run
+/// eagerly, on a random model of `config` (the GPU check's numbers): whether every sampled token
+/// is the same, and the largest |Δ log-prob| over the sampled tokens.
+pub fn graph_replay_difference(config: ModelConfig, device: Device, kind: Kind) -> Result<(bool, f64)> {
+    use rto_model::decode_graph::DecodeMode;
+    let model = CausalLm::random(config, Head::LanguageModel, device, kind, 0)?;
+    let prompts = random_tokens(8, 16, model.config.vocab_size, 1);
+    let config = SamplingConfig { max_new_tokens: 32, temperature: 0.9, seed: 2, ..Default::default() };
+    let run = |capture| {
+        rto_model::sampling::generate_with_decode(&model, &prompts, &config, 0, DecodeMode::Buffered { capture })
+    };
+    let (eager, replayed) = (run(false)?, run(true)?);
+    let gap = eager
+        .logprobs
+        .iter()
+        .flatten()
+        .zip(replayed.logprobs.iter().flatten())
+        .map(|(a, b)| f64::from((a - b).abs()))
+        .fold(0.0, f64::max);
+    Ok((eager.responses == replayed.responses, gap))
+}
+
 /// Tokens per second of a DPO-shaped step: policy forward+backward on `pairs` chosen and
 /// `pairs` rejected sequences of `seq_len` tokens, a reference forward without grad, AdamW.
 pub struct DpoStepBench {

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use rto_cli::bench::{bench_config, device_logprob_difference, generation, large_config, DpoStepBench};
+use rto_cli::bench::{
+    bench_config, device_logprob_difference, generation, graph_replay_difference, large_config, DpoStepBench,
+};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -41,6 +43,9 @@ enum What {
         #[arg(long)]
         model: std::path::PathBuf,
     },
+    /// Decode steps replayed from a CUDA graph vs the same steps run eagerly (a random model of
+    /// --size in --dtype; a build with `make build-cuda`).
+    GraphParity,
     /// A DPO-shaped training step.
     DpoStep {
         #[arg(long, default_value_t = 16)]
@@ -78,6 +83,13 @@ fn run() -> Result<()> {
         What::Parity { model } => {
             let diff = device_logprob_difference(&model, device)?;
             println!("{}", serde_json::json!({"bench": "parity", "max_abs_logprob_diff": diff, "device": args.device}));
+        }
+        What::GraphParity => {
+            let (same_tokens, diff) = graph_replay_difference(config, device, kind)?;
+            println!(
+                "{}",
+                serde_json::json!({"bench": "graph_parity", "same_tokens": same_tokens, "max_abs_logprob_diff": diff, "device": args.device, "size": args.size, "dtype": args.dtype})
+            );
         }
         What::DpoStep { pairs, seq_len } => {
             let mut bench = DpoStepBench::new(config, pairs, seq_len, device)?;
