@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA check, run on a lent GPU machine (see README "GPU"): binaries built on the CPU
 # machine, libtorch from that machine's own torch 2.11. Prints what it sees; asserts nothing.
-# Usage: tools/gpu-check.sh BIN_DIR TINY_MODEL_DIR
+# Usage: tools/gpu-check.sh BIN_DIR TINY_MODEL_DIR (tools/gpu-carry.sh assembles both in .devcarry)
 # BIN_DIR: `make build-cuda`'s target/cuda/x86_64-unknown-linux-gnu/release for the CUDA-graph
 # and NCCL lines (those binaries link libtorch_cuda and libcudart); the plain build skips them.
 set -u
@@ -22,9 +22,11 @@ $bin/rto-sample --random-init --device cuda --max-new-tokens 8
 if [ $graphs = yes ]; then
   echo "== decode steps replayed from a CUDA graph sample what eager steps sample (same seed)"
   for how in --greedy "--temperature 0.9"; do
-    eager=$($bin/rto-sample --random-init --device cuda --max-new-tokens 48 $how)
-    graph=$($bin/rto-sample --random-init --device cuda --max-new-tokens 48 $how --cuda-graph)
-    if [ "$eager" = "$graph" ]; then echo "same tokens ($how)"; else echo "DIFFERENT ($how)"; diff <(echo "$eager") <(echo "$graph"); fi
+    if ! eager=$($bin/rto-sample --random-init --device cuda --max-new-tokens 48 $how) ||
+       ! graph=$($bin/rto-sample --random-init --device cuda --max-new-tokens 48 $how --cuda-graph); then
+      echo "FAILED to sample ($how)"
+    elif [ "$eager" = "$graph" ]; then echo "same tokens ($how)"
+    else echo "DIFFERENT ($how)"; diff <(echo "$eager") <(echo "$graph"); fi
   done
   $bin/rto-bench graph-parity --device cuda
   $bin/rto-bench graph-parity --device cuda --size large --dtype bf16
@@ -39,6 +41,10 @@ echo "== ~0.5B model, bf16 generation 64x128 -> 128 tokens, f32 DPO step 8 pairs
 python3 bench/bench_model.py --device cuda --size large --dtype bf16 --gen-batch 64 --prompt-len 128 \
   --new-tokens 128 --pairs 8 --seq-len 512 --reps 2 $graph_rows
 echo "== real model shapes in bf16 through every stage (memory plan vs CUDA peak in each manifest)"
-python3 bench/bench_scale.py --device cuda --precisions bf16 --shapes qwen2.5-0.5b,qwen2.5-1.5b,qwen2.5-3b
+if [ -x "$bin/ppo-train" ]; then
+  RTO_BIN=$bin python3 bench/bench_scale.py --device cuda --precisions bf16 --shapes qwen2.5-0.5b,qwen2.5-1.5b,qwen2.5-3b
+else
+  echo "skipped: $bin has no stage binaries (tools/gpu-carry.sh carries only rto-bench, rto-sample, rto-dist-check)"
+fi
 echo "== c10d NCCL at world size 1 (binaries of make build-cuda)"
 [ -x "$bin/rto-dist-check" ] && torchrun --standalone --nproc-per-node 1 --no-python "$bin/rto-dist-check" --device cuda
