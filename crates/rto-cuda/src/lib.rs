@@ -17,6 +17,17 @@ use anyhow::Result;
 /// Whether this build carries the CUDA graph shim (`--features rto-cuda/graphs`).
 pub const AVAILABLE: bool = cfg!(feature = "graphs");
 
+/// Fails, saying how to get CUDA graphs, when this build lacks them: what a caller checks
+/// before it commits to graphs (loading models, say).
+pub fn ensure_available() -> Result<()> {
+    anyhow::ensure!(
+        AVAILABLE,
+        "this build has no CUDA graphs: rebuild with `make build-cuda` (cargo feature \
+         rto-cuda/graphs, which needs CUDA headers), or leave --cuda-graph off"
+    );
+    Ok(())
+}
+
 /// One captured CUDA graph; dropped with the object (its memory pool is freed with it).
 pub struct CudaGraph {
     #[cfg(feature = "graphs")]
@@ -53,13 +64,11 @@ impl CudaGraph {
 #[cfg(not(feature = "graphs"))]
 mod imp {
     use super::CudaGraph;
-    use anyhow::{bail, Result};
+    use anyhow::Result;
 
     pub fn new(_device: usize) -> Result<CudaGraph> {
-        bail!(
-            "this build has no CUDA graphs: rebuild with `make build-cuda` (cargo feature \
-             rto-cuda/graphs, which needs CUDA headers), or leave --cuda-graph off"
-        )
+        super::ensure_available()?;
+        unreachable!("ensure_available fails without the graphs feature")
     }
 
     pub fn capture<T>(_: &mut CudaGraph, _: impl FnMut() -> T) -> Result<(T, T)> {

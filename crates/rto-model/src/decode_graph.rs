@@ -38,10 +38,7 @@ pub fn check_cuda_graph(device: Device) -> Result<()> {
         let this = if device == Device::Cpu { "cpu".to_string() } else { format!("{device:?}") };
         bail!("--cuda-graph needs a CUDA device (--device cuda), and this run's device is {this}: leave it off here");
     }
-    if !rto_cuda::AVAILABLE {
-        CudaGraph::new(0)?;
-    }
-    Ok(())
+    rto_cuda::ensure_available()
 }
 
 /// The decode step of one generation call (see the module doc).

@@ -329,6 +329,12 @@ fn sampled_logprobs_equal_a_full_forward_under_the_unmodified_distribution() {
     assert!(worst_entropy <= 1e-5, "sampled vs full-forward entropies differ by {worst_entropy:e}");
 }
 
+/// The largest |a − b| over two generations' per-token values (log-probs or entropies), row by
+/// row in order.
+fn largest_gap(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
 /// Three prompts of different lengths, sampled at temperature 0.9 with a stop token: rows stop
 /// at different steps, so finished rows decode pads for a while.
 fn decode_case() -> (Vec<Vec<i64>>, SamplingConfig) {
@@ -350,11 +356,8 @@ fn fixed_width_decode_samples_what_growing_width_decode_samples() {
         let (growing, fixed) = (run(DecodeMode::Growing), run(DecodeMode::Fixed));
         assert_eq!(fixed.responses, growing.responses, "{kind:?}: sampled tokens");
         assert!(growing.responses.iter().all(|r| r.len() > 3), "{kind:?}: the rows decode several steps");
-        let worst = |a: &[Vec<f32>], b: &[Vec<f32>]| {
-            a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
-        };
-        let logprob_gap = worst(&fixed.logprobs, &growing.logprobs);
-        let entropy_gap = worst(&fixed.entropies, &growing.entropies);
+        let logprob_gap = largest_gap(&fixed.logprobs, &growing.logprobs);
+        let entropy_gap = largest_gap(&fixed.entropies, &growing.entropies);
         assert!(logprob_gap <= tolerance, "{kind:?}: log-probs differ by {logprob_gap:e}");
         assert!(entropy_gap <= tolerance, "{kind:?}: entropies differ by {entropy_gap:e}");
     }
@@ -418,13 +421,7 @@ fn cuda_graph_replay_samples_what_the_eager_buffered_step_samples() {
     };
     let (eager, replayed) = (run(false), run(true));
     assert_eq!(replayed.responses, eager.responses, "sampled tokens");
-    let gap = eager
-        .logprobs
-        .iter()
-        .flatten()
-        .zip(replayed.logprobs.iter().flatten())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let gap = largest_gap(&eager.logprobs, &replayed.logprobs);
     assert!(gap <= 1e-6, "log-probs differ by {gap:e}");
 }
 
